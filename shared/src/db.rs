@@ -1,0 +1,119 @@
+//! The database: a `deadpool-postgres` pool over `tokio-postgres`, TLS through rustls with SNI,
+//! and the SQL migrations (applied by `refinery`).
+//!
+//! Built for Neon's pooled endpoint (PgBouncer in transaction mode): no session-level `SET` and no
+//! SQL `PREPARE`. Queries go through `query_typed`, which sends parse/bind/execute in one round
+//! trip on the unnamed statement, so nothing outlives a transaction. The statement timeout is a
+//! startup option (`-c statement_timeout=...`), and every call is bounded on the client side too.
+
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use secrecy::{ExposeSecret, SecretString};
+use tokio_postgres::config::SslMode;
+
+use crate::config::DbSettings;
+use crate::error::{ApiError, ApiResult};
+
+mod embedded {
+    refinery::embed_migrations!("../migrations");
+}
+
+/// rustls with the Mozilla roots (webpki-roots) and the same aws-lc-rs provider the AWS SDK uses:
+/// one TLS stack in the binary. SNI is sent from the host name, which Neon needs to route.
+fn tls() -> anyhow::Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// Parse the URL and apply our timeouts.
+pub fn pg_config(url: &SecretString, settings: &DbSettings) -> anyhow::Result<tokio_postgres::Config> {
+    // The parse error can quote the URL, password included: say only that it is invalid.
+    let mut config = tokio_postgres::Config::from_str(url.expose_secret())
+        .map_err(|_| anyhow::anyhow!("the database URL is not a valid PostgreSQL connection string"))?;
+    config.connect_timeout(settings.connect_timeout);
+    if !settings.statement_timeout.is_zero() {
+        let existing = config.get_options().unwrap_or("").to_owned();
+        let ms = settings.statement_timeout.as_millis();
+        config.options(format!("{existing} -c statement_timeout={ms}").trim());
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("todo-api");
+    }
+    Ok(config)
+}
+
+/// Whether the URL asks for TLS (`sslmode=require`).
+pub fn requires_tls(config: &tokio_postgres::Config) -> bool {
+    config.get_ssl_mode() == SslMode::Require
+}
+
+/// Build the pool. Connections are made on first use, so a cold start does not fail when
+/// PostgreSQL is briefly unreachable: the request gets a 503 and the next one retries.
+pub fn pool(url: &SecretString, settings: &DbSettings) -> anyhow::Result<Pool> {
+    let config = pg_config(url, settings)?;
+    let manager = Manager::from_config(config, tls()?, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Pool::builder(manager)
+        .max_size(settings.pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(settings.operation_timeout))
+        .create_timeout(Some(settings.connect_timeout))
+        .recycle_timeout(Some(settings.connect_timeout))
+        .build()
+        .context("building the database pool")
+}
+
+/// A pooled connection, or 503 when none can be had in time.
+pub async fn conn(pool: &Pool) -> ApiResult<Object> {
+    Ok(pool.get().await?)
+}
+
+/// Bound a database call, so that a hung connection answers 503 instead of running into the
+/// function timeout.
+pub async fn bounded<T, F>(settings: &DbSettings, work: F) -> ApiResult<T>
+where
+    F: Future<Output = ApiResult<T>>,
+{
+    match tokio::time::timeout(settings.operation_timeout, work).await {
+        Ok(result) => result,
+        Err(_) => Err(ApiError::ServiceUnavailable(anyhow::anyhow!("database call timed out"))),
+    }
+}
+
+/// One connection outside the pool (migrations, command-line tools).
+pub async fn connect(url: &SecretString, settings: &DbSettings) -> anyhow::Result<tokio_postgres::Client> {
+    let config = pg_config(url, settings)?;
+    let (client, connection) = config.connect(tls()?).await.context("connecting to PostgreSQL")?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "migration connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Apply pending migrations from `migrations/`.
+pub async fn migrate(client: &mut tokio_postgres::Client) -> anyhow::Result<Vec<String>> {
+    let report = embedded::migrations::runner().run_async(client).await.context("applying migrations")?;
+    Ok(report.applied_migrations().iter().map(|m| m.to_string()).collect())
+}
+
+/// The caller's session, live: not revoked, not past its idle or absolute expiry, and its user
+/// exists and is enabled. Every data query starts `WITH` this and joins on `caller.user_id`, so
+/// revocation bites on the very next request in the same round trip as the work.
+/// `$1` is the session id (`sid`), `$2` the user id (`sub`).
+pub const LIVE_CALLER: &str = "caller AS (
+    SELECT u.id AS user_id, u.role AS role
+      FROM sessions s JOIN users u ON u.id = s.user_id
+     WHERE s.id = $1 AND s.user_id = $2
+       AND s.revoked_at IS NULL
+       AND s.idle_expires_at > now() AND s.absolute_expires_at > now()
+       AND NOT u.disabled)";

@@ -1,0 +1,256 @@
+//! The one error type every handler returns, and the one place that turns it into RFC 9457
+//! `application/problem+json`.
+//!
+//! Variants are HTTP outcomes. Expected outcomes (bad input, wrong password, ...) carry what the
+//! client needs to know; unexpected ones (`Internal`, `ServiceUnavailable`) carry the cause for the
+//! log and answer with a generic body, so no SQL, driver message or secret ever reaches a client.
+
+use http::{HeaderValue, StatusCode, header};
+use lambda_http::{Body, Response};
+use serde::Serialize;
+
+/// One problem with one field of a request, listed in a 422's `errors`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
+        Self { field: field.into(), code, message: message.into() }
+    }
+}
+
+/// What the `WWW-Authenticate` header of a 401 says (RFC 6750).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// No access token was sent: `Bearer`.
+    Bearer,
+    /// An access token was sent and is not acceptable: `Bearer error="invalid_token"`.
+    InvalidToken,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("malformed JSON body: {0}")]
+    MalformedJson(String),
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error("unknown fields in request body")]
+    UnknownFields(Vec<FieldError>),
+    #[error("request failed validation")]
+    Validation(Vec<FieldError>),
+    #[error("missing or unacceptable access token")]
+    Unauthenticated(Challenge),
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("account disabled")]
+    AccountDisabled,
+    #[error("invalid refresh token")]
+    InvalidRefreshToken,
+    #[error("refresh token reused")]
+    RefreshTokenReused,
+    #[error("forbidden")]
+    Forbidden,
+    #[error("not found")]
+    NotFound,
+    #[error("email taken")]
+    EmailTaken,
+    #[error("conflict: {code}")]
+    Conflict { code: &'static str, detail: &'static str },
+    #[error("rate limited")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("service unavailable")]
+    ServiceUnavailable(#[source] anyhow::Error),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+/// The `type` URI of a problem: a stable, non-dereferenceable URN per code.
+pub fn problem_type(code: &str) -> String {
+    format!("urn:todo-api:problem:{code}")
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    type_: String,
+    title: &'a str,
+    status: u16,
+    code: &'a str,
+    detail: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [FieldError]>,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        use ApiError::*;
+        match self {
+            MalformedJson(_) => StatusCode::BAD_REQUEST,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UnknownFields(_) | Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Unauthenticated(_) | InvalidCredentials | InvalidRefreshToken | RefreshTokenReused => {
+                StatusCode::UNAUTHORIZED
+            }
+            AccountDisabled | Forbidden => StatusCode::FORBIDDEN,
+            NotFound => StatusCode::NOT_FOUND,
+            EmailTaken | Conflict { .. } => StatusCode::CONFLICT,
+            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable, machine-readable `code` of the problem.
+    pub fn code(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            MalformedJson(_) => "malformed_json",
+            UnsupportedMediaType => "unsupported_media_type",
+            PayloadTooLarge => "payload_too_large",
+            UnknownFields(_) => "unknown_field",
+            Validation(_) => "validation_failed",
+            Unauthenticated(_) => "invalid_token",
+            InvalidCredentials => "invalid_credentials",
+            AccountDisabled => "account_disabled",
+            InvalidRefreshToken => "invalid_refresh_token",
+            RefreshTokenReused => "refresh_token_reused",
+            Forbidden => "forbidden",
+            NotFound => "not_found",
+            EmailTaken => "email_taken",
+            Conflict { code, .. } => code,
+            RateLimited { .. } => "rate_limited",
+            ServiceUnavailable(_) => "service_unavailable",
+            Internal(_) => "internal_error",
+        }
+    }
+
+    fn detail(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            MalformedJson(_) => "The request body is not valid JSON.",
+            UnsupportedMediaType => "The request body must be sent as application/json.",
+            PayloadTooLarge => "The request body is too large.",
+            UnknownFields(_) => "The request body has fields this operation does not accept.",
+            Validation(_) => "The request has invalid values.",
+            Unauthenticated(_) => "A valid Bearer access token is required.",
+            InvalidCredentials => "The email or password is incorrect.",
+            AccountDisabled => "This account is disabled.",
+            InvalidRefreshToken => "The refresh token is invalid or expired.",
+            RefreshTokenReused => "The refresh token was already used; the session has been revoked.",
+            Forbidden => "Your role may not use this route.",
+            NotFound => "No such resource.",
+            EmailTaken => "An account with this email already exists.",
+            Conflict { detail, .. } => detail,
+            RateLimited { .. } => "Too many requests; retry later.",
+            ServiceUnavailable(_) => "The service is temporarily unavailable.",
+            Internal(_) => "An unexpected error occurred.",
+        }
+    }
+
+    /// Turn the error into the response the client sees. Unexpected errors are logged here, with
+    /// their whole cause chain, and nowhere else.
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        match &self {
+            ApiError::Internal(cause) => tracing::error!(error = ?cause, "internal error"),
+            ApiError::ServiceUnavailable(cause) => {
+                tracing::warn!(error = ?cause, "dependency unavailable")
+            }
+            _ => tracing::debug!(code = self.code(), status = status.as_u16(), "request refused"),
+        }
+        let errors = match &self {
+            ApiError::UnknownFields(e) | ApiError::Validation(e) => Some(e.as_slice()),
+            _ => None,
+        };
+        let body = Problem {
+            type_: problem_type(self.code()),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            code: self.code(),
+            detail: self.detail(),
+            errors,
+        };
+        let mut response = crate::http::json_response_with_type(status, &body, "application/problem+json");
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::Unauthenticated(Challenge::InvalidToken) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+                );
+            }
+            ApiError::Unauthenticated(Challenge::Bearer)
+            | ApiError::InvalidCredentials
+            | ApiError::InvalidRefreshToken
+            | ApiError::RefreshTokenReused => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::RateLimited { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
+        }
+        response
+    }
+
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        ApiError::Validation(errors)
+    }
+
+    pub fn field(field: &str, code: &'static str, message: &str) -> Self {
+        ApiError::Validation(vec![FieldError::new(field, code, message)])
+    }
+}
+
+/// Results of handler steps.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The constraint that makes emails unique, case-insensitively (see migrations/V1__init.sql).
+pub const EMAIL_UNIQUE_CONSTRAINT: &str = "users_email_lower_key";
+
+impl From<tokio_postgres::Error> for ApiError {
+    /// Map database errors: known constraint violations become client errors; a lost or refused
+    /// connection or a statement timeout becomes 503; anything else is a 500 with the cause logged.
+    fn from(err: tokio_postgres::Error) -> Self {
+        use tokio_postgres::error::SqlState;
+        if let Some(db) = err.as_db_error() {
+            let code = db.code();
+            if *code == SqlState::UNIQUE_VIOLATION && db.constraint() == Some(EMAIL_UNIQUE_CONSTRAINT) {
+                return ApiError::EmailTaken;
+            }
+            let unavailable = code.code().starts_with("08")
+                || *code == SqlState::QUERY_CANCELED
+                || *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+                || *code == SqlState::TOO_MANY_CONNECTIONS;
+            // Log the SQLSTATE, constraint and message only: a DbError's `detail` can quote a
+            // whole failing row, password hash included.
+            let summary = anyhow::anyhow!(
+                "database error {}: {} (constraint: {:?})",
+                code.code(),
+                db.message(),
+                db.constraint()
+            );
+            return if unavailable { ApiError::ServiceUnavailable(summary) } else { ApiError::Internal(summary) };
+        }
+        // No DbError: the connection is closed or broke, or the server could not be reached.
+        ApiError::ServiceUnavailable(anyhow::Error::new(err).context("database connection failed"))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        match err {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => ApiError::ServiceUnavailable(anyhow::anyhow!("database pool: {other}")),
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Users and sessions: what signup, login, refresh and the account functions share.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+use crate::error::{ApiResult, FieldError};
+use crate::roles::Role;
+use crate::state::AppState;
+use crate::tokens::{hash_refresh_token, new_refresh_token};
+
+/// The public view of a user: `{id, email, role, created_at}`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub role: Role,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl User {
+    /// From a row with columns `id, email, role, created_at`.
+    pub fn from_row(row: &Row) -> ApiResult<Self> {
+        let role: String = row.try_get("role")?;
+        Ok(User {
+            id: row.try_get("id")?,
+            email: row.try_get("email")?,
+            role: Role::parse(&role).ok_or_else(|| anyhow::anyhow!("unknown role in database"))?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+/// Longest email accepted (RFC 5321 path limit).
+pub const MAX_EMAIL_LEN: usize = 254;
+
+/// Trim and check an email. The stored address keeps the user's spelling; comparisons are
+/// case-insensitive (a unique index on `lower(email)`).
+pub fn normalize_email(raw: &str) -> Result<String, FieldError> {
+    let email = raw.trim();
+    let invalid = || FieldError::new("email", "invalid_email", "This is not a valid email address.");
+    if email.is_empty() || email.len() > MAX_EMAIL_LEN || email.chars().any(char::is_control) {
+        return Err(invalid());
+    }
+    let parsed = email_address::EmailAddress::parse_with_options(
+        email,
+        email_address::Options::default().without_display_text().without_domain_literal(),
+    )
+    .map_err(|_| invalid())?;
+    // A deliverable address has a dot in its domain; `user@localhost` is not one.
+    if !parsed.domain().contains('.') || parsed.domain().ends_with('.') {
+        return Err(invalid());
+    }
+    Ok(email.to_owned())
+}
+
+/// A new session and its first refresh token, as returned to the client.
+pub struct NewSession {
+    pub session_id: Uuid,
+    pub refresh_token: SecretString,
+}
+
+/// The SQL that creates a session for user `$user_param` and stores its first refresh token's
+/// hash, as CTEs to put after a statement's `WITH`. Parameters: session id, refresh hash, idle and
+/// absolute lifetimes in seconds, at the given positions.
+pub fn session_ctes(user_expr: &str, first: usize) -> String {
+    let (sid, hash, idle, abs) = (first, first + 1, first + 2, first + 3);
+    format!(
+        "new_session AS (
+            INSERT INTO sessions (id, user_id, idle_expires_at, absolute_expires_at)
+            SELECT ${sid}, {user_expr}, now() + ${idle} * interval '1 second', now() + ${abs} * interval '1 second'
+            RETURNING id),
+         new_refresh AS (
+            INSERT INTO refresh_tokens (token_hash, session_id) SELECT ${hash}, id FROM new_session)"
+    )
+}
+
+/// Values for [`session_ctes`]' parameters.
+pub struct SessionParams {
+    pub session_id: Uuid,
+    pub refresh_token: SecretString,
+    pub refresh_hash: Vec<u8>,
+    pub idle_secs: i64,
+    pub absolute_secs: i64,
+}
+
+impl SessionParams {
+    pub fn new(state: &AppState) -> ApiResult<Self> {
+        let refresh_token = new_refresh_token()?;
+        let refresh_hash = hash_refresh_token(&refresh_token);
+        Ok(Self {
+            session_id: Uuid::now_v7(),
+            refresh_token,
+            refresh_hash,
+            idle_secs: state.config.session_idle_timeout.as_secs() as i64,
+            absolute_secs: state.config.session_absolute_lifetime.as_secs() as i64,
+        })
+    }
+
+    pub fn types() -> [Type; 4] {
+        [Type::UUID, Type::BYTEA, Type::INT8, Type::INT8]
+    }
+
+    pub fn into_session(self) -> NewSession {
+        NewSession { session_id: self.session_id, refresh_token: self.refresh_token }
+    }
+}
+
+/// The body of signup, login and refresh answers.
+#[derive(Serialize)]
+pub struct TokenResponse<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<&'a User>,
+    pub access_token: &'a str,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    pub refresh_token: &'a str,
+}
+
+/// Issue the access token for a session and build the token response.
+pub fn token_response(
+    state: &AppState,
+    user: Option<&User>,
+    user_id: Uuid,
+    role: Role,
+    session: &NewSession,
+    status: http::StatusCode,
+) -> ApiResult<lambda_http::Response<lambda_http::Body>> {
+    let issued = state.tokens.issue(user_id, session.session_id, role)?;
+    let body = TokenResponse {
+        user,
+        access_token: issued.token.expose_secret(),
+        token_type: "Bearer",
+        expires_in: issued.expires_in,
+        refresh_token: session.refresh_token.expose_secret(),
+    };
+    Ok(crate::http::json_response(status, &body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        assert_eq!(normalize_email("  Alice@Example.COM ").ok(), Some("Alice@Example.COM".to_owned()));
+        for bad in ["", "   ", "alice", "alice@", "@example.com", "alice@localhost", "a b@example.com", "Alice <a@example.com>"] {
+            assert!(normalize_email(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert!(normalize_email(&format!("{}@example.com", "a".repeat(250))).is_err());
+    }
+}
