@@ -35,6 +35,11 @@ fn tls() -> anyhow::Result<tokio_postgres_rustls::MakeRustlsConnect> {
 }
 
 /// Parse the URL and apply our timeouts.
+///
+/// TLS: `sslmode=require` (what Neon's URLs say) gets rustls with full certificate and host name
+/// verification (stricter than libpq's `require`) and SNI. Any other mode connects in plain text,
+/// which is meant for a PostgreSQL on the same machine; `prefer` is not attempted opportunistically,
+/// because an unverified TLS session protects against nothing that plain text does not.
 pub fn pg_config(url: &SecretString, settings: &DbSettings) -> anyhow::Result<tokio_postgres::Config> {
     // The parse error can quote the URL, password included: say only that it is invalid.
     let mut config = tokio_postgres::Config::from_str(url.expose_secret())
@@ -44,6 +49,9 @@ pub fn pg_config(url: &SecretString, settings: &DbSettings) -> anyhow::Result<to
         let existing = config.get_options().unwrap_or("").to_owned();
         let ms = settings.statement_timeout.as_millis();
         config.options(format!("{existing} -c statement_timeout={ms}").trim());
+    }
+    if !requires_tls(&config) {
+        config.ssl_mode(SslMode::Disable);
     }
     if config.get_application_name().is_none() {
         config.application_name("todo-api");
@@ -60,7 +68,12 @@ pub fn requires_tls(config: &tokio_postgres::Config) -> bool {
 /// PostgreSQL is briefly unreachable: the request gets a 503 and the next one retries.
 pub fn pool(url: &SecretString, settings: &DbSettings) -> anyhow::Result<Pool> {
     let config = pg_config(url, settings)?;
-    let manager = Manager::from_config(config, tls()?, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+    let manager = if requires_tls(&config) {
+        Manager::from_config(config, tls()?, manager_config)
+    } else {
+        Manager::from_config(config, tokio_postgres::NoTls, manager_config)
+    };
     Pool::builder(manager)
         .max_size(settings.pool_size)
         .runtime(Runtime::Tokio1)
@@ -91,13 +104,21 @@ where
 /// One connection outside the pool (migrations, command-line tools).
 pub async fn connect(url: &SecretString, settings: &DbSettings) -> anyhow::Result<tokio_postgres::Client> {
     let config = pg_config(url, settings)?;
-    let (client, connection) = config.connect(tls()?).await.context("connecting to PostgreSQL")?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "migration connection closed");
-        }
-    });
-    Ok(client)
+    if requires_tls(&config) {
+        let (client, connection) = config.connect(tls()?).await.context("connecting to PostgreSQL")?;
+        tokio::spawn(drive(connection));
+        Ok(client)
+    } else {
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await.context("connecting to PostgreSQL")?;
+        tokio::spawn(drive(connection));
+        Ok(client)
+    }
+}
+
+async fn drive<F: Future<Output = Result<(), tokio_postgres::Error>>>(connection: F) {
+    if let Err(e) = connection.await {
+        tracing::warn!(error = %e, "database connection closed");
+    }
 }
 
 /// Apply pending migrations from `migrations/`.

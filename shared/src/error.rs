@@ -58,6 +58,9 @@ pub enum ApiError {
     Forbidden,
     #[error("not found")]
     NotFound,
+    /// No route has this method and path (what the gateway answers, deployed and local alike).
+    #[error("no such route")]
+    NoRoute,
     #[error("email taken")]
     EmailTaken,
     #[error("conflict: {code}")]
@@ -99,7 +102,7 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED
             }
             AccountDisabled | Forbidden => StatusCode::FORBIDDEN,
-            NotFound => StatusCode::NOT_FOUND,
+            NotFound | NoRoute => StatusCode::NOT_FOUND,
             EmailTaken | Conflict { .. } => StatusCode::CONFLICT,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -122,7 +125,7 @@ impl ApiError {
             InvalidRefreshToken => "invalid_refresh_token",
             RefreshTokenReused => "refresh_token_reused",
             Forbidden => "forbidden",
-            NotFound => "not_found",
+            NotFound | NoRoute => "not_found",
             EmailTaken => "email_taken",
             Conflict { code, .. } => code,
             RateLimited { .. } => "rate_limited",
@@ -146,6 +149,7 @@ impl ApiError {
             RefreshTokenReused => "The refresh token was already used; the session has been revoked.",
             Forbidden => "Your role may not use this route.",
             NotFound => "No such resource.",
+            NoRoute => "No such route.",
             EmailTaken => "An account with this email already exists.",
             Conflict { detail, .. } => detail,
             RateLimited { .. } => "Too many requests; retry later.",

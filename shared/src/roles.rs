@@ -76,6 +76,7 @@ pub struct Route {
 }
 
 const ANY_USER: Access = Access::Roles(&[Role::User, Role::Admin]);
+#[allow(dead_code)] // used once the admin routes land
 const ADMIN_ONLY: Access = Access::Roles(&[Role::Admin]);
 
 macro_rules! route {

@@ -64,15 +64,17 @@ pub struct NewSession {
     pub refresh_token: SecretString,
 }
 
-/// The SQL that creates a session for user `$user_param` and stores its first refresh token's
-/// hash, as CTEs to put after a statement's `WITH`. Parameters: session id, refresh hash, idle and
-/// absolute lifetimes in seconds, at the given positions.
-pub fn session_ctes(user_expr: &str, first: usize) -> String {
+/// The SQL that creates a session for the user in CTE `source` (a CTE with an `id` column and at
+/// most one row; none means no session is made) and stores its first refresh token's hash, as CTEs
+/// to put after a statement's `WITH`. Parameters: session id, refresh hash, idle and absolute
+/// lifetimes in seconds, at positions `first..first + 4`.
+pub fn session_ctes(source: &str, first: usize) -> String {
     let (sid, hash, idle, abs) = (first, first + 1, first + 2, first + 3);
     format!(
         "new_session AS (
             INSERT INTO sessions (id, user_id, idle_expires_at, absolute_expires_at)
-            SELECT ${sid}, {user_expr}, now() + ${idle} * interval '1 second', now() + ${abs} * interval '1 second'
+            SELECT ${sid}, src.id, now() + ${idle} * interval '1 second', now() + ${abs} * interval '1 second'
+              FROM {source} src
             RETURNING id),
          new_refresh AS (
             INSERT INTO refresh_tokens (token_hash, session_id) SELECT ${hash}, id FROM new_session)"

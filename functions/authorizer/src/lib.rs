@@ -1,0 +1,155 @@
+//! API Gateway TOKEN authorizer: verify the access token and answer with a policy.
+//!
+//! A missing, malformed, expired, wrongly signed or wrong-audience token makes the function fail
+//! with exactly `Unauthorized`, which API Gateway turns into a 401. A valid token gets an Allow
+//! policy for every route its role may call (wildcards from the permission table, so a policy
+//! cached for one route is right on all of them), `principalId` = user id and context
+//! `{sub, sid, role}`. A route the role may not call is missing from the policy: API Gateway
+//! answers 403. No database is touched.
+
+use aws_lambda_events::apigw::{
+    ApiGatewayCustomAuthorizerPolicy, ApiGatewayCustomAuthorizerRequest, ApiGatewayCustomAuthorizerResponse,
+};
+use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
+use lambda_runtime::Diagnostic;
+use serde_json::json;
+use shared::roles::policy_resources;
+use shared::tokens::{Tokens, bearer_token};
+
+/// The one failure API Gateway understands as "answer 401".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unauthorized;
+
+impl std::fmt::Display for Unauthorized {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Unauthorized")
+    }
+}
+
+impl std::error::Error for Unauthorized {}
+
+impl From<Unauthorized> for Diagnostic {
+    fn from(_: Unauthorized) -> Self {
+        Diagnostic { error_type: "Unauthorized".into(), error_message: "Unauthorized".into() }
+    }
+}
+
+pub type AuthorizerResponse = ApiGatewayCustomAuthorizerResponse<serde_json::Value>;
+
+/// `arn:aws:execute-api:region:account:api-id/stage` from a method ARN
+/// `arn:aws:execute-api:region:account:api-id/stage/METHOD/path...`.
+pub fn api_stage_arn(method_arn: &str) -> Option<&str> {
+    let mut parts = method_arn.splitn(6, ':');
+    let prefix: Vec<&str> = parts.by_ref().take(5).collect();
+    let resource = parts.next()?;
+    if prefix.len() != 5 || prefix[0] != "arn" || prefix[2] != "execute-api" {
+        return None;
+    }
+    let mut segments = resource.splitn(3, '/');
+    let (api, stage) = (segments.next()?, segments.next()?);
+    if api.is_empty() || stage.is_empty() {
+        return None;
+    }
+    let end = method_arn.len() - resource.len() + api.len() + 1 + stage.len();
+    method_arn.get(..end)
+}
+
+pub fn handle(tokens: &Tokens, event: &ApiGatewayCustomAuthorizerRequest) -> Result<AuthorizerResponse, Unauthorized> {
+    let token = event.authorization_token.as_deref().and_then(bearer_token).ok_or(Unauthorized)?;
+    let claims = tokens.verify(token).map_err(|reason| {
+        tracing::info!(%reason, "token refused");
+        Unauthorized
+    })?;
+    let base = event.method_arn.as_deref().and_then(api_stage_arn).ok_or_else(|| {
+        tracing::warn!("authorizer event without a usable methodArn");
+        Unauthorized
+    })?;
+    let resources: Vec<String> = policy_resources(claims.role).iter().map(|r| format!("{base}/{r}")).collect();
+    let statement = if resources.is_empty() {
+        statement(IamPolicyEffect::Deny, vec![format!("{base}/*")])
+    } else {
+        statement(IamPolicyEffect::Allow, resources)
+    };
+    let mut policy = ApiGatewayCustomAuthorizerPolicy::default();
+    policy.version = Some("2012-10-17".into());
+    policy.statement = vec![statement];
+    let mut response = AuthorizerResponse::default();
+    response.principal_id = Some(claims.sub.to_string());
+    response.policy_document = policy;
+    response.context = json!({
+        "sub": claims.sub.to_string(),
+        "sid": claims.sid.to_string(),
+        "role": claims.role.as_str(),
+    });
+    Ok(response)
+}
+
+fn statement(effect: IamPolicyEffect, resource: Vec<String>) -> IamPolicyStatement {
+    let mut s = IamPolicyStatement::default();
+    s.action = vec!["execute-api:Invoke".into()];
+    s.effect = effect;
+    s.resource = resource;
+    s
+}
+
+/// Evaluate a policy for a method ARN the way API Gateway does: allowed when an Allow statement
+/// matches and no Deny does. (`*` matches any run of characters, `?` one.) Used by the local API.
+pub fn policy_allows(policy: &ApiGatewayCustomAuthorizerPolicy, method_arn: &str) -> bool {
+    let matches = |s: &IamPolicyStatement| {
+        s.action.iter().any(|a| a == "execute-api:Invoke" || a == "*")
+            && s.resource.iter().any(|r| glob_match(r.as_bytes(), method_arn.as_bytes()))
+    };
+    let denied = policy.statement.iter().any(|s| s.effect == IamPolicyEffect::Deny && matches(s));
+    let allowed = policy.statement.iter().any(|s| s.effect == IamPolicyEffect::Allow && matches(s));
+    allowed && !denied
+}
+
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    // Iterative wildcard matching with backtracking to the last `*`.
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_arn() {
+        let arn = "arn:aws:execute-api:eu-west-1:123456789012:abc123/v1/GET/tasks/42";
+        assert_eq!(api_stage_arn(arn), Some("arn:aws:execute-api:eu-west-1:123456789012:abc123/v1"));
+        assert_eq!(api_stage_arn("arn:aws:s3:::bucket"), None);
+        assert_eq!(api_stage_arn("nonsense"), None);
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match(b"a/GET/tasks/*", b"a/GET/tasks/1"));
+        assert!(!glob_match(b"a/GET/tasks/*", b"a/GET/tasks"));
+        assert!(glob_match(b"a/GET/tasks", b"a/GET/tasks"));
+        assert!(!glob_match(b"a/GET/tasks", b"a/GET/tasks/x"));
+        assert!(!glob_match(b"a/GET/tasks/*", b"a/GET/admin/users"));
+        assert!(glob_match(b"*", b""));
+    }
+}

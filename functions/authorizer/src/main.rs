@@ -1,0 +1,15 @@
+use std::sync::Arc;
+
+use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequest;
+use lambda_runtime::{LambdaEvent, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::telemetry::init();
+    let tokens = Arc::new(shared::state::tokens_from_env().await?);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<ApiGatewayCustomAuthorizerRequest>| {
+        let tokens = tokens.clone();
+        async move { authorizer::handle(&tokens, &event.payload) }
+    }))
+    .await
+}

@@ -1,0 +1,102 @@
+//! `POST /auth/login`: check the password and open a session.
+//!
+//! An unknown email and a wrong password take the same path (argon2 verification, against a dummy
+//! hash for the unknown email) and get the same 401 body. A disabled account is only revealed
+//! (403) after a correct password.
+
+use http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use secrecy::SecretString;
+use serde::Deserialize;
+use shared::error::{ApiError, ApiResult};
+use shared::http::{RequestBody, parse_json, respond};
+use shared::roles::Role;
+use shared::users::{SessionParams, User, session_ctes, token_response};
+use shared::{AppState, db};
+use tokio_postgres::types::Type;
+
+#[derive(Deserialize)]
+pub struct LoginBody {
+    email: String,
+    password: SecretString,
+}
+
+impl RequestBody for LoginBody {
+    const FIELDS: &'static [&'static str] = &["email", "password"];
+}
+
+pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
+    respond(login(state, req).await)
+}
+
+#[tracing::instrument(name = "login", skip_all)]
+async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
+    let body: LoginBody = parse_json(&req)?;
+    let email = body.email.trim().to_owned();
+
+    let found = db::bounded(&state.config.db, async {
+        let client = db::conn(&state.pool).await?;
+        Ok(client
+            .query_typed(
+                "SELECT id, email, role, created_at, password_hash, disabled
+                   FROM users WHERE lower(email) = lower($1)",
+                &[(&email, Type::TEXT)],
+            )
+            .await?)
+    })
+    .await?;
+    let found = found.first();
+    let stored_hash: Option<String> = found.map(|r| r.try_get("password_hash")).transpose()?;
+
+    let verified = state.passwords.verify(body.password.clone(), stored_hash).await?;
+    let Some(row) = found.filter(|_| verified.matches) else {
+        return Err(ApiError::InvalidCredentials);
+    };
+    let user = User::from_row(row)?;
+    if row.try_get::<_, bool>("disabled")? {
+        return Err(ApiError::AccountDisabled);
+    }
+    // Parameters were raised since this hash was made: store a fresh one while we know the password.
+    let new_hash = if verified.needs_rehash {
+        Some(state.passwords.hash(shared::password::normalize(secrecy::ExposeSecret::expose_secret(&body.password))).await?)
+    } else {
+        None
+    };
+
+    let session = SessionParams::new(state)?;
+    // The session is only created if the user is still enabled at this instant.
+    let sql = format!(
+        "WITH target AS (SELECT id FROM users WHERE id = $1 AND NOT disabled),
+         rehash AS (UPDATE users SET password_hash = $6, updated_at = now()
+                     WHERE id = (SELECT id FROM target) AND $6::text IS NOT NULL),
+         {}
+         SELECT id FROM new_session",
+        session_ctes("target", 2)
+    );
+    let [t_sid, t_hash, t_idle, t_abs] = SessionParams::types();
+    let rows = db::bounded(&state.config.db, async {
+        let client = db::conn(&state.pool).await?;
+        Ok(client
+            .query_typed(
+                &sql,
+                &[
+                    (&user.id, Type::UUID),
+                    (&session.session_id, t_sid),
+                    (&session.refresh_hash, t_hash),
+                    (&session.idle_secs, t_idle),
+                    (&session.absolute_secs, t_abs),
+                    (&new_hash, Type::TEXT),
+                ],
+            )
+            .await?)
+    })
+    .await?;
+    if rows.is_empty() {
+        // Disabled or deleted between the check and the insert.
+        return Err(ApiError::InvalidCredentials);
+    }
+    tracing::info!(user_id = %user.id, rehashed = new_hash.is_some(), "user logged in");
+    let role: Role = user.role;
+    let session = session.into_session();
+    token_response(state, Some(&user), user.id, role, &session, StatusCode::OK)
+}

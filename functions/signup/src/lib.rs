@@ -1,0 +1,80 @@
+//! `POST /auth/signup`: create an account and its first session.
+
+use http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use secrecy::SecretString;
+use serde::Deserialize;
+use shared::error::{ApiError, ApiResult, FieldError};
+use shared::http::{RequestBody, parse_json, respond};
+use shared::roles::Role;
+use shared::users::{SessionParams, User, normalize_email, session_ctes, token_response};
+use shared::{AppState, db};
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+#[derive(Deserialize)]
+pub struct SignupBody {
+    email: String,
+    password: SecretString,
+}
+
+impl RequestBody for SignupBody {
+    // `role` and anything else is refused: no mass assignment.
+    const FIELDS: &'static [&'static str] = &["email", "password"];
+}
+
+pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
+    respond(signup(state, req).await)
+}
+
+#[tracing::instrument(name = "signup", skip_all)]
+async fn signup(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
+    let body: SignupBody = parse_json(&req)?;
+    let mut errors: Vec<FieldError> = Vec::new();
+    let email = normalize_email(&body.email).map_err(|e| errors.push(e)).ok();
+    let password =
+        shared::password::check_policy(&body.password, &body.email, state.config.password_min_length, "password")
+            .map_err(|e| errors.push(e))
+            .ok();
+    let (Some(email), Some(password)) = (email, password) else {
+        return Err(ApiError::Validation(errors));
+    };
+
+    let password_hash = state.passwords.hash(password).await?;
+    let user_id = Uuid::now_v7();
+    let session = SessionParams::new(state)?;
+    // One statement: the user, the session and the refresh token are written together or not at
+    // all. A concurrent signup with the same email loses on the unique index: 409 email_taken.
+    let sql = format!(
+        "WITH new_user AS (
+            INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3)
+            RETURNING id, email, role, created_at),
+         {}
+         SELECT id, email, role, created_at FROM new_user",
+        session_ctes("new_user", 4)
+    );
+    let [t_sid, t_hash, t_idle, t_abs] = SessionParams::types();
+    let row = db::bounded(&state.config.db, async {
+        let client = db::conn(&state.pool).await?;
+        Ok(client
+            .query_typed(
+                &sql,
+                &[
+                    (&user_id, Type::UUID),
+                    (&email, Type::TEXT),
+                    (&password_hash, Type::TEXT),
+                    (&session.session_id, t_sid),
+                    (&session.refresh_hash, t_hash),
+                    (&session.idle_secs, t_idle),
+                    (&session.absolute_secs, t_abs),
+                ],
+            )
+            .await?)
+    })
+    .await?;
+    let row = row.first().ok_or_else(|| anyhow::anyhow!("signup returned no row"))?;
+    let user = User::from_row(row)?;
+    tracing::info!(user_id = %user.id, "user signed up");
+    let session = session.into_session();
+    token_response(state, Some(&user), user.id, Role::User, &session, StatusCode::CREATED)
+}

@@ -1,0 +1,388 @@
+//! `/tasks` and `/tasks/{id}`: one function, dispatching on method and path parameter.
+//!
+//! Every statement starts from the caller's live session (`db::LIVE_CALLER`) and joins tasks on
+//! `caller.user_id`: a row of another user can never be read or written, and a revoked session
+//! gets 401 on its very next request, in the same round trip as the work. A task of another user
+//! and a path id that is not a UUID are both 404.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::{HeaderValue, Method, StatusCode, header};
+use lambda_http::{Body, Request, Response};
+use serde::{Deserialize, Serialize};
+use shared::auth::{Caller, caller};
+use shared::error::{ApiError, ApiResult, Challenge, FieldError};
+use shared::http::{RequestBody, double_option, empty_response, json_response, parse_json, path_param, query_param, respond};
+use shared::{AppState, db};
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use tokio_postgres::types::{ToSql, Type};
+use uuid::Uuid;
+
+pub const MAX_TITLE_CHARS: usize = 200;
+pub const MAX_DESCRIPTION_CHARS: usize = 10_000;
+pub const DEFAULT_LIMIT: i64 = 20;
+pub const MAX_LIMIT: i64 = 100;
+const MAX_CURSOR_LEN: usize = 128;
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Task {
+    pub id: Uuid,
+    pub title: String,
+    pub description: Option<String>,
+    pub completed: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl Task {
+    /// From a row of `TASK_COLUMNS`; `None` when the outer join found no task.
+    fn from_row(row: &Row) -> ApiResult<Option<Self>> {
+        let Some(id) = row.try_get::<_, Option<Uuid>>("id")? else { return Ok(None) };
+        Ok(Some(Task {
+            id,
+            title: row.try_get("title")?,
+            description: row.try_get("description")?,
+            completed: row.try_get("completed")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        }))
+    }
+}
+
+const TASK_COLUMNS: &str = "t.id, t.title, t.description, t.completed, t.created_at, t.updated_at";
+
+#[derive(Serialize)]
+struct TaskList {
+    items: Vec<Task>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct CreateTask {
+    title: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    completed: Option<bool>,
+}
+
+impl RequestBody for CreateTask {
+    const FIELDS: &'static [&'static str] = &["title", "description", "completed"];
+}
+
+#[derive(Deserialize)]
+pub struct UpdateTask {
+    #[serde(default, deserialize_with = "double_option")]
+    title: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    completed: Option<Option<bool>>,
+}
+
+impl RequestBody for UpdateTask {
+    const FIELDS: &'static [&'static str] = &["title", "description", "completed"];
+}
+
+pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
+    respond(dispatch(state, req).await)
+}
+
+async fn dispatch(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
+    let caller = caller(&req, &state.tokens)?;
+    let id = path_param(&req, "id", &["tasks"]);
+    // A path id that is not a UUID names no task: look up the nil UUID (never issued), so the
+    // answer is 404 for a live session and 401 for a dead one, like any other missing task.
+    let task_id = id.as_deref().map(|s| Uuid::parse_str(s).ok().filter(|u| !u.is_nil()).unwrap_or(Uuid::nil()));
+    match (req.method().clone(), task_id) {
+        (Method::GET, None) => list(state, &caller, &req).await,
+        (Method::POST, None) => create(state, &caller, &req).await,
+        (Method::GET, Some(id)) => get(state, &caller, id).await,
+        (Method::PATCH, Some(id)) => update(state, &caller, id, &req).await,
+        (Method::DELETE, Some(id)) => delete(state, &caller, id).await,
+        _ => Err(ApiError::NotFound),
+    }
+}
+
+/// Run one statement whose first two parameters are the caller's session and user id.
+async fn query(
+    state: &AppState,
+    caller: &Caller,
+    sql: &str,
+    params: &[(&(dyn ToSql + Sync), Type)],
+) -> ApiResult<Vec<Row>> {
+    let mut all: Vec<(&(dyn ToSql + Sync), Type)> =
+        vec![(&caller.session_id, Type::UUID), (&caller.user_id, Type::UUID)];
+    all.extend(params.iter().map(|(v, t)| (*v, t.clone())));
+    db::bounded(&state.config.db, async {
+        let client = db::conn(&state.pool).await?;
+        Ok(client.query_typed(sql, &all).await?)
+    })
+    .await
+}
+
+fn dead_session() -> ApiError {
+    ApiError::Unauthenticated(Challenge::InvalidToken)
+}
+
+/// The single row of a `caller LEFT JOIN ...` statement: none means the session is not live.
+fn one_row(rows: Vec<Row>) -> ApiResult<Row> {
+    rows.into_iter().next().ok_or_else(dead_session)
+}
+
+#[tracing::instrument(skip_all, fields(user_id = %caller.user_id))]
+async fn list(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Response<Body>> {
+    let mut errors = Vec::new();
+    let limit = match query_param(req, "limit", 16)? {
+        None => DEFAULT_LIMIT,
+        Some(raw) => match raw.parse::<i64>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                errors.push(FieldError::new("limit", "invalid_limit", "limit must be a whole number from 1 to 100."));
+                DEFAULT_LIMIT
+            }
+        },
+    };
+    let completed = match query_param(req, "completed", 16)?.as_deref() {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => {
+            errors.push(FieldError::new("completed", "invalid_boolean", "completed must be true or false."));
+            None
+        }
+    };
+    let cursor = match query_param(req, "cursor", MAX_CURSOR_LEN)? {
+        None => None,
+        Some(raw) => match decode_cursor(&raw) {
+            Some(c) => Some(c),
+            None => {
+                errors.push(FieldError::new("cursor", "invalid_cursor", "cursor is not one this API issued."));
+                None
+            }
+        },
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let (after_time, after_id) = match cursor {
+        Some((t, id)) => (Some(t), Some(id)),
+        None => (None, None),
+    };
+    let fetch = limit + 1;
+    let sql = format!(
+        "WITH {live}
+         SELECT {TASK_COLUMNS}
+           FROM caller c
+           LEFT JOIN LATERAL (
+                SELECT * FROM tasks
+                 WHERE user_id = c.user_id
+                   AND ($3::bool IS NULL OR completed = $3)
+                   AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5))
+                 ORDER BY created_at DESC, id DESC
+                 LIMIT $6) t ON true
+          ORDER BY t.created_at DESC, t.id DESC",
+        live = db::LIVE_CALLER
+    );
+    let rows = query(
+        state,
+        caller,
+        &sql,
+        &[(&completed, Type::BOOL), (&after_time, Type::TIMESTAMPTZ), (&after_id, Type::UUID), (&fetch, Type::INT8)],
+    )
+    .await?;
+    if rows.is_empty() {
+        return Err(dead_session());
+    }
+    let mut items = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if let Some(task) = Task::from_row(row)? {
+            items.push(task);
+        }
+    }
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|t| encode_cursor(t.created_at, t.id))
+    } else {
+        None
+    };
+    Ok(json_response(StatusCode::OK, &TaskList { items, next_cursor }))
+}
+
+fn check_title(raw: &str, errors: &mut Vec<FieldError>) -> Option<String> {
+    let title = raw.trim();
+    let n = title.chars().count();
+    if n == 0 || n > MAX_TITLE_CHARS {
+        errors.push(FieldError::new("title", "invalid_length", "title must have 1 to 200 characters after trimming."));
+        return None;
+    }
+    Some(title.to_owned())
+}
+
+fn check_description(raw: &Option<String>, errors: &mut Vec<FieldError>) {
+    if raw.as_ref().is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS) {
+        errors.push(FieldError::new("description", "too_long", "description must have at most 10000 characters."));
+    }
+}
+
+#[tracing::instrument(skip_all, fields(user_id = %caller.user_id))]
+async fn create(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Response<Body>> {
+    let body: CreateTask = parse_json(req)?;
+    let mut errors = Vec::new();
+    let title = check_title(&body.title, &mut errors);
+    check_description(&body.description, &mut errors);
+    let Some(title) = title.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::Validation(errors));
+    };
+    let id = Uuid::now_v7();
+    let completed = body.completed.unwrap_or(false);
+    let sql = format!(
+        "WITH {live}
+         INSERT INTO tasks AS t (id, user_id, title, description, completed)
+         SELECT $3, c.user_id, $4, $5, $6 FROM caller c
+         RETURNING {TASK_COLUMNS}",
+        live = db::LIVE_CALLER
+    );
+    let rows = query(
+        state,
+        caller,
+        &sql,
+        &[(&id, Type::UUID), (&title, Type::TEXT), (&body.description, Type::TEXT), (&completed, Type::BOOL)],
+    )
+    .await?;
+    let task = Task::from_row(&one_row(rows)?)?.ok_or_else(dead_session)?;
+    let mut response = json_response(StatusCode::CREATED, &task);
+    if let Ok(location) = HeaderValue::from_str(&format!("/tasks/{}", task.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+#[tracing::instrument(skip_all, fields(user_id = %caller.user_id, task_id = %id))]
+async fn get(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Response<Body>> {
+    let sql = format!(
+        "WITH {live}
+         SELECT {TASK_COLUMNS} FROM caller c LEFT JOIN tasks t ON t.user_id = c.user_id AND t.id = $3",
+        live = db::LIVE_CALLER
+    );
+    let rows = query(state, caller, &sql, &[(&id, Type::UUID)]).await?;
+    let task = Task::from_row(&one_row(rows)?)?.ok_or(ApiError::NotFound)?;
+    Ok(json_response(StatusCode::OK, &task))
+}
+
+#[tracing::instrument(skip_all, fields(user_id = %caller.user_id, task_id = %id))]
+async fn update(state: &AppState, caller: &Caller, id: Uuid, req: &Request) -> ApiResult<Response<Body>> {
+    let body: UpdateTask = parse_json(req)?;
+    let mut errors = Vec::new();
+    let title = match &body.title {
+        None => None,
+        Some(None) => {
+            errors.push(FieldError::new("title", "required", "title cannot be null."));
+            None
+        }
+        Some(Some(t)) => check_title(t, &mut errors),
+    };
+    let completed = match body.completed {
+        None => None,
+        Some(None) => {
+            errors.push(FieldError::new("completed", "required", "completed cannot be null."));
+            None
+        }
+        Some(c) => c,
+    };
+    let set_description = body.description.is_some();
+    let description = body.description.clone().flatten();
+    check_description(&description, &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    if title.is_none() && completed.is_none() && !set_description {
+        // An empty merge patch changes nothing (RFC 7396): answer with the task as it is.
+        return get(state, caller, id).await;
+    }
+    let sql = format!(
+        "WITH {live},
+         upd AS (
+            UPDATE tasks t
+               SET title = COALESCE($4, t.title),
+                   description = CASE WHEN $5 THEN $6 ELSE t.description END,
+                   completed = COALESCE($7, t.completed),
+                   updated_at = now()
+              FROM caller c
+             WHERE t.user_id = c.user_id AND t.id = $3
+            RETURNING {TASK_COLUMNS})
+         SELECT t.* FROM caller c LEFT JOIN upd t ON true",
+        live = db::LIVE_CALLER
+    );
+    let rows = query(
+        state,
+        caller,
+        &sql,
+        &[
+            (&id, Type::UUID),
+            (&title, Type::TEXT),
+            (&set_description, Type::BOOL),
+            (&description, Type::TEXT),
+            (&completed, Type::BOOL),
+        ],
+    )
+    .await?;
+    let task = Task::from_row(&one_row(rows)?)?.ok_or(ApiError::NotFound)?;
+    Ok(json_response(StatusCode::OK, &task))
+}
+
+#[tracing::instrument(skip_all, fields(user_id = %caller.user_id, task_id = %id))]
+async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Response<Body>> {
+    let sql = format!(
+        "WITH {live},
+         del AS (DELETE FROM tasks t USING caller c WHERE t.user_id = c.user_id AND t.id = $3 RETURNING t.id)
+         SELECT del.id FROM caller c LEFT JOIN del ON true",
+        live = db::LIVE_CALLER
+    );
+    let rows = query(state, caller, &sql, &[(&id, Type::UUID)]).await?;
+    let deleted: Option<Uuid> = one_row(rows)?.try_get("id")?;
+    deleted.ok_or(ApiError::NotFound)?;
+    Ok(empty_response(StatusCode::NO_CONTENT))
+}
+
+/// Opaque cursor: the (created_at, id) of the last task of a page, microsecond precision like
+/// PostgreSQL's timestamps.
+pub fn encode_cursor(created_at: OffsetDateTime, id: Uuid) -> String {
+    let micros = created_at.unix_timestamp_nanos() / 1000;
+    URL_SAFE_NO_PAD.encode(format!("{micros}:{id}"))
+}
+
+pub fn decode_cursor(raw: &str) -> Option<(OffsetDateTime, Uuid)> {
+    if raw.len() > MAX_CURSOR_LEN {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(raw).ok()?;
+    let text = std::str::from_utf8(&bytes).ok()?;
+    let (micros, id) = text.split_once(':')?;
+    let micros: i64 = micros.parse().ok()?;
+    let time = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).ok()?;
+    let id = Uuid::parse_str(id).ok()?;
+    // Only the canonical form is accepted, so a cursor has exactly one spelling.
+    (encode_cursor(time, id) == raw).then_some((time, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trip_and_rejections() {
+        let t = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_000).ok();
+        let id = Uuid::now_v7();
+        let t = t.unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let c = encode_cursor(t, id);
+        assert_eq!(decode_cursor(&c), Some((t, id)));
+        for bad in ["", "!!!", "abc", &URL_SAFE_NO_PAD.encode("x:y"), &URL_SAFE_NO_PAD.encode(format!("1:{id}:extra"))] {
+            assert_eq!(decode_cursor(bad), None, "{bad:?}");
+        }
+        assert_eq!(decode_cursor(&"A".repeat(500)), None);
+    }
+}

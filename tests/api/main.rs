@@ -1,0 +1,12 @@
+//! One test binary for every integration and end-to-end test (faster to link than one per file).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod helpers;
+
+mod authorizer_events;
+mod e2e_auth;
+mod e2e_tasks;
+mod handler_events;
+mod secrets_emulator;
+mod template;
+mod tokens;
