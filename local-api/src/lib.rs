@@ -23,10 +23,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, RequestExt};
+use shared::AppState;
 use shared::error::{ApiError, Challenge};
 use shared::http::MAX_BODY_BYTES;
 use shared::roles::{Access, Function, match_route};
-use shared::AppState;
 use tokio::net::TcpListener;
 
 /// The fake account and API id in local method ARNs.
@@ -35,10 +35,14 @@ const LOCAL_ARN_PREFIX: &str = "arn:aws:execute-api:local:000000000000:local/loc
 /// API Gateway's identity-source check on the `Authorization` header (see `template.yaml`):
 /// a header that does not look like `Bearer <token>` is refused before the authorizer runs.
 pub fn bearer_header_valid(value: &str) -> bool {
-    let Some(token) = value.strip_prefix("Bearer ") else { return false };
+    let Some(token) = value.strip_prefix("Bearer ") else {
+        return false;
+    };
     let body = token.trim_end_matches('=');
     !body.is_empty()
-        && body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
 }
 
 /// Serve until the listener fails. Each connection is served on its own task.
@@ -96,7 +100,10 @@ async fn route(state: &AppState, req: Request<Incoming>, peer: IpAddr) -> Respon
 
     let mut authorizer_fields = HashMap::new();
     if route.access != Access::Public {
-        let header = req.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
+        let header = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.to_str().unwrap_or(""));
         let Some(header) = header else {
             return problem(ApiError::Unauthenticated(Challenge::Bearer));
         };
@@ -157,10 +164,11 @@ async fn route(state: &AppState, req: Request<Incoming>, peer: IpAddr) -> Respon
     let response = match route.function {
         Function::Signup => signup::handle(state, request).await,
         Function::Login => login::handle(state, request).await,
+        Function::Refresh => refresh::handle(state, request).await,
+        Function::Logout => logout::handle(state, request).await,
+        Function::Account => account::handle(state, request).await,
         Function::Tasks => tasks::handle(state, request).await,
-        // Routes of functions that do not exist yet are not in the table.
-        #[allow(unreachable_patterns)]
-        _ => ApiError::NoRoute.into_response(),
+        Function::Admin => admin::handle(state, request).await,
     };
     to_hyper(response)
 }

@@ -18,7 +18,9 @@ async fn main() -> anyhow::Result<()> {
         // One connection suits one Lambda instance; this process serves every route at once.
         config.db.pool_size = 16;
     }
-    let keys = secrets::load_keys(&KeySource::Env, &env, None).await.context("loading the signing key")?;
+    let keys = secrets::load_keys(&KeySource::Env, &env, None)
+        .await
+        .context("loading the signing key")?;
     let url = SecretString::from(env.get("DATABASE_URL").context("DATABASE_URL must be set")?);
 
     let mut client = shared::db::connect(&url, &config.db).await?;
@@ -33,7 +35,9 @@ async fn main() -> anyhow::Result<()> {
         None => 3000,
     };
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
     tracing::info!("local API listening on http://{addr}");
     tokio::select! {
         result = local_api::serve(listener, state) => result.context("server failed"),

@@ -44,7 +44,11 @@ pub fn caller(req: &Request, tokens: &Tokens) -> ApiResult<Caller> {
         .and_then(bearer_token)
         .ok_or(ApiError::Unauthenticated(Challenge::InvalidToken))?;
     match tokens.verify(token) {
-        Ok(claims) => Ok(Caller { user_id: claims.sub, session_id: claims.sid, role: claims.role }),
+        Ok(claims) => Ok(Caller {
+            user_id: claims.sub,
+            session_id: claims.sid,
+            role: claims.role,
+        }),
         Err(reason) => {
             tracing::info!(%reason, "access token refused");
             Err(ApiError::Unauthenticated(Challenge::InvalidToken))

@@ -64,7 +64,10 @@ pub struct EnvReader<'a> {
 
 impl<'a> EnvReader<'a> {
     pub fn new(lookup: impl Fn(&str) -> Option<String> + 'a) -> Self {
-        Self { lookup: Box::new(lookup), problems: Vec::new() }
+        Self {
+            lookup: Box::new(lookup),
+            problems: Vec::new(),
+        }
     }
 
     pub fn process() -> EnvReader<'static> {
@@ -88,11 +91,13 @@ impl<'a> EnvReader<'a> {
         match raw.trim().parse::<T>() {
             Ok(v) if v >= min && v <= max => v,
             Ok(_) => {
-                self.problems.push(format!("{name}: must be between {min} and {max} (got {raw:?})"));
+                self.problems
+                    .push(format!("{name}: must be between {min} and {max} (got {raw:?})"));
                 default
             }
             Err(_) => {
-                self.problems.push(format!("{name}: must be a whole number (got {raw:?})"));
+                self.problems
+                    .push(format!("{name}: must be a whole number (got {raw:?})"));
                 default
             }
         }
@@ -111,7 +116,13 @@ impl<'a> EnvReader<'a> {
     }
 
     pub fn finish<T>(self, value: T) -> Result<T, ConfigError> {
-        if self.problems.is_empty() { Ok(value) } else { Err(ConfigError { problems: self.problems }) }
+        if self.problems.is_empty() {
+            Ok(value)
+        } else {
+            Err(ConfigError {
+                problems: self.problems,
+            })
+        }
     }
 }
 
@@ -128,12 +139,9 @@ impl Config {
         let access_token_ttl = env.seconds("ACCESS_TOKEN_TTL_SECONDS", 900, 60, 3600);
         let refresh_reuse_grace = env.seconds("REFRESH_REUSE_GRACE_SECONDS", 10, 0, 300);
         let session_idle_timeout = env.seconds("SESSION_IDLE_TIMEOUT_SECONDS", 7 * DAY, 60, 365 * DAY);
-        let session_absolute_lifetime =
-            env.seconds("SESSION_ABSOLUTE_LIFETIME_SECONDS", 30 * DAY, 60, 365 * DAY);
+        let session_absolute_lifetime = env.seconds("SESSION_ABSOLUTE_LIFETIME_SECONDS", 30 * DAY, 60, 365 * DAY);
         if session_idle_timeout > session_absolute_lifetime {
-            env.problem(
-                "SESSION_IDLE_TIMEOUT_SECONDS: must not exceed SESSION_ABSOLUTE_LIFETIME_SECONDS".into(),
-            );
+            env.problem("SESSION_IDLE_TIMEOUT_SECONDS: must not exceed SESSION_ABSOLUTE_LIFETIME_SECONDS".into());
         }
         let password_min_length = env.number("PASSWORD_MIN_LENGTH", 8usize, 8, 128);
         let argon2 = Argon2Settings {
@@ -160,12 +168,7 @@ impl Config {
             ),
             login_attempts_per_ip: limit("RATE_LOGIN_IP_ATTEMPTS", 60, "RATE_LOGIN_IP_WINDOW_SECONDS", 5 * 60),
             signups_per_ip: limit("RATE_SIGNUP_IP", 20, "RATE_SIGNUP_IP_WINDOW_SECONDS", 3600),
-            refreshes_per_session: limit(
-                "RATE_REFRESH_SESSION",
-                60,
-                "RATE_REFRESH_SESSION_WINDOW_SECONDS",
-                3600,
-            ),
+            refreshes_per_session: limit("RATE_REFRESH_SESSION", 60, "RATE_REFRESH_SESSION_WINDOW_SECONDS", 3600),
         };
         let task_quota = env.number("TASK_QUOTA_PER_USER", 10_000i64, 1, 10_000_000);
         let config = Config {
@@ -204,16 +207,26 @@ mod tests {
         assert_eq!(c.db.pool_size, 1);
         assert_eq!(c.password_min_length, 8);
         assert_eq!(c.argon2.memory_kib, 19456);
-        assert_eq!(c.rate_limits.login_attempts_per_ip, Limit { max: 60, window: Duration::from_secs(300) });
+        assert_eq!(
+            c.rate_limits.login_attempts_per_ip,
+            Limit {
+                max: 60,
+                window: Duration::from_secs(300)
+            }
+        );
         Ok(())
     }
 
     #[test]
     fn every_bad_value_is_named() {
-        let err = from(&[("DB_POOL_SIZE", "zero"), ("ARGON2_MEMORY_KIB", "1024"), ("PASSWORD_MIN_LENGTH", "4")])
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let err = from(&[
+            ("DB_POOL_SIZE", "zero"),
+            ("ARGON2_MEMORY_KIB", "1024"),
+            ("PASSWORD_MIN_LENGTH", "4"),
+        ])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
         assert!(err.contains("DB_POOL_SIZE: must be a whole number"), "{err}");
         assert!(err.contains("ARGON2_MEMORY_KIB: must be between 19456"), "{err}");
         assert!(err.contains("PASSWORD_MIN_LENGTH: must be between 8"), "{err}");

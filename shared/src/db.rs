@@ -15,6 +15,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::config::SslMode;
 
+use tokio_postgres::Row;
+use tokio_postgres::types::{ToSql, Type};
+
+use crate::auth::Caller;
 use crate::config::DbSettings;
 use crate::error::{ApiError, ApiResult};
 
@@ -25,7 +29,9 @@ mod embedded {
 /// rustls with the Mozilla roots (webpki-roots) and the same aws-lc-rs provider the AWS SDK uses:
 /// one TLS stack in the binary. SNI is sent from the host name, which Neon needs to route.
 fn tls() -> anyhow::Result<tokio_postgres_rustls::MakeRustlsConnect> {
-    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
@@ -68,7 +74,9 @@ pub fn requires_tls(config: &tokio_postgres::Config) -> bool {
 /// PostgreSQL is briefly unreachable: the request gets a 503 and the next one retries.
 pub fn pool(url: &SecretString, settings: &DbSettings) -> anyhow::Result<Pool> {
     let config = pg_config(url, settings)?;
-    let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
     let manager = if requires_tls(&config) {
         Manager::from_config(config, tls()?, manager_config)
     } else {
@@ -109,7 +117,10 @@ pub async fn connect(url: &SecretString, settings: &DbSettings) -> anyhow::Resul
         tokio::spawn(drive(connection));
         Ok(client)
     } else {
-        let (client, connection) = config.connect(tokio_postgres::NoTls).await.context("connecting to PostgreSQL")?;
+        let (client, connection) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .context("connecting to PostgreSQL")?;
         tokio::spawn(drive(connection));
         Ok(client)
     }
@@ -123,7 +134,10 @@ async fn drive<F: Future<Output = Result<(), tokio_postgres::Error>>>(connection
 
 /// Apply pending migrations from `migrations/`.
 pub async fn migrate(client: &mut tokio_postgres::Client) -> anyhow::Result<Vec<String>> {
-    let report = embedded::migrations::runner().run_async(client).await.context("applying migrations")?;
+    let report = embedded::migrations::runner()
+        .run_async(client)
+        .await
+        .context("applying migrations")?;
     Ok(report.applied_migrations().iter().map(|m| m.to_string()).collect())
 }
 
@@ -138,3 +152,36 @@ pub const LIVE_CALLER: &str = "caller AS (
        AND s.revoked_at IS NULL
        AND s.idle_expires_at > now() AND s.absolute_expires_at > now()
        AND NOT u.disabled)";
+
+/// Run one statement that starts `WITH` [`LIVE_CALLER`]: the caller's session and user id are
+/// bound as `$1` and `$2`, `params` follow from `$3`. Bounded like every database call.
+pub async fn caller_query(
+    pool: &Pool,
+    settings: &DbSettings,
+    caller: &Caller,
+    sql: &str,
+    params: &[(&(dyn ToSql + Sync), Type)],
+) -> ApiResult<Vec<Row>> {
+    let mut all: Vec<(&(dyn ToSql + Sync), Type)> =
+        vec![(&caller.session_id, Type::UUID), (&caller.user_id, Type::UUID)];
+    all.extend(params.iter().map(|(v, t)| (*v, t.clone())));
+    bounded(settings, async {
+        let client = conn(pool).await?;
+        Ok(client.query_typed(sql, &all).await?)
+    })
+    .await
+}
+
+/// Run one statement on a pooled connection, bounded.
+pub async fn query(
+    pool: &Pool,
+    settings: &DbSettings,
+    sql: &str,
+    params: &[(&(dyn ToSql + Sync), Type)],
+) -> ApiResult<Vec<Row>> {
+    bounded(settings, async {
+        let client = conn(pool).await?;
+        Ok(client.query_typed(sql, params).await?)
+    })
+    .await
+}

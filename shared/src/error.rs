@@ -19,7 +19,11 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
-        Self { field: field.into(), code, message: message.into() }
+        Self {
+            field: field.into(),
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -243,7 +247,11 @@ impl From<tokio_postgres::Error> for ApiError {
                 db.message(),
                 db.constraint()
             );
-            return if unavailable { ApiError::ServiceUnavailable(summary) } else { ApiError::Internal(summary) };
+            return if unavailable {
+                ApiError::ServiceUnavailable(summary)
+            } else {
+                ApiError::Internal(summary)
+            };
         }
         // No DbError: the connection is closed or broke, or the server could not be reached.
         ApiError::ServiceUnavailable(anyhow::Error::new(err).context("database connection failed"))

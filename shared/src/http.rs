@@ -98,10 +98,13 @@ pub fn parse_json_bytes<T: RequestBody>(bytes: &[u8]) -> ApiResult<T> {
     }
     let text = std::str::from_utf8(bytes)
         .map_err(|_| ApiError::field("body", "invalid_encoding", "The body must be UTF-8."))?;
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     let serde_json::Value::Object(map) = &value else {
-        return Err(ApiError::field("body", "expected_object", "The body must be a JSON object."));
+        return Err(ApiError::field(
+            "body",
+            "expected_object",
+            "The body must be a JSON object.",
+        ));
     };
     let unknown: Vec<FieldError> = map
         .keys()
@@ -112,7 +115,11 @@ pub fn parse_json_bytes<T: RequestBody>(bytes: &[u8]) -> ApiResult<T> {
         return Err(ApiError::UnknownFields(unknown));
     }
     if let Some(field) = find_nul(&value, "") {
-        return Err(ApiError::field(&field, "invalid_characters", "Text must not contain NUL characters."));
+        return Err(ApiError::field(
+            &field,
+            "invalid_characters",
+            "Text must not contain NUL characters.",
+        ));
     }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
@@ -140,13 +147,19 @@ fn truncate(s: &str, max_chars: usize) -> String {
 /// The path of the first string (or key) holding a NUL character: PostgreSQL text cannot store one.
 fn find_nul(value: &serde_json::Value, path: &str) -> Option<String> {
     match value {
-        serde_json::Value::String(s) if s.contains('\0') => Some(if path.is_empty() { "body".into() } else { path.into() }),
+        serde_json::Value::String(s) if s.contains('\0') => {
+            Some(if path.is_empty() { "body".into() } else { path.into() })
+        }
         serde_json::Value::Array(items) => items
             .iter()
             .enumerate()
             .find_map(|(i, v)| find_nul(v, &format!("{path}[{i}]"))),
         serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
-            let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+            let p = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
             if k.contains('\0') { Some(p) } else { find_nul(v, &p) }
         }),
         _ => None,
@@ -179,7 +192,9 @@ pub fn path_segment_after<'a>(path: &'a str, collection: &[&str]) -> Option<&'a 
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let n = collection.len();
     (0..segments.len()).find_map(|i| {
-        (segments.get(i..i + n)? == collection).then(|| segments.get(i + n).copied()).flatten()
+        (segments.get(i..i + n)? == collection)
+            .then(|| segments.get(i + n).copied())
+            .flatten()
     })
 }
 
@@ -216,11 +231,12 @@ fn percent_decode(s: &str) -> String {
 
 /// The first value of query parameter `name`, bounded in length (a longer one is a 422).
 pub fn query_param(req: &Request, name: &str, max_len: usize) -> ApiResult<Option<String>> {
-    let value = req.query_string_parameters_ref().and_then(|q| q.first(name)).map(str::to_owned);
+    let value = req
+        .query_string_parameters_ref()
+        .and_then(|q| q.first(name))
+        .map(str::to_owned);
     match value {
-        Some(v) if v.len() > max_len => {
-            Err(ApiError::field(name, "too_long", "This query parameter is too long."))
-        }
+        Some(v) if v.len() > max_len => Err(ApiError::field(name, "too_long", "This query parameter is too long.")),
         other => Ok(other),
     }
 }

@@ -30,8 +30,12 @@ pub struct Argon2Settings {
 
 /// The 20,000 most common passwords (Django's list, from Royce Williams' analysis of breaches),
 /// lower-cased, shipped inside the binary.
-static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> =
-    LazyLock::new(|| include_str!("../data/common-passwords.txt").lines().map(str::trim).collect());
+static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    include_str!("../data/common-passwords.txt")
+        .lines()
+        .map(str::trim)
+        .collect()
+});
 
 /// NFKC-normalise a password, as it is hashed and compared.
 pub fn normalize(password: &str) -> SecretString {
@@ -66,10 +70,18 @@ pub fn check_policy(
     }
     let lowered = pw.to_lowercase();
     if COMMON_PASSWORDS.contains(lowered.as_str()) {
-        return Err(FieldError::new(field, "password_too_common", "This password is too common."));
+        return Err(FieldError::new(
+            field,
+            "password_too_common",
+            "This password is too common.",
+        ));
     }
     if lowered.trim() == email.trim().to_lowercase() {
-        return Err(FieldError::new(field, "password_equals_email", "The password must not be the email."));
+        return Err(FieldError::new(
+            field,
+            "password_equals_email",
+            "The password must not be the email.",
+        ));
     }
     Ok(normalized)
 }
@@ -102,7 +114,9 @@ impl Passwords {
         getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
         let dummy = SecretString::from(base64_url(&random));
         let dummy_hash = hash_blocking(&params, &dummy)?;
-        Ok(Self { inner: Arc::new(Inner { params, dummy_hash }) })
+        Ok(Self {
+            inner: Arc::new(Inner { params, dummy_hash }),
+        })
     }
 
     /// Hash a (normalised) password on a blocking thread.
@@ -132,7 +146,10 @@ impl Passwords {
                         // A corrupt stored hash must not be distinguishable by timing either.
                         let _ = verify_against(&inner.dummy_hash, &normalized);
                         tracing::error!("stored password hash is not a valid PHC string");
-                        return Ok(Verified { matches: false, needs_rehash: false });
+                        return Ok(Verified {
+                            matches: false,
+                            needs_rehash: false,
+                        });
                     }
                 };
                 let matches = Argon2::default()
@@ -150,7 +167,11 @@ impl Passwords {
 
 fn verify_against(hash: &str, password: &SecretString) -> bool {
     PasswordHash::new(hash)
-        .map(|p| Argon2::default().verify_password(password.expose_secret().as_bytes(), &p).is_ok())
+        .map(|p| {
+            Argon2::default()
+                .verify_password(password.expose_secret().as_bytes(), &p)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -205,12 +226,23 @@ mod tests {
         assert_eq!(code(&"x".repeat(257), "a@example.com"), Some("password_too_long"));
         assert_eq!(code(&"ab".repeat(128), "a@example.com"), None, "256 characters is fine");
         assert_eq!(code("password", "a@example.com"), Some("password_too_common"));
-        assert_eq!(code("PassWord123", "a@example.com"), Some("password_too_common"), "case-insensitive");
-        assert_eq!(code("Long.Mail@Example.com", " long.mail@example.com "), Some("password_equals_email"));
+        assert_eq!(
+            code("PassWord123", "a@example.com"),
+            Some("password_too_common"),
+            "case-insensitive"
+        );
+        assert_eq!(
+            code("Long.Mail@Example.com", " long.mail@example.com "),
+            Some("password_equals_email")
+        );
         assert_eq!(code("correct horse battery staple", "a@example.com"), None);
         // Seven characters that NFKC turns into eight or more count after normalisation: "ﬀ" → "ff".
         assert_eq!(code("ﬀﬀﬀﬀ", "a@example.com"), None);
-        assert_eq!(code("ｐａｓｓｗｏｒｄ", "a@example.com"), Some("password_too_common"), "full-width is NFKC'd");
+        assert_eq!(
+            code("ｐａｓｓｗｏｒｄ", "a@example.com"),
+            Some("password_too_common"),
+            "full-width is NFKC'd"
+        );
         // Characters, not bytes: 8 multi-byte characters are enough.
         assert_eq!(code("éèêëēėęě", "a@example.com"), None);
     }
@@ -222,7 +254,11 @@ mod tests {
     }
 
     fn owasp() -> Argon2Settings {
-        Argon2Settings { memory_kib: OWASP_MIN_MEMORY_KIB, iterations: 2, parallelism: 1 }
+        Argon2Settings {
+            memory_kib: OWASP_MIN_MEMORY_KIB,
+            iterations: 2,
+            parallelism: 1,
+        }
     }
 
     #[tokio::test]
@@ -230,8 +266,16 @@ mod tests {
         let p = Passwords::new(owasp())?;
         let hash = p.hash(normalize("correct horse battery staple")).await?;
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
-        let ok = p.verify(secret("correct horse battery staple"), Some(hash.clone())).await?;
-        assert_eq!(ok, Verified { matches: true, needs_rehash: false });
+        let ok = p
+            .verify(secret("correct horse battery staple"), Some(hash.clone()))
+            .await?;
+        assert_eq!(
+            ok,
+            Verified {
+                matches: true,
+                needs_rehash: false
+            }
+        );
         let bad = p.verify(secret("wrong horse battery staple"), Some(hash)).await?;
         assert!(!bad.matches);
         // Unknown user: verified against the dummy hash, never a match, even for its own password.
@@ -252,9 +296,20 @@ mod tests {
     async fn raised_parameters_ask_for_a_rehash() -> anyhow::Result<()> {
         let old = Passwords::new(owasp())?;
         let hash = old.hash(normalize("correct horse battery staple")).await?;
-        let stronger = Passwords::new(Argon2Settings { iterations: 3, ..owasp() })?;
-        let v = stronger.verify(secret("correct horse battery staple"), Some(hash)).await?;
-        assert_eq!(v, Verified { matches: true, needs_rehash: true });
+        let stronger = Passwords::new(Argon2Settings {
+            iterations: 3,
+            ..owasp()
+        })?;
+        let v = stronger
+            .verify(secret("correct horse battery staple"), Some(hash))
+            .await?;
+        assert_eq!(
+            v,
+            Verified {
+                matches: true,
+                needs_rehash: true
+            }
+        );
         Ok(())
     }
 

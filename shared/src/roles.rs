@@ -76,12 +76,16 @@ pub struct Route {
 }
 
 const ANY_USER: Access = Access::Roles(&[Role::User, Role::Admin]);
-#[allow(dead_code)] // used once the admin routes land
 const ADMIN_ONLY: Access = Access::Roles(&[Role::Admin]);
 
 macro_rules! route {
     ($method:ident $path:literal => $function:ident, $access:expr) => {
-        Route { method: Method::$method, path: $path, function: Function::$function, access: $access }
+        Route {
+            method: Method::$method,
+            path: $path,
+            function: Function::$function,
+            access: $access,
+        }
     };
 }
 
@@ -89,16 +93,29 @@ macro_rules! route {
 pub static ROUTES: &[Route] = &[
     route!(POST "/auth/signup" => Signup, Access::Public),
     route!(POST "/auth/login" => Login, Access::Public),
+    route!(POST "/auth/refresh" => Refresh, Access::Public),
+    route!(POST "/auth/logout" => Logout, ANY_USER),
+    route!(POST "/auth/logout-all" => Logout, ANY_USER),
+    route!(GET "/auth/me" => Account, ANY_USER),
+    route!(DELETE "/auth/me" => Account, ANY_USER),
+    route!(POST "/auth/password" => Account, ANY_USER),
     route!(GET "/tasks" => Tasks, ANY_USER),
     route!(POST "/tasks" => Tasks, ANY_USER),
     route!(GET "/tasks/{id}" => Tasks, ANY_USER),
     route!(PATCH "/tasks/{id}" => Tasks, ANY_USER),
     route!(DELETE "/tasks/{id}" => Tasks, ANY_USER),
+    route!(GET "/admin/users" => Admin, ADMIN_ONLY),
+    route!(GET "/admin/users/{id}" => Admin, ADMIN_ONLY),
+    route!(PATCH "/admin/users/{id}" => Admin, ADMIN_ONLY),
+    route!(DELETE "/admin/users/{id}" => Admin, ADMIN_ONLY),
 ];
 
 /// Find the route for a method and a concrete path, with its path parameters.
 pub fn match_route(method: &Method, path: &str) -> Option<(&'static Route, Vec<(&'static str, String)>)> {
-    ROUTES.iter().filter(|r| r.method == method).find_map(|r| match_path(r.path, path).map(|p| (r, p)))
+    ROUTES
+        .iter()
+        .filter(|r| r.method == method)
+        .find_map(|r| match_path(r.path, path).map(|p| (r, p)))
 }
 
 /// Whether any route has this path (for telling 404 from a wrong method).
@@ -166,7 +183,10 @@ mod tests {
         assert!(match_path("/tasks/{id}", "/tasks/").is_none());
         assert!(match_path("/tasks/{id}", "/tasks/a/b").is_none());
         assert!(match_path("/tasks/{id}", "/TASKS/a").is_none());
-        assert_eq!(match_path("/tasks/{id}", "/tasks/abc"), Some(vec![("id", "abc".to_owned())]));
+        assert_eq!(
+            match_path("/tasks/{id}", "/tasks/abc"),
+            Some(vec![("id", "abc".to_owned())])
+        );
     }
 
     #[test]
@@ -174,7 +194,21 @@ mod tests {
         let user = policy_resources(Role::User);
         assert!(user.contains(&"GET/tasks".to_owned()));
         assert!(user.contains(&"PATCH/tasks/*".to_owned()));
-        assert!(!user.iter().any(|r| r.contains("auth/signup")), "public routes need no policy");
+        assert!(
+            !user.iter().any(|r| r.contains("auth/signup")),
+            "public routes need no policy"
+        );
         assert!(!user.iter().any(|r| r.contains("admin")));
+        let admin = policy_resources(Role::Admin);
+        assert!(admin.contains(&"DELETE/admin/users/*".to_owned()));
+        assert!(admin.contains(&"GET/tasks".to_owned()));
+    }
+
+    #[test]
+    fn functions_check_the_same_table() {
+        assert!(allowed(Role::Admin, &Method::GET, "/admin/users"));
+        assert!(!allowed(Role::User, &Method::GET, "/admin/users"));
+        assert!(!allowed(Role::User, &Method::GET, "/admin/users/"));
+        assert!(allowed(Role::User, &Method::POST, "/auth/logout"));
     }
 }

@@ -54,7 +54,10 @@ pub async fn client_from_env() -> Client {
         .connect_timeout(Duration::from_secs(3))
         .operation_timeout(Duration::from_secs(10))
         .build();
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).load().await;
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .load()
+        .await;
     Client::new(&config)
 }
 
@@ -67,25 +70,40 @@ pub struct SecretVersion {
 /// Read `arn` at `stage` (`AWSCURRENT`, `AWSPREVIOUS`). `Ok(None)` when the secret has no version
 /// at that stage (a secret that was never rotated has no `AWSPREVIOUS`).
 pub async fn get_secret(client: &Client, arn: &str, stage: &str) -> anyhow::Result<Option<SecretVersion>> {
-    let result = client.get_secret_value().secret_id(arn).version_stage(stage).send().await;
+    let result = client
+        .get_secret_value()
+        .secret_id(arn)
+        .version_stage(stage)
+        .send()
+        .await;
     let output = match result {
         Ok(o) => o,
         Err(err) => {
             if stage != "AWSCURRENT"
-                && matches!(err.as_service_error(), Some(GetSecretValueError::ResourceNotFoundException(_)))
+                && matches!(
+                    err.as_service_error(),
+                    Some(GetSecretValueError::ResourceNotFoundException(_))
+                )
             {
                 return Ok(None);
             }
             // The SDK error's Display is terse; its source chain says what failed.
-            return Err(anyhow!(aws_sdk_secretsmanager::error::DisplayErrorContext(err).to_string()))
-                .with_context(|| format!("reading secret {arn} at {stage}"));
+            return Err(anyhow!(
+                aws_sdk_secretsmanager::error::DisplayErrorContext(err).to_string()
+            ))
+            .with_context(|| format!("reading secret {arn} at {stage}"));
         }
     };
     let value = output
         .secret_string()
         .ok_or_else(|| anyhow!("secret {arn} at {stage} has no SecretString"))?;
-    let version_id = output.version_id().ok_or_else(|| anyhow!("secret {arn} at {stage} has no version id"))?;
-    Ok(Some(SecretVersion { version_id: version_id.to_owned(), value: SecretString::from(value.to_owned()) }))
+    let version_id = output
+        .version_id()
+        .ok_or_else(|| anyhow!("secret {arn} at {stage} has no version id"))?;
+    Ok(Some(SecretVersion {
+        version_id: version_id.to_owned(),
+        value: SecretString::from(value.to_owned()),
+    }))
 }
 
 /// Load the signing keys. Fails when a key is missing, unreadable or shorter than 32 bytes.

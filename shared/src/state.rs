@@ -20,7 +20,12 @@ impl AppState {
     pub fn new(config: Config, pool: Pool, keys: KeySet) -> anyhow::Result<Self> {
         let tokens = Tokens::hs256(keys, token_settings(&config));
         let passwords = Passwords::new(config.argon2)?;
-        Ok(Self { config, pool, tokens, passwords })
+        Ok(Self {
+            config,
+            pool,
+            tokens,
+            passwords,
+        })
     }
 
     /// Read configuration and secrets from the environment (and Secrets Manager where ARNs are
@@ -34,7 +39,9 @@ impl AppState {
             (KeySource::Env, DatabaseUrlSource::Env) => None,
             _ => Some(secrets::client_from_env().await),
         };
-        let keys = secrets::load_keys(&key_source, &env, client.as_ref()).await.context("loading the signing key")?;
+        let keys = secrets::load_keys(&key_source, &env, client.as_ref())
+            .await
+            .context("loading the signing key")?;
         let url = secrets::load_database_url(&url_source, &env, client.as_ref())
             .await
             .context("loading the database URL")?;
@@ -60,6 +67,24 @@ pub async fn tokens_from_env() -> anyhow::Result<Tokens> {
         KeySource::Env => None,
         KeySource::SecretsManager { .. } => Some(secrets::client_from_env().await),
     };
-    let keys = secrets::load_keys(&source, &env, client.as_ref()).await.context("loading the signing key")?;
+    let keys = secrets::load_keys(&source, &env, client.as_ref())
+        .await
+        .context("loading the signing key")?;
     Ok(Tokens::hs256(keys, token_settings(&config)))
+}
+
+/// The pool alone, for functions that sign nothing (the scheduled clean-up).
+pub async fn pool_from_env() -> anyhow::Result<(Config, Pool)> {
+    let env = EnvReader::process();
+    let config = Config::from_env()?;
+    let source = DatabaseUrlSource::from_env(&env);
+    let client = match source {
+        DatabaseUrlSource::Env => None,
+        DatabaseUrlSource::SecretsManager { .. } => Some(secrets::client_from_env().await),
+    };
+    let url = secrets::load_database_url(&source, &env, client.as_ref())
+        .await
+        .context("loading the database URL")?;
+    let pool = crate::db::pool(&url, &config.db)?;
+    Ok((config, pool))
 }

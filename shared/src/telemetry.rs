@@ -9,7 +9,12 @@ pub fn init() {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     // A second init (tests) is harmless: the first subscriber stays.
     let _ = if in_lambda {
-        builder.json().with_current_span(false).without_time().with_ansi(false).try_init()
+        builder
+            .json()
+            .with_current_span(false)
+            .without_time()
+            .with_ansi(false)
+            .try_init()
     } else {
         builder.compact().try_init()
     };

@@ -33,7 +33,10 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).field("secret", &"[REDACTED]").finish()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("secret", &"[REDACTED]")
+            .finish()
     }
 }
 
@@ -51,7 +54,10 @@ impl SigningKey {
         if bytes.len() < MIN_HMAC_KEY_BYTES {
             return Err(KeyError::TooShort { kid, len: bytes.len() });
         }
-        Ok(Self { kid, secret: SecretBox::new(Box::new(bytes)) })
+        Ok(Self {
+            kid,
+            secret: SecretBox::new(Box::new(bytes)),
+        })
     }
 
     /// A key id derived from the key itself, for keys that come from the environment: a truncated
@@ -133,7 +139,10 @@ impl std::fmt::Debug for Tokens {
 
 /// Seconds since the epoch.
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// An issued access token.
@@ -159,7 +168,14 @@ impl Tokens {
         validation.set_issuer(&[settings.issuer.as_str()]);
         validation.set_audience(&[settings.audience.as_str()]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        Self { settings, algorithm, signing_kid: keys.current.kid, encoding, decoding, validation }
+        Self {
+            settings,
+            algorithm,
+            signing_kid: keys.current.kid,
+            encoding,
+            decoding,
+            validation,
+        }
     }
 
     pub fn settings(&self) -> &TokenSettings {
@@ -185,7 +201,11 @@ impl Tokens {
         header.typ = Some(TOKEN_TYPE.to_owned());
         header.kid = Some(self.signing_kid.clone());
         let token = encode(&header, &claims, &self.encoding)?;
-        Ok(IssuedToken { token: SecretString::from(token), expires_in: ttl, claims })
+        Ok(IssuedToken {
+            token: SecretString::from(token),
+            expires_in: ttl,
+            claims,
+        })
     }
 
     /// Verify an access token and return its claims.
@@ -207,7 +227,11 @@ impl Tokens {
         if header.jku.is_some() || header.x5u.is_some() || header.jwk.is_some() || header.x5c.is_some() {
             return Err(TokenError::KeyLocationHeader);
         }
-        let key = header.kid.as_deref().and_then(|kid| self.decoding.get(kid)).ok_or(TokenError::UnknownKey)?;
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.decoding.get(kid))
+            .ok_or(TokenError::UnknownKey)?;
         let data = decode::<AccessClaims>(token, key, &self.validation)
             .map_err(|e| TokenError::Invalid(format!("{:?}", e.kind())))?;
         Ok(data.claims)
@@ -218,7 +242,9 @@ impl Tokens {
 pub fn new_refresh_token() -> anyhow::Result<SecretString> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    Ok(SecretString::from(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+    Ok(SecretString::from(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
+    ))
 }
 
 /// The stored form of a refresh token. A fast hash is right here: the token has 256 bits of

@@ -48,7 +48,9 @@ pub fn normalize_email(raw: &str) -> Result<String, FieldError> {
     }
     let parsed = email_address::EmailAddress::parse_with_options(
         email,
-        email_address::Options::default().without_display_text().without_domain_literal(),
+        email_address::Options::default()
+            .without_display_text()
+            .without_domain_literal(),
     )
     .map_err(|_| invalid())?;
     // A deliverable address has a dot in its domain; `user@localhost` is not one.
@@ -108,7 +110,10 @@ impl SessionParams {
     }
 
     pub fn into_session(self) -> NewSession {
-        NewSession { session_id: self.session_id, refresh_token: self.refresh_token }
+        NewSession {
+            session_id: self.session_id,
+            refresh_token: self.refresh_token,
+        }
     }
 }
 
@@ -149,8 +154,20 @@ mod tests {
 
     #[test]
     fn emails() {
-        assert_eq!(normalize_email("  Alice@Example.COM ").ok(), Some("Alice@Example.COM".to_owned()));
-        for bad in ["", "   ", "alice", "alice@", "@example.com", "alice@localhost", "a b@example.com", "Alice <a@example.com>"] {
+        assert_eq!(
+            normalize_email("  Alice@Example.COM ").ok(),
+            Some("Alice@Example.COM".to_owned())
+        );
+        for bad in [
+            "",
+            "   ",
+            "alice",
+            "alice@",
+            "@example.com",
+            "alice@localhost",
+            "a b@example.com",
+            "Alice <a@example.com>",
+        ] {
             assert!(normalize_email(bad).is_err(), "{bad:?} should be refused");
         }
         assert!(normalize_email(&format!("{}@example.com", "a".repeat(250))).is_err());

@@ -49,11 +49,18 @@ pub fn with_database(url: &str, name: &str) -> String {
 pub async fn test_db() -> TestDb {
     let admin = SecretString::from(admin_url());
     let config = test_config();
-    let client = shared::db::connect(&admin, &config.db).await.expect("connect to the admin database");
+    let client = shared::db::connect(&admin, &config.db)
+        .await
+        .expect("connect to the admin database");
     let name = format!("todo_test_{}", uuid::Uuid::new_v4().simple());
-    client.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.expect("create test database");
+    client
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .expect("create test database");
     let url = SecretString::from(with_database(admin.expose_secret(), &name));
-    let mut db = shared::db::connect(&url, &config.db).await.expect("connect to the test database");
+    let mut db = shared::db::connect(&url, &config.db)
+        .await
+        .expect("connect to the test database");
     shared::db::migrate(&mut db).await.expect("migrate the test database");
     TestDb { name, url }
 }
@@ -67,7 +74,10 @@ pub fn test_config() -> Config {
 
 pub fn test_keys() -> KeySet {
     let secret = SecretString::from(TEST_JWT_SECRET.to_owned());
-    KeySet { current: SigningKey::hmac("test-key", secret).expect("long enough"), previous: None }
+    KeySet {
+        current: SigningKey::hmac("test-key", secret).expect("long enough"),
+        previous: None,
+    }
 }
 
 /// Application state on a fresh database.
@@ -104,7 +114,9 @@ impl TestApi {
 
     /// A direct connection to this test's database, for checking rows.
     pub async fn sql(&self) -> tokio_postgres::Client {
-        shared::db::connect(&self.db.url, &self.state.config.db).await.expect("connect")
+        shared::db::connect(&self.db.url, &self.state.config.db)
+            .await
+            .expect("connect")
     }
 }
 
@@ -116,7 +128,13 @@ pub async fn spawn_api_with(config: Config) -> TestApi {
     let server = tokio::spawn(async move {
         let _ = local_api::serve(listener, served).await;
     });
-    TestApi { addr, base: format!("http://{addr}"), state, db, server }
+    TestApi {
+        addr,
+        base: format!("http://{addr}"),
+        state,
+        db,
+        server,
+    }
 }
 
 pub async fn spawn_api() -> TestApi {

@@ -30,7 +30,10 @@ impl std::error::Error for Unauthorized {}
 
 impl From<Unauthorized> for Diagnostic {
     fn from(_: Unauthorized) -> Self {
-        Diagnostic { error_type: "Unauthorized".into(), error_message: "Unauthorized".into() }
+        Diagnostic {
+            error_type: "Unauthorized".into(),
+            error_message: "Unauthorized".into(),
+        }
     }
 }
 
@@ -55,7 +58,11 @@ pub fn api_stage_arn(method_arn: &str) -> Option<&str> {
 }
 
 pub fn handle(tokens: &Tokens, event: &ApiGatewayCustomAuthorizerRequest) -> Result<AuthorizerResponse, Unauthorized> {
-    let token = event.authorization_token.as_deref().and_then(bearer_token).ok_or(Unauthorized)?;
+    let token = event
+        .authorization_token
+        .as_deref()
+        .and_then(bearer_token)
+        .ok_or(Unauthorized)?;
     let claims = tokens.verify(token).map_err(|reason| {
         tracing::info!(%reason, "token refused");
         Unauthorized
@@ -64,7 +71,10 @@ pub fn handle(tokens: &Tokens, event: &ApiGatewayCustomAuthorizerRequest) -> Res
         tracing::warn!("authorizer event without a usable methodArn");
         Unauthorized
     })?;
-    let resources: Vec<String> = policy_resources(claims.role).iter().map(|r| format!("{base}/{r}")).collect();
+    let resources: Vec<String> = policy_resources(claims.role)
+        .iter()
+        .map(|r| format!("{base}/{r}"))
+        .collect();
     let statement = if resources.is_empty() {
         statement(IamPolicyEffect::Deny, vec![format!("{base}/*")])
     } else {
@@ -97,10 +107,18 @@ fn statement(effect: IamPolicyEffect, resource: Vec<String>) -> IamPolicyStateme
 pub fn policy_allows(policy: &ApiGatewayCustomAuthorizerPolicy, method_arn: &str) -> bool {
     let matches = |s: &IamPolicyStatement| {
         s.action.iter().any(|a| a == "execute-api:Invoke" || a == "*")
-            && s.resource.iter().any(|r| glob_match(r.as_bytes(), method_arn.as_bytes()))
+            && s.resource
+                .iter()
+                .any(|r| glob_match(r.as_bytes(), method_arn.as_bytes()))
     };
-    let denied = policy.statement.iter().any(|s| s.effect == IamPolicyEffect::Deny && matches(s));
-    let allowed = policy.statement.iter().any(|s| s.effect == IamPolicyEffect::Allow && matches(s));
+    let denied = policy
+        .statement
+        .iter()
+        .any(|s| s.effect == IamPolicyEffect::Deny && matches(s));
+    let allowed = policy
+        .statement
+        .iter()
+        .any(|s| s.effect == IamPolicyEffect::Allow && matches(s));
     allowed && !denied
 }
 
@@ -138,7 +156,10 @@ mod tests {
     #[test]
     fn stage_arn() {
         let arn = "arn:aws:execute-api:eu-west-1:123456789012:abc123/v1/GET/tasks/42";
-        assert_eq!(api_stage_arn(arn), Some("arn:aws:execute-api:eu-west-1:123456789012:abc123/v1"));
+        assert_eq!(
+            api_stage_arn(arn),
+            Some("arn:aws:execute-api:eu-west-1:123456789012:abc123/v1")
+        );
         assert_eq!(api_stage_arn("arn:aws:s3:::bucket"), None);
         assert_eq!(api_stage_arn("nonsense"), None);
     }

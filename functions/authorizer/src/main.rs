@@ -7,9 +7,11 @@ use lambda_runtime::{LambdaEvent, service_fn};
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
     let tokens = Arc::new(shared::state::tokens_from_env().await?);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<ApiGatewayCustomAuthorizerRequest>| {
-        let tokens = tokens.clone();
-        async move { authorizer::handle(&tokens, &event.payload) }
-    }))
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<ApiGatewayCustomAuthorizerRequest>| {
+            let tokens = tokens.clone();
+            async move { authorizer::handle(&tokens, &event.payload) }
+        },
+    ))
     .await
 }

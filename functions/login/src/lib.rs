@@ -58,7 +58,14 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     }
     // Parameters were raised since this hash was made: store a fresh one while we know the password.
     let new_hash = if verified.needs_rehash {
-        Some(state.passwords.hash(shared::password::normalize(secrecy::ExposeSecret::expose_secret(&body.password))).await?)
+        Some(
+            state
+                .passwords
+                .hash(shared::password::normalize(secrecy::ExposeSecret::expose_secret(
+                    &body.password,
+                )))
+                .await?,
+        )
     } else {
         None
     };

@@ -32,10 +32,14 @@ async fn signup(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     let body: SignupBody = parse_json(&req)?;
     let mut errors: Vec<FieldError> = Vec::new();
     let email = normalize_email(&body.email).map_err(|e| errors.push(e)).ok();
-    let password =
-        shared::password::check_policy(&body.password, &body.email, state.config.password_min_length, "password")
-            .map_err(|e| errors.push(e))
-            .ok();
+    let password = shared::password::check_policy(
+        &body.password,
+        &body.email,
+        state.config.password_min_length,
+        "password",
+    )
+    .map_err(|e| errors.push(e))
+    .ok();
     let (Some(email), Some(password)) = (email, password) else {
         return Err(ApiError::Validation(errors));
     };

@@ -12,7 +12,9 @@ use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 use shared::auth::{Caller, caller};
 use shared::error::{ApiError, ApiResult, Challenge, FieldError};
-use shared::http::{RequestBody, double_option, empty_response, json_response, parse_json, path_param, query_param, respond};
+use shared::http::{
+    RequestBody, double_option, empty_response, json_response, parse_json, path_param, query_param, respond,
+};
 use shared::{AppState, db};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
@@ -40,7 +42,9 @@ pub struct Task {
 impl Task {
     /// From a row of `TASK_COLUMNS`; `None` when the outer join found no task.
     fn from_row(row: &Row) -> ApiResult<Option<Self>> {
-        let Some(id) = row.try_get::<_, Option<Uuid>>("id")? else { return Ok(None) };
+        let Some(id) = row.try_get::<_, Option<Uuid>>("id")? else {
+            return Ok(None);
+        };
         Ok(Some(Task {
             id,
             title: row.try_get("title")?,
@@ -96,7 +100,9 @@ async fn dispatch(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     let id = path_param(&req, "id", &["tasks"]);
     // A path id that is not a UUID names no task: look up the nil UUID (never issued), so the
     // answer is 404 for a live session and 401 for a dead one, like any other missing task.
-    let task_id = id.as_deref().map(|s| Uuid::parse_str(s).ok().filter(|u| !u.is_nil()).unwrap_or(Uuid::nil()));
+    let task_id = id
+        .as_deref()
+        .map(|s| Uuid::parse_str(s).ok().filter(|u| !u.is_nil()).unwrap_or(Uuid::nil()));
     match (req.method().clone(), task_id) {
         (Method::GET, None) => list(state, &caller, &req).await,
         (Method::POST, None) => create(state, &caller, &req).await,
@@ -107,21 +113,13 @@ async fn dispatch(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     }
 }
 
-/// Run one statement whose first two parameters are the caller's session and user id.
 async fn query(
     state: &AppState,
     caller: &Caller,
     sql: &str,
     params: &[(&(dyn ToSql + Sync), Type)],
 ) -> ApiResult<Vec<Row>> {
-    let mut all: Vec<(&(dyn ToSql + Sync), Type)> =
-        vec![(&caller.session_id, Type::UUID), (&caller.user_id, Type::UUID)];
-    all.extend(params.iter().map(|(v, t)| (*v, t.clone())));
-    db::bounded(&state.config.db, async {
-        let client = db::conn(&state.pool).await?;
-        Ok(client.query_typed(sql, &all).await?)
-    })
-    .await
+    db::caller_query(&state.pool, &state.config.db, caller, sql, params).await
 }
 
 fn dead_session() -> ApiError {
@@ -141,7 +139,11 @@ async fn list(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Res
         Some(raw) => match raw.parse::<i64>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
             _ => {
-                errors.push(FieldError::new("limit", "invalid_limit", "limit must be a whole number from 1 to 100."));
+                errors.push(FieldError::new(
+                    "limit",
+                    "invalid_limit",
+                    "limit must be a whole number from 1 to 100.",
+                ));
                 DEFAULT_LIMIT
             }
         },
@@ -151,7 +153,11 @@ async fn list(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Res
         Some("true") => Some(true),
         Some("false") => Some(false),
         Some(_) => {
-            errors.push(FieldError::new("completed", "invalid_boolean", "completed must be true or false."));
+            errors.push(FieldError::new(
+                "completed",
+                "invalid_boolean",
+                "completed must be true or false.",
+            ));
             None
         }
     };
@@ -160,7 +166,11 @@ async fn list(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Res
         Some(raw) => match decode_cursor(&raw) {
             Some(c) => Some(c),
             None => {
-                errors.push(FieldError::new("cursor", "invalid_cursor", "cursor is not one this API issued."));
+                errors.push(FieldError::new(
+                    "cursor",
+                    "invalid_cursor",
+                    "cursor is not one this API issued.",
+                ));
                 None
             }
         },
@@ -191,7 +201,12 @@ async fn list(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Res
         state,
         caller,
         &sql,
-        &[(&completed, Type::BOOL), (&after_time, Type::TIMESTAMPTZ), (&after_id, Type::UUID), (&fetch, Type::INT8)],
+        &[
+            (&completed, Type::BOOL),
+            (&after_time, Type::TIMESTAMPTZ),
+            (&after_id, Type::UUID),
+            (&fetch, Type::INT8),
+        ],
     )
     .await?;
     if rows.is_empty() {
@@ -216,7 +231,11 @@ fn check_title(raw: &str, errors: &mut Vec<FieldError>) -> Option<String> {
     let title = raw.trim();
     let n = title.chars().count();
     if n == 0 || n > MAX_TITLE_CHARS {
-        errors.push(FieldError::new("title", "invalid_length", "title must have 1 to 200 characters after trimming."));
+        errors.push(FieldError::new(
+            "title",
+            "invalid_length",
+            "title must have 1 to 200 characters after trimming.",
+        ));
         return None;
     }
     Some(title.to_owned())
@@ -224,7 +243,11 @@ fn check_title(raw: &str, errors: &mut Vec<FieldError>) -> Option<String> {
 
 fn check_description(raw: &Option<String>, errors: &mut Vec<FieldError>) {
     if raw.as_ref().is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS) {
-        errors.push(FieldError::new("description", "too_long", "description must have at most 10000 characters."));
+        errors.push(FieldError::new(
+            "description",
+            "too_long",
+            "description must have at most 10000 characters.",
+        ));
     }
 }
 
@@ -250,7 +273,12 @@ async fn create(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<R
         state,
         caller,
         &sql,
-        &[(&id, Type::UUID), (&title, Type::TEXT), (&body.description, Type::TEXT), (&completed, Type::BOOL)],
+        &[
+            (&id, Type::UUID),
+            (&title, Type::TEXT),
+            (&body.description, Type::TEXT),
+            (&completed, Type::BOOL),
+        ],
     )
     .await?;
     let task = Task::from_row(&one_row(rows)?)?.ok_or_else(dead_session)?;
@@ -380,7 +408,13 @@ mod tests {
         let t = t.unwrap_or(OffsetDateTime::UNIX_EPOCH);
         let c = encode_cursor(t, id);
         assert_eq!(decode_cursor(&c), Some((t, id)));
-        for bad in ["", "!!!", "abc", &URL_SAFE_NO_PAD.encode("x:y"), &URL_SAFE_NO_PAD.encode(format!("1:{id}:extra"))] {
+        for bad in [
+            "",
+            "!!!",
+            "abc",
+            &URL_SAFE_NO_PAD.encode("x:y"),
+            &URL_SAFE_NO_PAD.encode(format!("1:{id}:extra")),
+        ] {
             assert_eq!(decode_cursor(bad), None, "{bad:?}");
         }
         assert_eq!(decode_cursor(&"A".repeat(500)), None);

@@ -1,10 +1,15 @@
 //! `todo-admin`: operations run against `DATABASE_URL` (local or Neon).
 //!
-//!   todo-admin migrate        apply pending migrations
+//!   todo-admin migrate              apply pending migrations
+//!   todo-admin grant-admin EMAIL    make an existing account an admin (the first admin of a
+//!                                   fresh deployment: sign up, then run this once)
+//!
+//! There is no default account and no default password anywhere.
 
 use anyhow::{Context, bail};
 use secrecy::SecretString;
 use shared::config::{Config, EnvReader};
+use tokio_postgres::types::Type;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -25,6 +30,24 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        _ => bail!("usage: todo-admin migrate"),
+        ["grant-admin", email] => {
+            let client = shared::db::connect(&url, &config.db).await?;
+            let email = email.trim().to_owned();
+            let rows = client
+                .query_typed(
+                    "UPDATE users SET role = 'admin', updated_at = now() WHERE lower(email) = lower($1) RETURNING id",
+                    &[(&email, Type::TEXT)],
+                )
+                .await?;
+            match rows.first() {
+                Some(row) => {
+                    let id: uuid::Uuid = row.try_get("id")?;
+                    println!("{email} ({id}) is now an admin; it takes effect on the next login or refresh");
+                    Ok(())
+                }
+                None => bail!("no account with email {email}: sign up first"),
+            }
+        }
+        _ => bail!("usage: todo-admin migrate | todo-admin grant-admin EMAIL"),
     }
 }

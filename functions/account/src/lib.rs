@@ -1,0 +1,133 @@
+//! The caller's own account: `GET /auth/me`, `POST /auth/password`, `DELETE /auth/me`.
+
+use http::{Method, StatusCode};
+use lambda_http::{Body, Request, Response};
+use secrecy::SecretString;
+use serde::Deserialize;
+use shared::auth::{Caller, caller};
+use shared::error::{ApiError, ApiResult, Challenge};
+use shared::http::{RequestBody, empty_response, json_response, parse_json, respond};
+use shared::password::check_policy;
+use shared::users::User;
+use shared::{AppState, db};
+use tokio_postgres::types::Type;
+
+#[derive(Deserialize)]
+pub struct PasswordBody {
+    current_password: SecretString,
+    new_password: SecretString,
+}
+
+impl RequestBody for PasswordBody {
+    const FIELDS: &'static [&'static str] = &["current_password", "new_password"];
+}
+
+#[derive(Deserialize)]
+pub struct DeleteBody {
+    password: SecretString,
+}
+
+impl RequestBody for DeleteBody {
+    const FIELDS: &'static [&'static str] = &["password"];
+}
+
+pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
+    respond(dispatch(state, req).await)
+}
+
+async fn dispatch(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
+    let caller = caller(&req, &state.tokens)?;
+    let path = req.uri().path().trim_end_matches('/');
+    match (req.method().clone(), path.ends_with("/password")) {
+        (Method::GET, false) => me(state, &caller).await,
+        (Method::DELETE, false) => delete(state, &caller, &req).await,
+        (Method::POST, true) => change_password(state, &caller, &req).await,
+        _ => Err(ApiError::NoRoute),
+    }
+}
+
+fn dead_session() -> ApiError {
+    ApiError::Unauthenticated(Challenge::InvalidToken)
+}
+
+/// The caller's user row (with its hash, for the password checks), if the session is live.
+async fn load(state: &AppState, caller: &Caller) -> ApiResult<(User, String)> {
+    let sql = format!(
+        "WITH {} SELECT u.id, u.email, u.role, u.created_at, u.password_hash
+                  FROM caller c JOIN users u ON u.id = c.user_id",
+        db::LIVE_CALLER
+    );
+    let rows = db::caller_query(&state.pool, &state.config.db, caller, &sql, &[]).await?;
+    let row = rows.first().ok_or_else(dead_session)?;
+    Ok((User::from_row(row)?, row.try_get("password_hash")?))
+}
+
+#[tracing::instrument(skip_all, fields(user_id = %caller.user_id))]
+async fn me(state: &AppState, caller: &Caller) -> ApiResult<Response<Body>> {
+    let sql = format!(
+        "WITH {} SELECT u.id, u.email, u.role, u.created_at FROM caller c JOIN users u ON u.id = c.user_id",
+        db::LIVE_CALLER
+    );
+    let rows = db::caller_query(&state.pool, &state.config.db, caller, &sql, &[]).await?;
+    let user = User::from_row(rows.first().ok_or_else(dead_session)?)?;
+    Ok(json_response(StatusCode::OK, &user))
+}
+
+#[tracing::instrument(skip_all, fields(user_id = %caller.user_id))]
+async fn change_password(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Response<Body>> {
+    let body: PasswordBody = parse_json(req)?;
+    let (user, stored) = load(state, caller).await?;
+    let new_password = check_policy(
+        &body.new_password,
+        &user.email,
+        state.config.password_min_length,
+        "new_password",
+    )
+    .map_err(|e| ApiError::Validation(vec![e]))?;
+    if !state
+        .passwords
+        .verify(body.current_password, Some(stored))
+        .await?
+        .matches
+    {
+        return Err(ApiError::InvalidCredentials);
+    }
+    let new_hash = state.passwords.hash(new_password).await?;
+    // The new hash and the revocation of every other session land together, and only if the
+    // caller's session is still live.
+    let sql = format!(
+        "WITH {},
+         updated AS (UPDATE users u SET password_hash = $3, updated_at = now()
+                       FROM caller c WHERE u.id = c.user_id RETURNING u.id),
+         revoked AS (UPDATE sessions s SET revoked_at = now(), revoked_reason = 'password_changed'
+                       FROM updated WHERE s.user_id = updated.id AND s.id <> $1 AND s.revoked_at IS NULL)
+         SELECT id FROM updated",
+        db::LIVE_CALLER
+    );
+    let rows = db::caller_query(&state.pool, &state.config.db, caller, &sql, &[(&new_hash, Type::TEXT)]).await?;
+    if rows.is_empty() {
+        return Err(dead_session());
+    }
+    tracing::info!("password changed; other sessions revoked");
+    Ok(empty_response(StatusCode::NO_CONTENT))
+}
+
+#[tracing::instrument(skip_all, fields(user_id = %caller.user_id))]
+async fn delete(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Response<Body>> {
+    let body: DeleteBody = parse_json(req)?;
+    let (_, stored) = load(state, caller).await?;
+    if !state.passwords.verify(body.password, Some(stored)).await?.matches {
+        return Err(ApiError::InvalidCredentials);
+    }
+    // Sessions, refresh tokens and tasks go with the user (ON DELETE CASCADE).
+    let sql = format!(
+        "WITH {} DELETE FROM users u USING caller c WHERE u.id = c.user_id RETURNING u.id",
+        db::LIVE_CALLER
+    );
+    let rows = db::caller_query(&state.pool, &state.config.db, caller, &sql, &[]).await?;
+    if rows.is_empty() {
+        return Err(dead_session());
+    }
+    tracing::info!("account deleted");
+    Ok(empty_response(StatusCode::NO_CONTENT))
+}

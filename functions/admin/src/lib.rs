@@ -1,0 +1,357 @@
+//! `/admin/users`: list, get, change role or disabled, delete.
+//!
+//! The gateway already refused non-admin tokens, but a token's role can be stale: every request
+//! re-reads the caller's role and session in the same statement as its work, so a demoted admin is
+//! refused (403) at once and a revoked one gets 401. Demoting, disabling or deleting the last active
+//! admin is 409 `last_admin`; those changes lock the active admins' rows first, so two admins cannot
+//! demote each other at the same time.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::{Method, StatusCode};
+use lambda_http::{Body, Request, Response};
+use serde::{Deserialize, Serialize};
+use shared::auth::{Caller, caller};
+use shared::error::{ApiError, ApiResult, Challenge, FieldError};
+use shared::http::{
+    RequestBody, double_option, empty_response, json_response, parse_json, path_param, query_param, respond,
+};
+use shared::roles::Role;
+use shared::{AppState, db};
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+const DEFAULT_LIMIT: i64 = 20;
+const MAX_LIMIT: i64 = 100;
+const MAX_CURSOR_LEN: usize = 128;
+const MAX_EMAIL_FILTER_LEN: usize = 254;
+
+/// What an admin sees of a user: never the password hash or any token material.
+#[derive(Debug, Serialize)]
+pub struct AdminUser {
+    pub id: Uuid,
+    pub email: String,
+    pub role: Role,
+    pub disabled: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl AdminUser {
+    fn from_row(row: &Row) -> ApiResult<Option<Self>> {
+        let Some(id) = row.try_get::<_, Option<Uuid>>("id")? else {
+            return Ok(None);
+        };
+        let role: String = row.try_get("role")?;
+        Ok(Some(AdminUser {
+            id,
+            email: row.try_get("email")?,
+            role: Role::parse(&role).ok_or_else(|| anyhow::anyhow!("unknown role in database"))?,
+            disabled: row.try_get("disabled")?,
+            created_at: row.try_get("created_at")?,
+        }))
+    }
+}
+
+const USER_COLUMNS: &str = "u.id, u.email, u.role, u.disabled, u.created_at";
+
+#[derive(Serialize)]
+struct UserList {
+    items: Vec<AdminUser>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct PatchUser {
+    #[serde(default, deserialize_with = "double_option")]
+    role: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    disabled: Option<Option<bool>>,
+}
+
+impl RequestBody for PatchUser {
+    const FIELDS: &'static [&'static str] = &["role", "disabled"];
+}
+
+pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
+    respond(dispatch(state, req).await)
+}
+
+async fn dispatch(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
+    let caller = caller(&req, &state.tokens)?;
+    let id = path_param(&req, "id", &["admin", "users"]);
+    // Not a UUID: no such user. The nil UUID is never issued, so it finds nothing, after the
+    // caller's session and role are checked like on any other request.
+    let user_id = id
+        .as_deref()
+        .map(|s| Uuid::parse_str(s).ok().filter(|u| !u.is_nil()).unwrap_or(Uuid::nil()));
+    match (req.method().clone(), user_id) {
+        (Method::GET, None) => list(state, &caller, &req).await,
+        (Method::GET, Some(id)) => get(state, &caller, id).await,
+        (Method::PATCH, Some(id)) => patch(state, &caller, id, &req).await,
+        (Method::DELETE, Some(id)) => delete(state, &caller, id).await,
+        _ => Err(ApiError::NoRoute),
+    }
+}
+
+/// The caller's live session and current role come back as `caller_role` on every row; no row
+/// means the session is not live.
+fn check_admin(rows: &[Row]) -> ApiResult<()> {
+    let row = rows.first().ok_or(ApiError::Unauthenticated(Challenge::InvalidToken))?;
+    let role: String = row.try_get("caller_role")?;
+    if role != Role::Admin.as_str() {
+        return Err(ApiError::Forbidden);
+    }
+    Ok(())
+}
+
+#[tracing::instrument(skip_all, fields(admin_id = %caller.user_id))]
+async fn list(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Response<Body>> {
+    let mut errors = Vec::new();
+    let limit = match query_param(req, "limit", 16)? {
+        None => DEFAULT_LIMIT,
+        Some(raw) => match raw.parse::<i64>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                errors.push(FieldError::new(
+                    "limit",
+                    "invalid_limit",
+                    "limit must be a whole number from 1 to 100.",
+                ));
+                DEFAULT_LIMIT
+            }
+        },
+    };
+    let cursor = match query_param(req, "cursor", MAX_CURSOR_LEN)? {
+        None => None,
+        Some(raw) => match decode_cursor(&raw) {
+            Some(c) => Some(c),
+            None => {
+                errors.push(FieldError::new(
+                    "cursor",
+                    "invalid_cursor",
+                    "cursor is not one this API issued.",
+                ));
+                None
+            }
+        },
+    };
+    let email = query_param(req, "email", MAX_EMAIL_FILTER_LEN)?.map(|e| e.trim().to_lowercase());
+    if email.as_deref().is_some_and(|e| e.contains('\0')) {
+        errors.push(FieldError::new(
+            "email",
+            "invalid_characters",
+            "email must not contain NUL characters.",
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let (after_time, after_id) = cursor.map_or((None, None), |(t, id)| (Some(t), Some(id)));
+    let fetch = limit + 1;
+    // The email filter is a case-insensitive substring match (position(), so no LIKE escaping).
+    let sql = format!(
+        "WITH {live}
+         SELECT c.role AS caller_role, {USER_COLUMNS}
+           FROM caller c
+           LEFT JOIN LATERAL (
+                SELECT * FROM users
+                 WHERE c.role = 'admin'
+                   AND ($3::text IS NULL OR position($3 in lower(email)) > 0)
+                   AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5))
+                 ORDER BY created_at DESC, id DESC
+                 LIMIT $6) u ON true
+          ORDER BY u.created_at DESC, u.id DESC",
+        live = db::LIVE_CALLER
+    );
+    let rows = db::caller_query(
+        &state.pool,
+        &state.config.db,
+        caller,
+        &sql,
+        &[
+            (&email, Type::TEXT),
+            (&after_time, Type::TIMESTAMPTZ),
+            (&after_id, Type::UUID),
+            (&fetch, Type::INT8),
+        ],
+    )
+    .await?;
+    check_admin(&rows)?;
+    let mut items = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if let Some(user) = AdminUser::from_row(row)? {
+            items.push(user);
+        }
+    }
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|u| encode_cursor(u.created_at, u.id))
+    } else {
+        None
+    };
+    Ok(json_response(StatusCode::OK, &UserList { items, next_cursor }))
+}
+
+#[tracing::instrument(skip_all, fields(admin_id = %caller.user_id, user_id = %id))]
+async fn get(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Response<Body>> {
+    let sql = format!(
+        "WITH {live}
+         SELECT c.role AS caller_role, {USER_COLUMNS}
+           FROM caller c LEFT JOIN users u ON c.role = 'admin' AND u.id = $3",
+        live = db::LIVE_CALLER
+    );
+    let rows = db::caller_query(&state.pool, &state.config.db, caller, &sql, &[(&id, Type::UUID)]).await?;
+    check_admin(&rows)?;
+    let user = rows
+        .first()
+        .map(AdminUser::from_row)
+        .transpose()?
+        .flatten()
+        .ok_or(ApiError::NotFound)?;
+    Ok(json_response(StatusCode::OK, &user))
+}
+
+const LAST_ADMIN: ApiError = ApiError::Conflict {
+    code: "last_admin",
+    detail: "This change would leave no active admin.",
+};
+
+/// The caller's role (re-read), locking the active admins' rows for the rest of the transaction.
+async fn begin_admin_change(tx: &tokio_postgres::Transaction<'_>, caller: &Caller) -> ApiResult<i64> {
+    let sql = format!("WITH {} SELECT role AS caller_role FROM caller", db::LIVE_CALLER);
+    let rows = tx
+        .query_typed(&sql, &[(&caller.session_id, Type::UUID), (&caller.user_id, Type::UUID)])
+        .await?;
+    check_admin(&rows)?;
+    let admins = tx
+        .query_typed(
+            "SELECT id FROM users WHERE role = 'admin' AND NOT disabled ORDER BY id FOR UPDATE",
+            &[],
+        )
+        .await?;
+    Ok(admins.len() as i64)
+}
+
+#[tracing::instrument(skip_all, fields(admin_id = %caller.user_id, user_id = %id))]
+async fn patch(state: &AppState, caller: &Caller, id: Uuid, req: &Request) -> ApiResult<Response<Body>> {
+    let body: PatchUser = parse_json(req)?;
+    let mut errors = Vec::new();
+    let role = match &body.role {
+        None => None,
+        Some(r) => match r.as_deref().and_then(Role::parse) {
+            Some(role) => Some(role),
+            None => {
+                errors.push(FieldError::new(
+                    "role",
+                    "invalid_role",
+                    "role must be \"user\" or \"admin\".",
+                ));
+                None
+            }
+        },
+    };
+    let disabled = match body.disabled {
+        None => None,
+        Some(None) => {
+            errors.push(FieldError::new("disabled", "required", "disabled cannot be null."));
+            None
+        }
+        Some(d) => d,
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let role_text = role.map(Role::as_str);
+    db::bounded(&state.config.db, async {
+        let mut client = db::conn(&state.pool).await?;
+        let tx = client.transaction().await?;
+        let active_admins = begin_admin_change(&tx, caller).await?;
+        let target = tx
+            .query_typed(
+                "SELECT role, disabled FROM users WHERE id = $1 FOR UPDATE",
+                &[(&id, Type::UUID)],
+            )
+            .await?;
+        let target = target.first().ok_or(ApiError::NotFound)?;
+        let was_active_admin =
+            target.try_get::<_, String>("role")? == "admin" && !target.try_get::<_, bool>("disabled")?;
+        let stays_active_admin = role.map_or(
+            was_active_admin || target.try_get::<_, String>("role")? == "admin",
+            |r| r == Role::Admin,
+        ) && !disabled.unwrap_or(target.try_get::<_, bool>("disabled")?);
+        if was_active_admin && !stays_active_admin && active_admins <= 1 {
+            return Err(LAST_ADMIN);
+        }
+        let sql = format!(
+            "WITH updated AS (
+                UPDATE users u SET role = COALESCE($2, u.role), disabled = COALESCE($3, u.disabled), updated_at = now()
+                 WHERE u.id = $1 RETURNING {USER_COLUMNS}),
+             revoked AS (
+                -- Disabling revokes every session of the user: their tokens die on the next request.
+                UPDATE sessions s SET revoked_at = now(), revoked_reason = 'disabled'
+                  FROM updated u WHERE s.user_id = u.id AND u.disabled AND s.revoked_at IS NULL)
+             SELECT * FROM updated"
+        );
+        let rows = tx
+            .query_typed(
+                &sql,
+                &[(&id, Type::UUID), (&role_text, Type::TEXT), (&disabled, Type::BOOL)],
+            )
+            .await?;
+        let user = rows
+            .first()
+            .map(AdminUser::from_row)
+            .transpose()?
+            .flatten()
+            .ok_or(ApiError::NotFound)?;
+        tx.commit().await?;
+        tracing::info!(role = %user.role, disabled = user.disabled, "user changed by admin");
+        Ok(json_response(StatusCode::OK, &user))
+    })
+    .await
+}
+
+#[tracing::instrument(skip_all, fields(admin_id = %caller.user_id, user_id = %id))]
+async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Response<Body>> {
+    db::bounded(&state.config.db, async {
+        let mut client = db::conn(&state.pool).await?;
+        let tx = client.transaction().await?;
+        let active_admins = begin_admin_change(&tx, caller).await?;
+        let target = tx
+            .query_typed(
+                "SELECT role, disabled FROM users WHERE id = $1 FOR UPDATE",
+                &[(&id, Type::UUID)],
+            )
+            .await?;
+        let target = target.first().ok_or(ApiError::NotFound)?;
+        let active_admin = target.try_get::<_, String>("role")? == "admin" && !target.try_get::<_, bool>("disabled")?;
+        if active_admin && active_admins <= 1 {
+            return Err(LAST_ADMIN);
+        }
+        // Sessions, refresh tokens and tasks go with the user (ON DELETE CASCADE).
+        tx.query_typed("DELETE FROM users WHERE id = $1", &[(&id, Type::UUID)])
+            .await?;
+        tx.commit().await?;
+        tracing::info!("user deleted by admin");
+        Ok(empty_response(StatusCode::NO_CONTENT))
+    })
+    .await
+}
+
+fn encode_cursor(created_at: OffsetDateTime, id: Uuid) -> String {
+    let micros = created_at.unix_timestamp_nanos() / 1000;
+    URL_SAFE_NO_PAD.encode(format!("{micros}:{id}"))
+}
+
+fn decode_cursor(raw: &str) -> Option<(OffsetDateTime, Uuid)> {
+    let bytes = URL_SAFE_NO_PAD.decode(raw).ok()?;
+    let text = std::str::from_utf8(&bytes).ok()?;
+    let (micros, id) = text.split_once(':')?;
+    let micros: i64 = micros.parse().ok()?;
+    let time = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).ok()?;
+    let id = Uuid::parse_str(id).ok()?;
+    (encode_cursor(time, id) == raw).then_some((time, id))
+}

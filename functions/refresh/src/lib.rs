@@ -1,0 +1,130 @@
+//! `POST /auth/refresh`: rotate a refresh token.
+//!
+//! The presented token is consumed and a successor issued in one statement, so a session is never
+//! half-rotated. Of concurrent refreshes with one token exactly one wins: the others wait on the
+//! row lock, then find it consumed. A consumed token presented again within the grace window (a
+//! client retrying a lost response) is refused without harm; after it, it is treated as stolen and
+//! the whole session is revoked (reuse detection), its newest token included.
+
+use http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use shared::error::{ApiError, ApiResult};
+use shared::http::{RequestBody, parse_json, respond};
+use shared::roles::Role;
+use shared::tokens::{hash_refresh_token, new_refresh_token};
+use shared::users::{NewSession, token_response};
+use shared::{AppState, db};
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+/// Longest refresh token looked up (ours are 43 characters).
+const MAX_REFRESH_TOKEN_LEN: usize = 512;
+
+#[derive(Deserialize)]
+pub struct RefreshBody {
+    refresh_token: SecretString,
+}
+
+impl RequestBody for RefreshBody {
+    const FIELDS: &'static [&'static str] = &["refresh_token"];
+}
+
+pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
+    respond(refresh(state, req).await)
+}
+
+const ROTATE: &str = "
+WITH consumed AS (
+        UPDATE refresh_tokens SET consumed_at = now()
+         WHERE token_hash = $1 AND consumed_at IS NULL
+        RETURNING session_id),
+     live AS (
+        SELECT s.id, s.user_id, u.role
+          FROM sessions s
+          JOIN consumed c ON c.session_id = s.id
+          JOIN users u ON u.id = s.user_id
+         WHERE s.revoked_at IS NULL AND s.idle_expires_at > now() AND s.absolute_expires_at > now()
+           AND NOT u.disabled),
+     successor AS (
+        INSERT INTO refresh_tokens (token_hash, session_id) SELECT $2, id FROM live),
+     touched AS (
+        -- Sliding idle expiry, never past the absolute lifetime.
+        UPDATE sessions s
+           SET last_refreshed_at = now(),
+               idle_expires_at = LEAST(now() + $3 * interval '1 second', s.absolute_expires_at)
+          FROM live WHERE s.id = live.id)
+SELECT id, user_id, role FROM live";
+
+/// Only run when rotation found nothing: unknown, or consumed earlier (by whom, and when?).
+const CLASSIFY: &str = "
+WITH presented AS (
+        SELECT session_id, consumed_at < now() - $2 * interval '1 second' AS reused
+          FROM refresh_tokens WHERE token_hash = $1),
+     revoked AS (
+        UPDATE sessions s SET revoked_at = now(), revoked_reason = 'refresh_token_reused'
+          FROM presented p
+         WHERE s.id = p.session_id AND p.reused AND s.revoked_at IS NULL
+        RETURNING s.id)
+SELECT reused FROM presented";
+
+#[tracing::instrument(name = "refresh", skip_all)]
+async fn refresh(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
+    let body: RefreshBody = parse_json(&req)?;
+    let presented = body.refresh_token;
+    if presented.expose_secret().is_empty() || presented.expose_secret().len() > MAX_REFRESH_TOKEN_LEN {
+        return Err(ApiError::InvalidRefreshToken);
+    }
+    let presented_hash = hash_refresh_token(&presented);
+    let successor = new_refresh_token()?;
+    let successor_hash = hash_refresh_token(&successor);
+    let idle = state.config.session_idle_timeout.as_secs() as i64;
+    let (pool, settings) = (&state.pool, &state.config.db);
+
+    let rows = db::query(
+        pool,
+        settings,
+        ROTATE,
+        &[
+            (&presented_hash, Type::BYTEA),
+            (&successor_hash, Type::BYTEA),
+            (&idle, Type::INT8),
+        ],
+    )
+    .await?;
+    if let Some(row) = rows.first() {
+        let session_id: Uuid = row.try_get("id")?;
+        let user_id: Uuid = row.try_get("user_id")?;
+        let role: String = row.try_get("role")?;
+        let role = Role::parse(&role).ok_or_else(|| anyhow::anyhow!("unknown role in database"))?;
+        tracing::info!(%user_id, %session_id, "refresh token rotated");
+        let session = NewSession {
+            session_id,
+            refresh_token: successor,
+        };
+        return token_response(state, None, user_id, role, &session, StatusCode::OK);
+    }
+
+    let grace = state.config.refresh_reuse_grace.as_secs() as i64;
+    let rows = db::query(
+        pool,
+        settings,
+        CLASSIFY,
+        &[(&presented_hash, Type::BYTEA), (&grace, Type::INT8)],
+    )
+    .await?;
+    match rows
+        .first()
+        .map(|r| r.try_get::<_, Option<bool>>("reused"))
+        .transpose()?
+        .flatten()
+    {
+        Some(true) => {
+            tracing::warn!("refresh token reused after the grace window: session revoked");
+            Err(ApiError::RefreshTokenReused)
+        }
+        // Unknown, consumed within the grace window, or belonging to a dead session.
+        _ => Err(ApiError::InvalidRefreshToken),
+    }
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The project's run command: the API on this machine, against PostgreSQL.
+#
+#   scripts/local-api.sh [args for the local-api binary...]
+#
+# DATABASE_URL: taken from the environment, else found or started
+# (scripts/lib/postgres.sh). JWT_SECRET: taken from the environment, else a
+# local development key kept in $STATE_DIR/dev-jwt-secret (created once, 0600).
+# JWT_ISSUER / JWT_AUDIENCE / PORT defaults are the program's own.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# shellcheck source=scripts/lib/common.sh
+source scripts/lib/common.sh
+# shellcheck source=scripts/lib/postgres.sh
+source scripts/lib/postgres.sh
+
+ensure_postgres
+
+if [[ -z "${JWT_SECRET:-}" ]]; then
+    keyfile="$STATE_DIR/dev-jwt-secret"
+    if [[ ! -s "$keyfile" ]]; then
+        tmp="$keyfile.tmp.$$"
+        (
+            umask 077
+            if command -v openssl >/dev/null 2>&1; then
+                openssl rand -base64 48 >"$tmp"
+            else
+                { head -c 48 /dev/urandom | base64 -w0; echo; } >"$tmp"
+            fi
+        ) || { rm -f "$tmp"; die "could not create $keyfile"; }
+        # Never overwrite a key another run wrote meanwhile.
+        mv -n "$tmp" "$keyfile"
+        rm -f "$tmp"
+        log "created a local development JWT key in $keyfile"
+    fi
+    chmod 0600 "$keyfile"
+    JWT_SECRET="$(tr -d '\n' <"$keyfile")"
+    [[ -n "$JWT_SECRET" ]] || die "$keyfile is empty; delete it and run again"
+    export JWT_SECRET
+    log "JWT_SECRET not set: using the local development key from $keyfile"
+fi
+
+log "local API will serve on http://127.0.0.1:${PORT:-3000} (Ctrl-C to stop)"
+exec cargo run --release --locked -p local-api -- "$@"

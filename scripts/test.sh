@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# The project's test command (also what CI runs through .ci/run).
+#
+#   scripts/test.sh                 # everything
+#   scripts/test.sh -p shared       # extra args go to `cargo test` (before any --);
+#                                   # with -p/--package, --workspace is left out
+#
+# Steps, stopping at the first failure: rustfmt check, clippy (-D warnings),
+# cfn-lint (pinned 1.53.x) on template.yaml, cargo test. Before them it makes
+# sure of the tools and services the tests need:
+#   DATABASE_URL / TEST_DATABASE_URL  a PostgreSQL (scripts/lib/postgres.sh)
+#   MOTO_ENDPOINT                     a local moto server (Secrets Manager API)
+# and drops the databases named todo_test_* left over by earlier runs.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# shellcheck source=scripts/lib/common.sh
+source scripts/lib/common.sh
+# shellcheck source=scripts/lib/postgres.sh
+source scripts/lib/postgres.sh
+# shellcheck source=scripts/lib/pytools.sh
+source scripts/lib/pytools.sh
+# shellcheck source=scripts/lib/moto.sh
+source scripts/lib/moto.sh
+
+started_at=$SECONDS
+test_output=""
+
+cleanup() {
+    stop_moto
+    if [[ -n "$test_output" ]]; then rm -f "$test_output"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- tools ------------------------------------------------------------------
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup first"
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null 2>&1 || die "cargo fmt/clippy missing and rustup not found"
+    log "rustup component add rustfmt clippy"
+    rustup component add rustfmt clippy
+fi
+if ! command -v cc >/dev/null 2>&1; then
+    log "no C compiler (cc) found; installing build-essential"
+    apt_install build-essential
+fi
+
+# --- services ---------------------------------------------------------------
+ensure_postgres
+ensure_pytools
+start_moto
+
+drop_leftover_test_databases() {
+    local dbs db force="" num n=0
+    num="$(psql -X -w "$DATABASE_URL" -Atc 'show server_version_num')" \
+        || die "cannot query PostgreSQL at $(mask_url "$DATABASE_URL")"
+    if [[ "$num" =~ ^[0-9]+$ ]] && (( num >= 130000 )); then
+        force=" WITH (FORCE)"
+    fi
+    dbs="$(psql -X -w "$DATABASE_URL" -Atc \
+        "select datname from pg_database where datname like 'todo\_test\_%'")" \
+        || die "cannot list databases at $(mask_url "$DATABASE_URL")"
+    while IFS= read -r db; do
+        [[ -n "$db" ]] || continue
+        if psql -X -w -q "$DATABASE_URL" -v ON_ERROR_STOP=1 \
+                -c "DROP DATABASE IF EXISTS \"${db//\"/\"\"}\"$force" >/dev/null; then
+            n=$((n + 1))
+        else
+            log "warning: could not drop leftover test database $db"
+        fi
+    done <<<"$dbs"
+    log "dropped $n leftover todo_test_* database(s)"
+}
+drop_leftover_test_databases
+
+export RUST_BACKTRACE=1
+export TEST_DATABASE_URL="$DATABASE_URL"
+
+# --- steps ------------------------------------------------------------------
+steps_passed=()
+
+# run_step NAME CMD... : announce, run, stop everything at the first failure.
+run_step() {
+    local name="$1" t0=$SECONDS rc=0
+    shift
+    log "==> $name: $*"
+    "$@" || rc=$?
+    if [[ "$rc" -ne 0 ]]; then
+        log "FAILED at step '$name' (exit $rc) after $((SECONDS - started_at))s;" \
+            "passed before it: ${steps_passed[*]:-none}"
+        exit "$rc"
+    fi
+    steps_passed+=("$name")
+    log "<== $name ok ($((SECONDS - t0))s)"
+}
+
+lint_template() {
+    [[ -f template.yaml ]] || { log "template.yaml not found in $(pwd)"; return 1; }
+    cfn-lint template.yaml
+}
+
+tests_passed=0
+tests_failed=0
+tests_ignored=0
+
+# cargo test, with its stdout also kept to add up the "test result:" lines.
+cargo_test() {
+    test_output="$(mktemp "${TMPDIR:-/tmp}/todo-api-test.XXXXXX")"
+    local rc=0 counts arg scope=(--workspace)
+    # cargo ignores -p/--package when --workspace is given: drop it then.
+    for arg in "$@"; do
+        case "$arg" in
+            --) break ;;
+            -p | -p* | --package | --package=*) scope=() ;;
+        esac
+    done
+    cargo test "${scope[@]}" --locked "$@" | tee "$test_output" || rc=$?
+    counts="$(awk '
+        /^test result: / {
+            for (i = 1; i < NF; i++) {
+                v = $i + 0; w = $(i + 1); sub(/[;,.]$/, "", w)
+                if (w == "passed") p += v
+                else if (w == "failed") f += v
+                else if (w == "ignored") s += v
+            }
+        }
+        END { printf "%d %d %d\n", p, f, s }' "$test_output")"
+    read -r tests_passed tests_failed tests_ignored <<<"$counts"
+    return "$rc"
+}
+
+run_step "rustfmt" cargo fmt --all -- --check
+run_step "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+run_step "cfn-lint" lint_template
+run_step "cargo test" cargo_test "$@"
+
+log "all checks passed (${steps_passed[*]}) in $((SECONDS - started_at))s:" \
+    "$tests_passed tests passed, $tests_failed failed, $tests_ignored ignored"
+printf 'summary: %d passed, %d failed, %d skipped\n' \
+    "$tests_passed" "$tests_failed" "$tests_ignored"
