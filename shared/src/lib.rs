@@ -7,6 +7,7 @@ pub mod error;
 pub mod http;
 pub mod lambda;
 pub mod password;
+pub mod ratelimit;
 pub mod roles;
 pub mod secrets;
 pub mod state;

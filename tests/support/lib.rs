@@ -65,8 +65,23 @@ pub async fn test_db() -> TestDb {
     TestDb { name, url }
 }
 
-/// The default configuration, with a pool big enough for concurrency tests.
+/// The default configuration, with a pool big enough for concurrency tests and rate limits
+/// raised out of the way: every test connects from 127.0.0.1, so address-based limits would
+/// couple unrelated tests. The rate-limit tests set small limits of their own.
 pub fn test_config() -> Config {
+    let mut config = Config::from_reader(EnvReader::new(|_| None)).expect("defaults are valid");
+    config.db.pool_size = 16;
+    let generous = |l: shared::config::Limit| shared::config::Limit { max: 100_000, ..l };
+    let limits = &mut config.rate_limits;
+    limits.signups_per_ip = generous(limits.signups_per_ip);
+    limits.login_attempts_per_ip = generous(limits.login_attempts_per_ip);
+    limits.login_failures_per_account = generous(limits.login_failures_per_account);
+    limits.refreshes_per_session = generous(limits.refreshes_per_session);
+    config
+}
+
+/// The contract's default configuration, limits included (for the rate-limit tests).
+pub fn default_config() -> Config {
     let mut config = Config::from_reader(EnvReader::new(|_| None)).expect("defaults are valid");
     config.db.pool_size = 16;
     config

@@ -3,7 +3,8 @@
 //!
 //! Kept: consumed refresh tokens of live sessions for `retention` (a replay within it is still
 //! recognised as reuse and revokes the session); revoked or expired sessions for `retention` too
-//! (for investigation), after which they go, with their tokens (ON DELETE CASCADE).
+//! (for investigation), after which they go, with their tokens (ON DELETE CASCADE); rate-limit
+//! counters whose window ended over `retention` ago.
 
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ impl Default for CleanupSettings {
 pub struct CleanupReport {
     pub sessions_deleted: u64,
     pub refresh_tokens_deleted: u64,
+    pub rate_limits_deleted: u64,
 }
 
 const DELETE_SESSIONS: &str = "
@@ -48,10 +50,14 @@ DELETE FROM refresh_tokens WHERE token_hash IN (
      WHERE consumed_at IS NOT NULL AND consumed_at < now() - $1 * interval '1 second'
      LIMIT $2)";
 
+const DELETE_RATE_LIMITS: &str = "
+DELETE FROM rate_limits WHERE (bucket, key) IN (
+    SELECT bucket, key FROM rate_limits WHERE window_end < now() - $1 * interval '1 second' LIMIT $2)";
+
 pub async fn run(pool: &Pool, db_settings: &DbSettings, settings: CleanupSettings) -> ApiResult<CleanupReport> {
     let mut report = CleanupReport::default();
     let retention = settings.retention.as_secs() as i64;
-    for (sql, counter) in [(DELETE_SESSIONS, 0), (DELETE_CONSUMED, 1)] {
+    for (sql, counter) in [(DELETE_SESSIONS, 0), (DELETE_CONSUMED, 1), (DELETE_RATE_LIMITS, 2)] {
         for _ in 0..settings.max_batches {
             let deleted = db::bounded(db_settings, async {
                 let client = db::conn(pool).await?;
@@ -60,10 +66,10 @@ pub async fn run(pool: &Pool, db_settings: &DbSettings, settings: CleanupSetting
                     .await?)
             })
             .await?;
-            if counter == 0 {
-                report.sessions_deleted += deleted;
-            } else {
-                report.refresh_tokens_deleted += deleted;
+            match counter {
+                0 => report.sessions_deleted += deleted,
+                1 => report.refresh_tokens_deleted += deleted,
+                _ => report.rate_limits_deleted += deleted,
             }
             if (deleted as i64) < settings.batch_size {
                 break;

@@ -16,6 +16,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             Ok::<_, lambda_runtime::Error>(serde_json::json!({
                 "sessions_deleted": report.sessions_deleted,
                 "refresh_tokens_deleted": report.refresh_tokens_deleted,
+                "rate_limits_deleted": report.rate_limits_deleted,
             }))
         }
     }))

@@ -9,7 +9,8 @@ use lambda_http::{Body, Request, Response};
 use secrecy::SecretString;
 use serde::Deserialize;
 use shared::error::{ApiError, ApiResult};
-use shared::http::{RequestBody, parse_json, respond};
+use shared::http::{RequestBody, client_ip, parse_json, respond};
+use shared::ratelimit::{self, Bucket};
 use shared::roles::Role;
 use shared::users::{SessionParams, User, session_ctes, token_response};
 use shared::{AppState, db};
@@ -33,6 +34,29 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
 async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     let body: LoginBody = parse_json(&req)?;
     let email = body.email.trim().to_owned();
+
+    // Throttle before any hashing: per client address, then per account. The account counter is
+    // keyed by the normalised email whether or not an account exists, so unknown emails are
+    // throttled exactly like real ones.
+    let limits = &state.config.rate_limits;
+    let ip = ratelimit::ip_key(client_ip(&req));
+    ratelimit::hit(
+        &state.pool,
+        &state.config.db,
+        Bucket::LoginIp,
+        &ip,
+        limits.login_attempts_per_ip,
+    )
+    .await?;
+    let account_key = ratelimit::email_key(&email);
+    ratelimit::hit(
+        &state.pool,
+        &state.config.db,
+        Bucket::LoginAccount,
+        &account_key,
+        limits.login_failures_per_account,
+    )
+    .await?;
 
     let found = db::bounded(&state.config.db, async {
         let client = db::conn(&state.pool).await?;
@@ -102,6 +126,8 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
         // Disabled or deleted between the check and the insert.
         return Err(ApiError::InvalidCredentials);
     }
+    // The password was right: this account's failure count starts again.
+    ratelimit::reset(&state.pool, &state.config.db, Bucket::LoginAccount, &account_key).await?;
     tracing::info!(user_id = %user.id, rehashed = new_hash.is_some(), "user logged in");
     let role: Role = user.role;
     let session = session.into_session();

@@ -77,6 +77,13 @@ async fn refresh(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
         return Err(ApiError::InvalidRefreshToken);
     }
     let presented_hash = hash_refresh_token(&presented);
+    shared::ratelimit::hit_refresh_session(
+        &state.pool,
+        &state.config.db,
+        &presented_hash,
+        state.config.rate_limits.refreshes_per_session,
+    )
+    .await?;
     let successor = new_refresh_token()?;
     let successor_hash = hash_refresh_token(&successor);
     let idle = state.config.session_idle_timeout.as_secs() as i64;

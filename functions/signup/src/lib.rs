@@ -5,7 +5,8 @@ use lambda_http::{Body, Request, Response};
 use secrecy::SecretString;
 use serde::Deserialize;
 use shared::error::{ApiError, ApiResult, FieldError};
-use shared::http::{RequestBody, parse_json, respond};
+use shared::http::{RequestBody, client_ip, parse_json, respond};
+use shared::ratelimit::{self, Bucket};
 use shared::roles::Role;
 use shared::users::{SessionParams, User, normalize_email, session_ctes, token_response};
 use shared::{AppState, db};
@@ -43,6 +44,16 @@ async fn signup(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     let (Some(email), Some(password)) = (email, password) else {
         return Err(ApiError::Validation(errors));
     };
+
+    let ip = ratelimit::ip_key(client_ip(&req));
+    ratelimit::hit(
+        &state.pool,
+        &state.config.db,
+        Bucket::SignupIp,
+        &ip,
+        state.config.rate_limits.signups_per_ip,
+    )
+    .await?;
 
     let password_hash = state.passwords.hash(password).await?;
     let user_id = Uuid::now_v7();

@@ -262,13 +262,19 @@ async fn create(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<R
     };
     let id = Uuid::now_v7();
     let completed = body.completed.unwrap_or(false);
+    // The quota is counted in the same statement (an index-only count). Concurrent creations can
+    // overshoot it by at most the number of requests in flight: a soft cap against abuse.
     let sql = format!(
-        "WITH {live}
-         INSERT INTO tasks AS t (id, user_id, title, description, completed)
-         SELECT $3, c.user_id, $4, $5, $6 FROM caller c
-         RETURNING {TASK_COLUMNS}",
+        "WITH {live},
+         used AS (SELECT count(*) AS n FROM tasks t JOIN caller c ON t.user_id = c.user_id),
+         inserted AS (
+            INSERT INTO tasks AS t (id, user_id, title, description, completed)
+            SELECT $3, c.user_id, $4, $5, $6 FROM caller c, used WHERE used.n < $7
+            RETURNING {TASK_COLUMNS})
+         SELECT t.*, (SELECT n FROM used) >= $7 AS over_quota FROM caller c LEFT JOIN inserted t ON true",
         live = db::LIVE_CALLER
     );
+    let quota = state.config.task_quota;
     let rows = query(
         state,
         caller,
@@ -278,10 +284,18 @@ async fn create(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<R
             (&title, Type::TEXT),
             (&body.description, Type::TEXT),
             (&completed, Type::BOOL),
+            (&quota, Type::INT8),
         ],
     )
     .await?;
-    let task = Task::from_row(&one_row(rows)?)?.ok_or_else(dead_session)?;
+    let row = one_row(rows)?;
+    if row.try_get::<_, bool>("over_quota")? {
+        return Err(ApiError::Conflict {
+            code: "task_quota_exceeded",
+            detail: "You have reached the maximum number of tasks; delete some first.",
+        });
+    }
+    let task = Task::from_row(&row)?.ok_or_else(dead_session)?;
     let mut response = json_response(StatusCode::CREATED, &task);
     if let Ok(location) = HeaderValue::from_str(&format!("/tasks/{}", task.id)) {
         response.headers_mut().insert(header::LOCATION, location);
