@@ -6,8 +6,6 @@
 //! admin is 409 `last_admin`; those changes lock the active admins' rows first, so two admins cannot
 //! demote each other at the same time.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
@@ -17,15 +15,12 @@ use shared::http::{
     RequestBody, double_option, empty_response, json_response, parse_json, path_param, query_param, respond,
 };
 use shared::roles::Role;
-use shared::{AppState, db};
+use shared::{AppState, cursor, db};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-const DEFAULT_LIMIT: i64 = 20;
-const MAX_LIMIT: i64 = 100;
-const MAX_CURSOR_LEN: usize = 128;
 const MAX_EMAIL_FILTER_LEN: usize = 254;
 
 /// What an admin sees of a user: never the password hash or any token material.
@@ -110,34 +105,7 @@ fn check_admin(rows: &[Row]) -> ApiResult<()> {
 #[tracing::instrument(skip_all, fields(admin_id = %caller.user_id))]
 async fn list(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Response<Body>> {
     let mut errors = Vec::new();
-    let limit = match query_param(req, "limit", 16)? {
-        None => DEFAULT_LIMIT,
-        Some(raw) => match raw.parse::<i64>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                errors.push(FieldError::new(
-                    "limit",
-                    "invalid_limit",
-                    "limit must be a whole number from 1 to 100.",
-                ));
-                DEFAULT_LIMIT
-            }
-        },
-    };
-    let cursor = match query_param(req, "cursor", MAX_CURSOR_LEN)? {
-        None => None,
-        Some(raw) => match decode_cursor(&raw) {
-            Some(c) => Some(c),
-            None => {
-                errors.push(FieldError::new(
-                    "cursor",
-                    "invalid_cursor",
-                    "cursor is not one this API issued.",
-                ));
-                None
-            }
-        },
-    };
+    let page = cursor::page_params(req, &mut errors)?;
     let email = query_param(req, "email", MAX_EMAIL_FILTER_LEN)?.map(|e| e.trim().to_lowercase());
     if email.as_deref().is_some_and(|e| e.contains('\0')) {
         errors.push(FieldError::new(
@@ -149,7 +117,8 @@ async fn list(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Res
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let (after_time, after_id) = cursor.map_or((None, None), |(t, id)| (Some(t), Some(id)));
+    let (after_time, after_id) = page.after.map_or((None, None), |(t, id)| (Some(t), Some(id)));
+    let limit = page.limit;
     let fetch = limit + 1;
     // The email filter is a case-insensitive substring match (position(), so no LIKE escaping).
     let sql = format!(
@@ -188,7 +157,7 @@ async fn list(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Res
     }
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);
-        items.last().map(|u| encode_cursor(u.created_at, u.id))
+        items.last().map(|u| cursor::encode(u.created_at, u.id))
     } else {
         None
     };
@@ -339,19 +308,4 @@ async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Respon
         Ok(empty_response(StatusCode::NO_CONTENT))
     })
     .await
-}
-
-fn encode_cursor(created_at: OffsetDateTime, id: Uuid) -> String {
-    let micros = created_at.unix_timestamp_nanos() / 1000;
-    URL_SAFE_NO_PAD.encode(format!("{micros}:{id}"))
-}
-
-fn decode_cursor(raw: &str) -> Option<(OffsetDateTime, Uuid)> {
-    let bytes = URL_SAFE_NO_PAD.decode(raw).ok()?;
-    let text = std::str::from_utf8(&bytes).ok()?;
-    let (micros, id) = text.split_once(':')?;
-    let micros: i64 = micros.parse().ok()?;
-    let time = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).ok()?;
-    let id = Uuid::parse_str(id).ok()?;
-    (encode_cursor(time, id) == raw).then_some((time, id))
 }

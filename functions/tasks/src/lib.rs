@@ -5,8 +5,6 @@
 //! gets 401 on its very next request, in the same round trip as the work. A task of another user
 //! and a path id that is not a UUID are both 404.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
@@ -15,7 +13,7 @@ use shared::error::{ApiError, ApiResult, Challenge, FieldError};
 use shared::http::{
     RequestBody, double_option, empty_response, json_response, parse_json, path_param, query_param, respond,
 };
-use shared::{AppState, db};
+use shared::{AppState, cursor, db};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
@@ -23,9 +21,6 @@ use uuid::Uuid;
 
 pub const MAX_TITLE_CHARS: usize = 200;
 pub const MAX_DESCRIPTION_CHARS: usize = 10_000;
-pub const DEFAULT_LIMIT: i64 = 20;
-pub const MAX_LIMIT: i64 = 100;
-const MAX_CURSOR_LEN: usize = 128;
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct Task {
@@ -134,20 +129,7 @@ fn one_row(rows: Vec<Row>) -> ApiResult<Row> {
 #[tracing::instrument(skip_all, fields(user_id = %caller.user_id))]
 async fn list(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Response<Body>> {
     let mut errors = Vec::new();
-    let limit = match query_param(req, "limit", 16)? {
-        None => DEFAULT_LIMIT,
-        Some(raw) => match raw.parse::<i64>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                errors.push(FieldError::new(
-                    "limit",
-                    "invalid_limit",
-                    "limit must be a whole number from 1 to 100.",
-                ));
-                DEFAULT_LIMIT
-            }
-        },
-    };
+    let page = cursor::page_params(req, &mut errors)?;
     let completed = match query_param(req, "completed", 16)?.as_deref() {
         None => None,
         Some("true") => Some(true),
@@ -161,27 +143,11 @@ async fn list(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Res
             None
         }
     };
-    let cursor = match query_param(req, "cursor", MAX_CURSOR_LEN)? {
-        None => None,
-        Some(raw) => match decode_cursor(&raw) {
-            Some(c) => Some(c),
-            None => {
-                errors.push(FieldError::new(
-                    "cursor",
-                    "invalid_cursor",
-                    "cursor is not one this API issued.",
-                ));
-                None
-            }
-        },
-    };
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let (after_time, after_id) = match cursor {
-        Some((t, id)) => (Some(t), Some(id)),
-        None => (None, None),
-    };
+    let (after_time, after_id) = page.after.map_or((None, None), |(t, id)| (Some(t), Some(id)));
+    let limit = page.limit;
     let fetch = limit + 1;
     let sql = format!(
         "WITH {live}
@@ -220,7 +186,7 @@ async fn list(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Res
     }
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);
-        items.last().map(|t| encode_cursor(t.created_at, t.id))
+        items.last().map(|t| cursor::encode(t.created_at, t.id))
     } else {
         None
     };
@@ -388,49 +354,4 @@ async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Respon
     let deleted: Option<Uuid> = one_row(rows)?.try_get("id")?;
     deleted.ok_or(ApiError::NotFound)?;
     Ok(empty_response(StatusCode::NO_CONTENT))
-}
-
-/// Opaque cursor: the (created_at, id) of the last task of a page, microsecond precision like
-/// PostgreSQL's timestamps.
-pub fn encode_cursor(created_at: OffsetDateTime, id: Uuid) -> String {
-    let micros = created_at.unix_timestamp_nanos() / 1000;
-    URL_SAFE_NO_PAD.encode(format!("{micros}:{id}"))
-}
-
-pub fn decode_cursor(raw: &str) -> Option<(OffsetDateTime, Uuid)> {
-    if raw.len() > MAX_CURSOR_LEN {
-        return None;
-    }
-    let bytes = URL_SAFE_NO_PAD.decode(raw).ok()?;
-    let text = std::str::from_utf8(&bytes).ok()?;
-    let (micros, id) = text.split_once(':')?;
-    let micros: i64 = micros.parse().ok()?;
-    let time = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).ok()?;
-    let id = Uuid::parse_str(id).ok()?;
-    // Only the canonical form is accepted, so a cursor has exactly one spelling.
-    (encode_cursor(time, id) == raw).then_some((time, id))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursor_round_trip_and_rejections() {
-        let t = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_000).ok();
-        let id = Uuid::now_v7();
-        let t = t.unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        let c = encode_cursor(t, id);
-        assert_eq!(decode_cursor(&c), Some((t, id)));
-        for bad in [
-            "",
-            "!!!",
-            "abc",
-            &URL_SAFE_NO_PAD.encode("x:y"),
-            &URL_SAFE_NO_PAD.encode(format!("1:{id}:extra")),
-        ] {
-            assert_eq!(decode_cursor(bad), None, "{bad:?}");
-        }
-        assert_eq!(decode_cursor(&"A".repeat(500)), None);
-    }
 }
