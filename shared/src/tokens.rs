@@ -158,7 +158,8 @@ impl Tokens {
         let algorithm = Algorithm::HS256;
         let encoding = EncodingKey::from_secret(keys.current.secret.expose_secret());
         let mut decoding = HashMap::new();
-        for key in std::iter::once(&keys.current).chain(keys.previous.as_ref()) {
+        // Current last, so it wins should a previous key ever carry the same kid.
+        for key in keys.previous.iter().chain(std::iter::once(&keys.current)) {
             decoding.insert(key.kid.clone(), DecodingKey::from_secret(key.secret.expose_secret()));
         }
         let mut validation = Validation::new(algorithm);

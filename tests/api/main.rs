@@ -4,7 +4,9 @@
 mod helpers;
 
 mod authorizer_events;
+mod e2e_admin;
 mod e2e_auth;
+mod e2e_sessions;
 mod e2e_tasks;
 mod handler_events;
 mod secrets_emulator;

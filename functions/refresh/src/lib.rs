@@ -35,27 +35,26 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
     respond(refresh(state, req).await)
 }
 
+/// Consume the presented token only if its session is live (a dead session's token is refused
+/// and left as it is), add the successor and slide the idle expiry, in one statement.
 const ROTATE: &str = "
 WITH consumed AS (
-        UPDATE refresh_tokens SET consumed_at = now()
-         WHERE token_hash = $1 AND consumed_at IS NULL
-        RETURNING session_id),
-     live AS (
-        SELECT s.id, s.user_id, u.role
-          FROM sessions s
-          JOIN consumed c ON c.session_id = s.id
-          JOIN users u ON u.id = s.user_id
-         WHERE s.revoked_at IS NULL AND s.idle_expires_at > now() AND s.absolute_expires_at > now()
-           AND NOT u.disabled),
+        UPDATE refresh_tokens rt SET consumed_at = now()
+          FROM sessions s JOIN users u ON u.id = s.user_id
+         WHERE rt.token_hash = $1 AND rt.consumed_at IS NULL
+           AND s.id = rt.session_id
+           AND s.revoked_at IS NULL AND s.idle_expires_at > now() AND s.absolute_expires_at > now()
+           AND NOT u.disabled
+        RETURNING s.id, s.user_id, u.role),
      successor AS (
-        INSERT INTO refresh_tokens (token_hash, session_id) SELECT $2, id FROM live),
+        INSERT INTO refresh_tokens (token_hash, session_id) SELECT $2, id FROM consumed),
      touched AS (
         -- Sliding idle expiry, never past the absolute lifetime.
         UPDATE sessions s
            SET last_refreshed_at = now(),
                idle_expires_at = LEAST(now() + $3 * interval '1 second', s.absolute_expires_at)
-          FROM live WHERE s.id = live.id)
-SELECT id, user_id, role FROM live";
+          FROM consumed c WHERE s.id = c.id)
+SELECT id, user_id, role FROM consumed";
 
 /// Only run when rotation found nothing: unknown, or consumed earlier (by whom, and when?).
 const CLASSIFY: &str = "

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Equal-time login: measure every failure branch of POST /auth/login against a release build of
+# the local API, interleaved, and write the medians to LOGIN_TIMING.md.
+#
+#   scripts/login-timing.sh [ROUNDS]     (default 200)
+#
+# Starts its own local API on 127.0.0.1:${TIMING_PORT:-3990} over a scratch database with the
+# rate limits raised (they would otherwise answer 429 long before the run ends), and stops it.
+# Run it on an otherwise idle machine: it measures wall-clock time.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/lib/common.sh
+source scripts/lib/common.sh
+# shellcheck source=scripts/lib/postgres.sh
+source scripts/lib/postgres.sh
+
+rounds="${1:-200}"
+port="${TIMING_PORT:-3990}"
+ensure_postgres
+db="todo_timing_$$"
+psql -X -q "$DATABASE_URL" -c "CREATE DATABASE $db"
+db_url="${DATABASE_URL%/*}/$db"
+
+cargo build --release --locked -p local-api
+server_pid=""
+cleanup() {
+    if [[ -n "$server_pid" ]]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+    psql -X -q "$DATABASE_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
+}
+trap cleanup EXIT
+
+DATABASE_URL="$db_url" PORT="$port" RUST_LOG=warn \
+JWT_SECRET="$(head -c 48 /dev/urandom | base64 -w0)" \
+RATE_LOGIN_ACCOUNT_FAILURES=1000000 RATE_LOGIN_IP_ATTEMPTS=1000000 RATE_SIGNUP_IP=1000000 \
+    ./target/release/local-api &
+server_pid=$!
+for _ in $(seq 1 100); do
+    if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; then break; fi
+    sleep 0.1
+done
+python3 scripts/login_timing.py "http://127.0.0.1:$port" "$db_url" "$rounds" LOGIN_TIMING.md
