@@ -8,6 +8,7 @@ use shared::auth::{Caller, caller};
 use shared::error::{ApiError, ApiResult, Challenge};
 use shared::http::{RequestBody, empty_response, json_response, parse_json, respond};
 use shared::password::check_policy;
+use shared::ratelimit::{self, Bucket};
 use shared::users::User;
 use shared::{AppState, db};
 use tokio_postgres::types::Type;
@@ -60,6 +61,18 @@ async fn load(state: &AppState, caller: &Caller) -> ApiResult<(User, String)> {
     let rows = db::caller_query(&state.pool, &state.config.db, caller, &sql, &[]).await?;
     let row = rows.first().ok_or_else(dead_session)?;
     Ok((User::from_row(row)?, row.try_get("password_hash")?))
+}
+
+/// Verify the account's password. Guesses here share the account's login budget, so a stolen
+/// access token cannot be used to brute-force the password.
+async fn check_password(state: &AppState, email: &str, password: SecretString, stored: String) -> ApiResult<()> {
+    let key = ratelimit::email_key(email);
+    let limit = state.config.rate_limits.login_failures_per_account;
+    ratelimit::hit(&state.pool, &state.config.db, Bucket::LoginAccount, &key, limit).await?;
+    if !state.passwords.verify(password, Some(stored)).await?.matches {
+        return Err(ApiError::InvalidCredentials);
+    }
+    ratelimit::reset(&state.pool, &state.config.db, Bucket::LoginAccount, &key).await
 }
 
 #[tracing::instrument(skip_all, fields(user_id = %caller.user_id))]
@@ -115,10 +128,8 @@ async fn change_password(state: &AppState, caller: &Caller, req: &Request) -> Ap
 #[tracing::instrument(skip_all, fields(user_id = %caller.user_id))]
 async fn delete(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Response<Body>> {
     let body: DeleteBody = parse_json(req)?;
-    let (_, stored) = load(state, caller).await?;
-    if !state.passwords.verify(body.password, Some(stored)).await?.matches {
-        return Err(ApiError::InvalidCredentials);
-    }
+    let (user, stored) = load(state, caller).await?;
+    check_password(state, &user.email, body.password, stored).await?;
     // Sessions, refresh tokens and tasks go with the user (ON DELETE CASCADE).
     let sql = format!(
         "WITH {} DELETE FROM users u USING caller c WHERE u.id = c.user_id RETURNING u.id",
