@@ -97,14 +97,7 @@ async fn change_password(state: &AppState, caller: &Caller, req: &Request) -> Ap
         "new_password",
     )
     .map_err(|e| ApiError::Validation(vec![e]))?;
-    if !state
-        .passwords
-        .verify(body.current_password, Some(stored))
-        .await?
-        .matches
-    {
-        return Err(ApiError::InvalidCredentials);
-    }
+    check_password(state, &user.email, body.current_password, stored).await?;
     let new_hash = state.passwords.hash(new_password).await?;
     // The new hash and the revocation of every other session land together, and only if the
     // caller's session is still live.
