@@ -115,7 +115,7 @@ async fn route(state: &AppState, req: Request<Incoming>, peer: IpAddr) -> Respon
         event.type_ = Some("TOKEN".into());
         event.authorization_token = Some(header.to_owned());
         event.method_arn = Some(method_arn.clone());
-        let Ok(decision) = authorizer::handle(&state.tokens, &event) else {
+        let Ok(decision) = authorizer::handle_fresh(&state.tokens, &event).await else {
             return problem(ApiError::Unauthenticated(Challenge::InvalidToken));
         };
         if !authorizer::policy_allows(&decision.policy_document, &method_arn) {
@@ -169,6 +169,7 @@ async fn route(state: &AppState, req: Request<Incoming>, peer: IpAddr) -> Respon
         Function::Account => account::handle(state, request).await,
         Function::Tasks => tasks::handle(state, request).await,
         Function::Admin => admin::handle(state, request).await,
+        Function::Jwks => jwks::handle(Some(&state.tokens)).await,
     };
     to_hyper(response)
 }

@@ -19,7 +19,7 @@ pub struct Caller {
     pub role: Role,
 }
 
-pub fn caller(req: &Request, tokens: &Tokens) -> ApiResult<Caller> {
+pub async fn caller(req: &Request, tokens: &Tokens) -> ApiResult<Caller> {
     if let Some(RequestContext::ApiGatewayV1(ctx)) = req.request_context_ref() {
         let fields = &ctx.authorizer.fields;
         if fields.contains_key("sub") {
@@ -43,7 +43,7 @@ pub fn caller(req: &Request, tokens: &Tokens) -> ApiResult<Caller> {
         .ok()
         .and_then(bearer_token)
         .ok_or(ApiError::Unauthenticated(Challenge::InvalidToken))?;
-    match tokens.verify(token) {
+    match tokens.verify_fresh(token).await {
         Ok(claims) => Ok(Caller {
             user_id: claims.sub,
             session_id: claims.sid,

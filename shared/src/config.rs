@@ -56,7 +56,7 @@ pub struct ConfigError {
     pub problems: Vec<String>,
 }
 
-type Lookup<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
+type Lookup<'a> = Box<dyn Fn(&str) -> Option<String> + Send + Sync + 'a>;
 
 /// Reads variables through a lookup function, so tests can pass a map instead of the process env.
 pub struct EnvReader<'a> {
@@ -65,7 +65,7 @@ pub struct EnvReader<'a> {
 }
 
 impl<'a> EnvReader<'a> {
-    pub fn new(lookup: impl Fn(&str) -> Option<String> + 'a) -> Self {
+    pub fn new(lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'a) -> Self {
         Self {
             lookup: Box::new(lookup),
             problems: Vec::new(),

@@ -236,8 +236,11 @@ mod tests {
             Some("password_equals_email")
         );
         assert_eq!(code("correct horse battery staple", "a@example.com"), None);
-        // Seven characters that NFKC turns into eight or more count after normalisation: "ﬀ" → "ff".
-        assert_eq!(code("ﬀﬀﬀﬀ", "a@example.com"), None);
+        // Length counts after normalisation: four characters that NFKC turns into eight
+        // ("ﬃ" → "ffi") are long enough; "ﬀﬀﬀﬀ" → "ffffffff" is long enough but common.
+        assert_eq!(code("ﬃﬃqz", "a@example.com"), None);
+        assert_eq!(code("ﬀﬀﬀﬀ", "a@example.com"), Some("password_too_common"));
+        assert_eq!(code("ﬃq", "a@example.com"), Some("password_too_short"));
         assert_eq!(
             code("ｐａｓｓｗｏｒｄ", "a@example.com"),
             Some("password_too_common"),

@@ -46,6 +46,7 @@ pub enum Function {
     Account,
     Tasks,
     Admin,
+    Jwks,
 }
 
 /// Who may call a route.
@@ -99,6 +100,7 @@ pub static ROUTES: &[Route] = &[
     route!(GET "/auth/me" => Account, ANY_USER),
     route!(DELETE "/auth/me" => Account, ANY_USER),
     route!(POST "/auth/password" => Account, ANY_USER),
+    route!(GET "/.well-known/jwks.json" => Jwks, Access::Public),
     route!(GET "/tasks" => Tasks, ANY_USER),
     route!(POST "/tasks" => Tasks, ANY_USER),
     route!(GET "/tasks/{id}" => Tasks, ANY_USER),

@@ -10,16 +10,33 @@ use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use secrecy::SecretString;
 
 use crate::config::EnvReader;
-use crate::tokens::{KeySet, SigningKey};
+use crate::tokens::{Jwks, KeySet, Keys, SigningKey, TokenSettings, Tokens};
+use jsonwebtoken::Algorithm;
 
 /// Where the signing keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
-    /// `JWT_SECRET_ARN`: the secret's `AWSCURRENT` signs, `AWSPREVIOUS` still verifies;
+    /// `JWT_SECRET_ARN` (HS256): the secret's `AWSCURRENT` signs, `AWSPREVIOUS` still verifies;
     /// each key's `kid` is its Secrets Manager version id.
     SecretsManager { arn: String },
-    /// `JWT_SECRET` (and optionally `JWT_SECRET_PREVIOUS`), for local runs and tests.
+    /// `JWT_PRIVATE_KEY_ARN` (EdDSA issuers): `AWSCURRENT` holds the Ed25519 private key in PEM that
+    /// signs; tokens are verified with the public keys of `JWT_JWKS_ARN` when set.
+    PrivateKey { arn: String, jwks_arn: Option<String> },
+    /// `JWT_JWKS_ARN` alone (EdDSA verifiers: the authorizer, the data functions): public keys
+    /// only, as a JWKS document, kept current by the rotation function.
+    Jwks { arn: String },
+    /// The environment, for local runs and tests: `JWT_SECRET` (and `JWT_SECRET_PREVIOUS`) for
+    /// HS256, `JWT_PRIVATE_KEY` (and `JWT_PRIVATE_KEY_PREVIOUS`, PEM) for EdDSA.
     Env,
+}
+
+/// `JWT_ALGORITHM`: `HS256` (default) or `EdDSA`. Nothing else is ever accepted.
+pub fn algorithm_from_env(env: &EnvReader<'_>) -> anyhow::Result<Algorithm> {
+    match env.get("JWT_ALGORITHM").as_deref().map(str::trim) {
+        None | Some("HS256") => Ok(Algorithm::HS256),
+        Some("EdDSA") => Ok(Algorithm::EdDSA),
+        Some(other) => bail!("JWT_ALGORITHM: must be HS256 or EdDSA (got {other:?})"),
+    }
 }
 
 /// Where the database URL comes from.
@@ -30,11 +47,31 @@ pub enum DatabaseUrlSource {
 }
 
 impl KeySource {
+    /// The source for the configured algorithm (`JWT_ALGORITHM`): EdDSA reads `JWT_PRIVATE_KEY_ARN`
+    /// (issuers) or `JWT_JWKS_ARN` (verifiers); HS256 reads `JWT_SECRET_ARN`; either falls back to
+    /// the environment keys for local runs. An unknown algorithm is refused by the loader.
     pub fn from_env(env: &EnvReader<'_>) -> Self {
+        if matches!(algorithm_from_env(env), Ok(Algorithm::EdDSA)) {
+            if let Some(arn) = env.get("JWT_PRIVATE_KEY_ARN") {
+                return KeySource::PrivateKey {
+                    arn,
+                    jwks_arn: env.get("JWT_JWKS_ARN"),
+                };
+            }
+            if let Some(arn) = env.get("JWT_JWKS_ARN") {
+                return KeySource::Jwks { arn };
+            }
+            return KeySource::Env;
+        }
         match env.get("JWT_SECRET_ARN") {
             Some(arn) => KeySource::SecretsManager { arn },
             None => KeySource::Env,
         }
+    }
+
+    /// Whether reading this source needs a Secrets Manager client.
+    pub fn remote(&self) -> bool {
+        !matches!(self, KeySource::Env)
     }
 }
 
@@ -109,21 +146,49 @@ pub async fn get_secret(client: &Client, arn: &str, stage: &str) -> anyhow::Resu
 /// Load the signing keys. Fails when a key is missing, unreadable or shorter than 32 bytes.
 pub async fn load_keys(source: &KeySource, env: &EnvReader<'_>, client: Option<&Client>) -> anyhow::Result<KeySet> {
     match source {
-        KeySource::Env => {
-            let Some(current) = env.get("JWT_SECRET") else {
-                bail!("JWT_SECRET (or JWT_SECRET_ARN) must be set: there is no default signing key");
-            };
-            let current = SecretString::from(current);
-            let current = SigningKey::hmac(SigningKey::fingerprint_kid(&current), current)?;
-            let previous = match env.get("JWT_SECRET_PREVIOUS") {
-                Some(p) => {
-                    let p = SecretString::from(p);
-                    Some(SigningKey::hmac(SigningKey::fingerprint_kid(&p), p)?)
-                }
-                None => None,
-            };
-            Ok(KeySet { current, previous })
+        KeySource::Env => match algorithm_from_env(env)? {
+            Algorithm::EdDSA => {
+                let Some(current) = env.get("JWT_PRIVATE_KEY") else {
+                    bail!("JWT_PRIVATE_KEY (PEM) must be set when JWT_ALGORITHM=EdDSA: there is no default key");
+                };
+                let current = SecretString::from(current);
+                let current = SigningKey::ed25519_pem(SigningKey::fingerprint_kid(&current), &current)?;
+                let previous = match env.get("JWT_PRIVATE_KEY_PREVIOUS") {
+                    Some(p) => {
+                        let p = SecretString::from(p);
+                        Some(SigningKey::ed25519_pem(SigningKey::fingerprint_kid(&p), &p)?)
+                    }
+                    None => None,
+                };
+                Ok(KeySet { current, previous })
+            }
+            _ => {
+                let Some(current) = env.get("JWT_SECRET") else {
+                    bail!("JWT_SECRET (or JWT_SECRET_ARN) must be set: there is no default signing key");
+                };
+                let current = SecretString::from(current);
+                let current = SigningKey::hmac(SigningKey::fingerprint_kid(&current), current)?;
+                let previous = match env.get("JWT_SECRET_PREVIOUS") {
+                    Some(p) => {
+                        let p = SecretString::from(p);
+                        Some(SigningKey::hmac(SigningKey::fingerprint_kid(&p), p)?)
+                    }
+                    None => None,
+                };
+                Ok(KeySet { current, previous })
+            }
+        },
+        KeySource::PrivateKey { arn, .. } => {
+            let client = client.ok_or_else(|| anyhow!("no Secrets Manager client"))?;
+            let current = get_secret(client, arn, "AWSCURRENT")
+                .await?
+                .ok_or_else(|| anyhow!("private key secret has no AWSCURRENT version"))?;
+            Ok(KeySet {
+                current: SigningKey::ed25519_pem(current.version_id, &current.value)?,
+                previous: None,
+            })
         }
+        KeySource::Jwks { .. } => bail!("a JWKS holds public keys only: it cannot sign"),
         KeySource::SecretsManager { arn } => {
             let client = client.ok_or_else(|| anyhow!("no Secrets Manager client"))?;
             let current = get_secret(client, arn, "AWSCURRENT")
@@ -158,4 +223,74 @@ pub async fn load_database_url(
             Ok(v.value)
         }
     }
+}
+
+/// Read the JWKS document of `arn` (`AWSCURRENT`).
+pub async fn load_jwks(client: &Client, arn: &str) -> anyhow::Result<Jwks> {
+    let v = get_secret(client, arn, "AWSCURRENT")
+        .await?
+        .ok_or_else(|| anyhow!("JWKS secret has no AWSCURRENT version"))?;
+    serde_json::from_str(secrecy::ExposeSecret::expose_secret(&v.value))
+        .context("the JWKS secret is not a JWKS document")
+}
+
+/// The keys of `source`: what signs (if anything) and what verifies.
+pub async fn load_token_keys(source: &KeySource, env: &EnvReader<'_>, client: Option<&Client>) -> anyhow::Result<Keys> {
+    match source {
+        KeySource::Jwks { arn } => {
+            let client = client.ok_or_else(|| anyhow!("no Secrets Manager client"))?;
+            let keys = load_jwks(client, arn).await?.verifying_keys()?;
+            if keys.is_empty() {
+                bail!("the JWKS secret holds no keys yet: rotate the private key once to create one");
+            }
+            Ok(Keys::verify_only(Algorithm::EdDSA, keys))
+        }
+        KeySource::PrivateKey {
+            jwks_arn: Some(jwks_arn),
+            ..
+        } => {
+            let client = client.ok_or_else(|| anyhow!("no Secrets Manager client"))?;
+            let own = Keys::from_set(load_keys(source, env, Some(client)).await?)?;
+            let published = load_jwks(client, jwks_arn).await?.verifying_keys()?;
+            // The signing key verifies too, even before the JWKS names it.
+            let mut verifying = own.verifying_keys().to_vec();
+            verifying.extend(published.into_iter().filter(|k| !own.kids().contains(&k.kid)));
+            Ok(own.with_verifying(verifying))
+        }
+        _ => Ok(Keys::from_set(load_keys(source, env, client).await?)?),
+    }
+}
+
+/// Build the token service for `source`, reloading from Secrets Manager after start-up when the
+/// keys live there (rotation without downtime).
+pub async fn tokens_from_source(
+    source: KeySource,
+    env: &EnvReader<'_>,
+    client: Option<Client>,
+    settings: TokenSettings,
+) -> anyhow::Result<Tokens> {
+    let configured = algorithm_from_env(env)?;
+    let keys = load_token_keys(&source, env, client.as_ref()).await?;
+    let expected = match source {
+        KeySource::PrivateKey { .. } | KeySource::Jwks { .. } => Algorithm::EdDSA,
+        KeySource::SecretsManager { .. } => Algorithm::HS256,
+        KeySource::Env => configured,
+    };
+    if keys.algorithm != expected || keys.algorithm != configured {
+        bail!(
+            "JWT_ALGORITHM is {configured:?} but the configured keys are {:?}",
+            keys.algorithm
+        );
+    }
+    let reload: Option<crate::tokens::Reload> = match (&source, client) {
+        (KeySource::Env, _) | (_, None) => None,
+        (_, Some(client)) => Some(Box::new(move || {
+            let (source, client) = (source.clone(), client.clone());
+            Box::pin(async move {
+                let none = EnvReader::new(|_| None);
+                load_token_keys(&source, &none, Some(&client)).await
+            })
+        })),
+    };
+    Ok(Tokens::new(keys, settings, reload))
 }

@@ -18,7 +18,11 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: Config, pool: Pool, keys: KeySet) -> anyhow::Result<Self> {
-        let tokens = Tokens::hs256(keys, token_settings(&config));
+        let tokens = Tokens::new(crate::tokens::Keys::from_set(keys)?, token_settings(&config), None);
+        Self::with_tokens(config, pool, tokens)
+    }
+
+    pub fn with_tokens(config: Config, pool: Pool, tokens: Tokens) -> anyhow::Result<Self> {
         let passwords = Passwords::new(config.argon2)?;
         Ok(Self {
             config,
@@ -35,18 +39,18 @@ impl AppState {
         let config = Config::from_env()?;
         let key_source = KeySource::from_env(&env);
         let url_source = DatabaseUrlSource::from_env(&env);
-        let client = match (&key_source, &url_source) {
-            (KeySource::Env, DatabaseUrlSource::Env) => None,
+        let client = match (key_source.remote(), &url_source) {
+            (false, DatabaseUrlSource::Env) => None,
             _ => Some(secrets::client_from_env().await),
         };
-        let keys = secrets::load_keys(&key_source, &env, client.as_ref())
+        let tokens = secrets::tokens_from_source(key_source, &env, client.clone(), token_settings(&config))
             .await
             .context("loading the signing key")?;
         let url = secrets::load_database_url(&url_source, &env, client.as_ref())
             .await
             .context("loading the database URL")?;
         let pool = crate::db::pool(&url, &config.db)?;
-        Self::new(config, pool, keys)
+        Self::with_tokens(config, pool, tokens)
     }
 }
 
@@ -63,14 +67,14 @@ pub async fn tokens_from_env() -> anyhow::Result<Tokens> {
     let env = EnvReader::process();
     let config = Config::from_env()?;
     let source = KeySource::from_env(&env);
-    let client = match source {
-        KeySource::Env => None,
-        KeySource::SecretsManager { .. } => Some(secrets::client_from_env().await),
+    let client = if source.remote() {
+        Some(secrets::client_from_env().await)
+    } else {
+        None
     };
-    let keys = secrets::load_keys(&source, &env, client.as_ref())
+    secrets::tokens_from_source(source, &env, client, token_settings(&config))
         .await
-        .context("loading the signing key")?;
-    Ok(Tokens::hs256(keys, token_settings(&config)))
+        .context("loading the signing key")
 }
 
 /// The pool alone, for functions that sign nothing (the scheduled clean-up).

@@ -5,7 +5,6 @@
 //! clock skew, refuses tokens over 8 KiB before parsing anything, and never fetches a key a token
 //! names (`jku`, `x5u`, `jwk`, `x5c` in a header make the token invalid).
 
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -25,16 +24,23 @@ pub const LEEWAY_SECS: u64 = 30;
 pub const MIN_HMAC_KEY_BYTES: usize = 32;
 pub const TOKEN_TYPE: &str = "at+jwt";
 
-/// One HMAC signing key and the id tokens carry for it.
+/// A signing key and the id (`kid`) tokens carry for it: an HMAC secret (HS256), or an Ed25519
+/// private key (EdDSA) whose public half is what verifiers and the JWKS get.
 pub struct SigningKey {
     pub kid: String,
-    secret: SecretBox<Vec<u8>>,
+    material: KeyMaterial,
+}
+
+enum KeyMaterial {
+    Hmac(SecretBox<Vec<u8>>),
+    Ed25519 { pkcs8: SecretBox<Vec<u8>>, public: Vec<u8> },
 }
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SigningKey")
             .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm())
             .field("secret", &"[REDACTED]")
             .finish()
     }
@@ -44,7 +50,14 @@ impl std::fmt::Debug for SigningKey {
 pub enum KeyError {
     #[error("signing key {kid:?} is {len} bytes; at least {MIN_HMAC_KEY_BYTES} are required")]
     TooShort { kid: String, len: usize },
+    #[error("signing key {kid:?} is not an Ed25519 private key in PKCS#8 PEM")]
+    NotEd25519 { kid: String },
+    #[error("keys of different algorithms cannot be used together")]
+    MixedAlgorithms,
 }
+
+const PEM_BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
+const PEM_END: &str = "-----END PRIVATE KEY-----";
 
 impl SigningKey {
     /// An HMAC key. Refuses keys under 32 bytes: there is no fallback key.
@@ -56,8 +69,49 @@ impl SigningKey {
         }
         Ok(Self {
             kid,
-            secret: SecretBox::new(Box::new(bytes)),
+            material: KeyMaterial::Hmac(SecretBox::new(Box::new(bytes))),
         })
+    }
+
+    /// An Ed25519 private key in PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
+    pub fn ed25519_pem(kid: impl Into<String>, pem: &SecretString) -> Result<Self, KeyError> {
+        let kid = kid.into();
+        let text = pem.expose_secret().trim();
+        let body = text
+            .strip_prefix(PEM_BEGIN)
+            .and_then(|t| t.strip_suffix(PEM_END))
+            .ok_or_else(|| KeyError::NotEd25519 { kid: kid.clone() })?;
+        let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| KeyError::NotEd25519 { kid: kid.clone() })?;
+        let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
+            .map_err(|_| KeyError::NotEd25519 { kid: kid.clone() })?;
+        let public = aws_lc_rs::signature::KeyPair::public_key(&pair).as_ref().to_vec();
+        Ok(Self {
+            kid,
+            material: KeyMaterial::Ed25519 {
+                pkcs8: SecretBox::new(Box::new(der)),
+                public,
+            },
+        })
+    }
+
+    /// A fresh Ed25519 key pair as PKCS#8 PEM (for the rotation function and tests).
+    pub fn generate_ed25519_pem() -> anyhow::Result<SecretString> {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let doc = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+            .map_err(|_| anyhow::anyhow!("Ed25519 key generation failed"))?;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(doc.as_ref());
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .filter_map(|c| std::str::from_utf8(c).ok())
+            .collect();
+        Ok(SecretString::from(format!(
+            "{PEM_BEGIN}\n{}\n{PEM_END}\n",
+            lines.join("\n")
+        )))
     }
 
     /// A key id derived from the key itself, for keys that come from the environment: a truncated
@@ -67,6 +121,31 @@ impl SigningKey {
         let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
         format!("env-{hex}")
     }
+
+    pub fn algorithm(&self) -> Algorithm {
+        match self.material {
+            KeyMaterial::Hmac(_) => Algorithm::HS256,
+            KeyMaterial::Ed25519 { .. } => Algorithm::EdDSA,
+        }
+    }
+
+    fn encoding_key(&self) -> EncodingKey {
+        match &self.material {
+            KeyMaterial::Hmac(secret) => EncodingKey::from_secret(secret.expose_secret()),
+            KeyMaterial::Ed25519 { pkcs8, .. } => EncodingKey::from_ed_der(pkcs8.expose_secret()),
+        }
+    }
+
+    fn verifying_key(&self) -> VerifyingKey {
+        match &self.material {
+            KeyMaterial::Hmac(secret) => VerifyingKey {
+                kid: self.kid.clone(),
+                key: DecodingKey::from_secret(secret.expose_secret()),
+                public_x: None,
+            },
+            KeyMaterial::Ed25519 { public, .. } => VerifyingKey::ed25519(&self.kid, public),
+        }
+    }
 }
 
 /// The keys in force: new tokens are signed with `current`; `previous` still verifies (rotation).
@@ -75,6 +154,144 @@ pub struct KeySet {
     pub current: SigningKey,
     pub previous: Option<SigningKey>,
 }
+
+/// A key that verifies tokens: an HMAC secret, or an Ed25519 public key (with its JWK `x`).
+#[derive(Clone)]
+pub struct VerifyingKey {
+    pub kid: String,
+    key: DecodingKey,
+    public_x: Option<String>,
+}
+
+impl VerifyingKey {
+    pub fn ed25519(kid: &str, public: &[u8]) -> Self {
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public);
+        VerifyingKey {
+            kid: kid.to_owned(),
+            key: DecodingKey::from_ed_der(public),
+            public_x: Some(x),
+        }
+    }
+}
+
+/// A JSON Web Key Set of Ed25519 public keys (RFC 8037), as served at `/.well-known/jwks.json`
+/// and kept in the verifiers' secret.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Jwks {
+    pub keys: Vec<Jwk>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Jwk {
+    pub kty: String,
+    pub crv: String,
+    pub x: String,
+    pub kid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
+    #[serde(rename = "use", default, skip_serializing_if = "Option::is_none")]
+    pub use_: Option<String>,
+}
+
+impl Jwk {
+    pub fn ed25519(kid: &str, x: &str) -> Self {
+        Jwk {
+            kty: "OKP".into(),
+            crv: "Ed25519".into(),
+            x: x.to_owned(),
+            kid: kid.to_owned(),
+            alg: Some("EdDSA".into()),
+            use_: Some("sig".into()),
+        }
+    }
+}
+
+impl Jwks {
+    /// The verifying keys of the set. Anything but Ed25519 signing keys is refused.
+    pub fn verifying_keys(&self) -> anyhow::Result<Vec<VerifyingKey>> {
+        self.keys
+            .iter()
+            .map(|k| {
+                if k.kty != "OKP" || k.crv != "Ed25519" || k.alg.as_deref().is_some_and(|a| a != "EdDSA") {
+                    anyhow::bail!("JWK {:?} is not an Ed25519 EdDSA key", k.kid);
+                }
+                let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(&k.x)
+                    .map_err(|_| anyhow::anyhow!("JWK {:?} has an invalid x", k.kid))?;
+                if raw.len() != 32 {
+                    anyhow::bail!("JWK {:?} is not a 32-byte Ed25519 key", k.kid);
+                }
+                Ok(VerifyingKey::ed25519(&k.kid, &raw))
+            })
+            .collect()
+    }
+}
+
+/// What a [`Tokens`] holds at one moment: the signing key (issuers only) and the verifying keys.
+pub struct Keys {
+    pub algorithm: Algorithm,
+    signing: Option<(String, EncodingKey)>,
+    verifying: Vec<VerifyingKey>,
+}
+
+impl Keys {
+    /// Sign with `current`, verify with it and `previous`.
+    pub fn from_set(keys: KeySet) -> Result<Self, KeyError> {
+        let algorithm = keys.current.algorithm();
+        if keys.previous.as_ref().is_some_and(|p| p.algorithm() != algorithm) {
+            return Err(KeyError::MixedAlgorithms);
+        }
+        let mut verifying = vec![keys.current.verifying_key()];
+        verifying.extend(
+            keys.previous
+                .iter()
+                .filter(|p| p.kid != keys.current.kid)
+                .map(SigningKey::verifying_key),
+        );
+        Ok(Keys {
+            algorithm,
+            signing: Some((keys.current.kid.clone(), keys.current.encoding_key())),
+            verifying,
+        })
+    }
+
+    /// Verify only, with public keys (the authorizer and the data functions in EdDSA mode).
+    pub fn verify_only(algorithm: Algorithm, verifying: Vec<VerifyingKey>) -> Self {
+        Keys {
+            algorithm,
+            signing: None,
+            verifying,
+        }
+    }
+
+    /// Sign with `signing` but verify with a separate set (EdDSA issuers with a JWKS).
+    pub fn with_verifying(mut self, verifying: Vec<VerifyingKey>) -> Self {
+        self.verifying = verifying;
+        self
+    }
+
+    /// The public keys as a JWKS (empty for HMAC keys, which are never published).
+    pub fn jwks(&self) -> Jwks {
+        Jwks {
+            keys: self
+                .verifying
+                .iter()
+                .filter_map(|k| k.public_x.as_ref().map(|x| Jwk::ed25519(&k.kid, x)))
+                .collect(),
+        }
+    }
+
+    pub fn verifying_keys(&self) -> &[VerifyingKey] {
+        &self.verifying
+    }
+
+    pub fn kids(&self) -> Vec<String> {
+        self.verifying.iter().map(|k| k.kid.clone()).collect()
+    }
+}
+
+/// How keys are reloaded after start-up (Secrets Manager); `None` for keys that never change.
+pub type Reload = Box<dyn Fn() -> futures_util::future::BoxFuture<'static, anyhow::Result<Keys>> + Send + Sync>;
 
 /// The claims of an access token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -118,21 +335,32 @@ pub struct TokenSettings {
 }
 
 /// Signs and verifies access tokens.
+///
+/// Keys are cached per execution environment. When they come from Secrets Manager they are
+/// reloaded every [`KEY_CACHE_TTL`], and, at most once per [`UNKNOWN_KID_RELOAD_INTERVAL`], when a
+/// token names a `kid` we do not know (the key was just rotated): a forged `kid` cannot make us
+/// hammer Secrets Manager.
 pub struct Tokens {
     settings: TokenSettings,
-    algorithm: Algorithm,
-    signing_kid: String,
-    encoding: EncodingKey,
-    decoding: HashMap<String, DecodingKey>,
     validation: Validation,
+    keys: std::sync::RwLock<std::sync::Arc<Keys>>,
+    reload: Option<Reload>,
+    last_reload: std::sync::Mutex<std::time::Instant>,
+    reload_lock: tokio::sync::Mutex<()>,
 }
+
+/// How long loaded keys are trusted before they are read again.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(300);
+/// The least time between two reloads caused by unknown `kid`s.
+pub const UNKNOWN_KID_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys = self.snapshot();
         f.debug_struct("Tokens")
-            .field("algorithm", &self.algorithm)
-            .field("signing_kid", &self.signing_kid)
-            .field("verifying_kids", &self.decoding.keys().collect::<Vec<_>>())
+            .field("algorithm", &keys.algorithm)
+            .field("signing_kid", &keys.signing.as_ref().map(|(kid, _)| kid))
+            .field("verifying_kids", &keys.kids())
             .finish_non_exhaustive()
     }
 }
@@ -154,15 +382,21 @@ pub struct IssuedToken {
 }
 
 impl Tokens {
+    /// Sign with the key set's current key; verify with current and previous. (Named for the
+    /// default algorithm; an Ed25519 key set works the same way.)
     pub fn hs256(keys: KeySet, settings: TokenSettings) -> Self {
-        let algorithm = Algorithm::HS256;
-        let encoding = EncodingKey::from_secret(keys.current.secret.expose_secret());
-        let mut decoding = HashMap::new();
-        // Current last, so it wins should a previous key ever carry the same kid.
-        for key in keys.previous.iter().chain(std::iter::once(&keys.current)) {
-            decoding.insert(key.kid.clone(), DecodingKey::from_secret(key.secret.expose_secret()));
+        match Keys::from_set(keys) {
+            Ok(keys) => Self::new(keys, settings, None),
+            // Only mixed algorithms fail, and the loaders never build such a set.
+            Err(e) => {
+                tracing::error!(error = %e, "unusable key set: every token will be refused");
+                Self::new(Keys::verify_only(Algorithm::HS256, Vec::new()), settings, None)
+            }
         }
-        let mut validation = Validation::new(algorithm);
+    }
+
+    pub fn new(keys: Keys, settings: TokenSettings, reload: Option<Reload>) -> Self {
+        let mut validation = Validation::new(keys.algorithm);
         validation.leeway = LEEWAY_SECS;
         validation.validate_exp = true;
         validation.validate_nbf = true;
@@ -171,16 +405,75 @@ impl Tokens {
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         Self {
             settings,
-            algorithm,
-            signing_kid: keys.current.kid,
-            encoding,
-            decoding,
             validation,
+            keys: std::sync::RwLock::new(std::sync::Arc::new(keys)),
+            reload,
+            last_reload: std::sync::Mutex::new(std::time::Instant::now()),
+            reload_lock: tokio::sync::Mutex::new(()),
         }
     }
 
     pub fn settings(&self) -> &TokenSettings {
         &self.settings
+    }
+
+    /// The keys in force now.
+    pub fn snapshot(&self) -> std::sync::Arc<Keys> {
+        match self.keys.read() {
+            Ok(k) => k.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn since_reload(&self) -> Duration {
+        match self.last_reload.lock() {
+            Ok(t) => t.elapsed(),
+            Err(poisoned) => poisoned.into_inner().elapsed(),
+        }
+    }
+
+    /// Reload the keys if they can change and `min_age` has passed since the last load. A failed
+    /// reload keeps the keys we have (and is logged): a Secrets Manager hiccup does not log anyone out.
+    pub async fn reload_if_older_than(&self, min_age: Duration) {
+        let Some(reload) = &self.reload else { return };
+        let _guard = self.reload_lock.lock().await;
+        if self.since_reload() < min_age {
+            return;
+        }
+        let result = reload().await;
+        if let Ok(mut t) = self.last_reload.lock() {
+            *t = std::time::Instant::now();
+        }
+        match result {
+            Ok(keys) if keys.algorithm == self.validation.algorithms.first().copied().unwrap_or(keys.algorithm) => {
+                tracing::info!(kids = ?keys.kids(), "signing keys reloaded");
+                if let Ok(mut k) = self.keys.write() {
+                    *k = std::sync::Arc::new(keys);
+                }
+            }
+            Ok(_) => tracing::error!("reloaded keys use another algorithm; keeping the old keys"),
+            Err(e) => tracing::warn!(error = ?e, "reloading signing keys failed; keeping the old keys"),
+        }
+    }
+
+    /// Refresh stale keys before signing (issuers call this; cheap when nothing is due).
+    pub async fn refresh_if_stale(&self) {
+        if self.reload.is_some() && self.since_reload() >= KEY_CACHE_TTL {
+            self.reload_if_older_than(KEY_CACHE_TTL).await;
+        }
+    }
+
+    /// Verify, reloading the keys first when they are stale, and once more (rate-limited) when the
+    /// token names a key we do not know.
+    pub async fn verify_fresh(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        self.refresh_if_stale().await;
+        match self.verify(token) {
+            Err(TokenError::UnknownKey) if self.reload.is_some() => {
+                self.reload_if_older_than(UNKNOWN_KID_RELOAD_INTERVAL).await;
+                self.verify(token)
+            }
+            other => other,
+        }
     }
 
     /// Issue an access token for `user` in session `session`.
@@ -198,10 +491,15 @@ impl Tokens {
             exp: now + ttl,
             jti: Uuid::new_v4(),
         };
-        let mut header = Header::new(self.algorithm);
+        let keys = self.snapshot();
+        let (kid, encoding) = keys
+            .signing
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("these keys cannot sign"))?;
+        let mut header = Header::new(keys.algorithm);
         header.typ = Some(TOKEN_TYPE.to_owned());
-        header.kid = Some(self.signing_kid.clone());
-        let token = encode(&header, &claims, &self.encoding)?;
+        header.kid = Some(kid.clone());
+        let token = encode(&header, &claims, encoding)?;
         Ok(IssuedToken {
             token: SecretString::from(token),
             expires_in: ttl,
@@ -215,7 +513,8 @@ impl Tokens {
             return Err(TokenError::TooLarge);
         }
         let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
-        if header.alg != self.algorithm {
+        // The one algorithm configured at start-up; reloads cannot change it.
+        if Some(&header.alg) != self.validation.algorithms.first() {
             return Err(TokenError::WrongAlgorithm);
         }
         let typ_ok = header
@@ -228,12 +527,14 @@ impl Tokens {
         if header.jku.is_some() || header.x5u.is_some() || header.jwk.is_some() || header.x5c.is_some() {
             return Err(TokenError::KeyLocationHeader);
         }
-        let key = header
-            .kid
-            .as_deref()
-            .and_then(|kid| self.decoding.get(kid))
+        let keys = self.snapshot();
+        let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
+        let key = keys
+            .verifying
+            .iter()
+            .find(|k| k.kid == kid)
             .ok_or(TokenError::UnknownKey)?;
-        let data = decode::<AccessClaims>(token, key, &self.validation)
+        let data = decode::<AccessClaims>(token, &key.key, &self.validation)
             .map_err(|e| TokenError::Invalid(format!("{:?}", e.kind())))?;
         Ok(data.claims)
     }

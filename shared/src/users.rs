@@ -129,7 +129,7 @@ pub struct TokenResponse<'a> {
 }
 
 /// Issue the access token for a session and build the token response.
-pub fn token_response(
+pub async fn token_response(
     state: &AppState,
     user: Option<&User>,
     user_id: Uuid,
@@ -137,6 +137,8 @@ pub fn token_response(
     session: &NewSession,
     status: http::StatusCode,
 ) -> ApiResult<lambda_http::Response<lambda_http::Body>> {
+    // Sign with the current key: reload it first if the cache is stale (key rotation).
+    state.tokens.refresh_if_stale().await;
     let issued = state.tokens.issue(user_id, session.session_id, role)?;
     let body = TokenResponse {
         user,

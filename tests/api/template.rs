@@ -716,7 +716,12 @@ fn gateway_templates_embed_error_messages_as_escaped_json_strings() {
 // --- (d) secrets and least privilege -------------------------------------------------------
 
 const PLAIN_SECRET_VARS: &[&str] = &["DATABASE_URL", "JWT_SECRET", "JWT_SECRET_PREVIOUS"];
-const SECRET_ARN_VARS: &[&str] = &["DATABASE_URL_SECRET_ARN", "JWT_SECRET_ARN"];
+const SECRET_ARN_VARS: &[&str] = &[
+    "DATABASE_URL_SECRET_ARN",
+    "JWT_SECRET_ARN",
+    "JWT_PRIVATE_KEY_ARN",
+    "JWT_JWKS_ARN",
+];
 
 /// Secrets passed by value in an environment (functions' own and the Globals), and a database
 /// URL parameter that CloudFormation would echo.
@@ -995,5 +1000,45 @@ fn the_checks_catch_drift() {
     assert!(
         p.contains("GET /tasks/{id}: template has LoginFunction, ROUTES says TasksFunction"),
         "{p}"
+    );
+}
+
+/// EdDSA mode: only the functions that issue tokens (and the rotation function) may read the
+/// private key; every other function verifies with the public JWKS.
+#[test]
+fn only_token_issuers_can_read_the_private_key() {
+    let t = template();
+    let private = secret_named_by(&t, "JWT_PRIVATE_KEY_ARN").expect("a private key secret");
+    let issuers = [
+        "SignupFunction",
+        "LoginFunction",
+        "RefreshFunction",
+        "RotateKeyFunction",
+    ];
+    let mut readers = Vec::new();
+    for (name, f) in functions(&t) {
+        let mut problems = Vec::new();
+        let reads = get_secret_value_resources(&name, f, &mut problems);
+        if reads.iter().any(|r| reference(r).as_deref() == Some(private.as_str())) {
+            readers.push(name.clone());
+        }
+        if !issuers.contains(&name.as_str()) {
+            assert!(
+                !at(f, &["Properties"]).is_some_and(|p| mentions(p, &private)),
+                "{name} must not be given the private key in any form"
+            );
+        }
+    }
+    readers.sort();
+    let mut expected: Vec<String> = issuers.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(readers, expected);
+    let authorizer = functions(&t)
+        .get("AuthorizerFunction")
+        .map(|f| env_vars(f).is_some_and(|v| v.contains_key("JWT_JWKS_ARN")));
+    assert_eq!(
+        authorizer,
+        Some(true),
+        "the authorizer verifies with the public JWKS in EdDSA mode"
     );
 }

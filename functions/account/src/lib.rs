@@ -37,7 +37,7 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
 }
 
 async fn dispatch(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
-    let caller = caller(&req, &state.tokens)?;
+    let caller = caller(&req, &state.tokens).await?;
     let path = req.uri().path().trim_end_matches('/');
     match (req.method().clone(), path.ends_with("/password")) {
         (Method::GET, false) => me(state, &caller).await,

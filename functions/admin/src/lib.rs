@@ -75,7 +75,7 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
 }
 
 async fn dispatch(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
-    let caller = caller(&req, &state.tokens)?;
+    let caller = caller(&req, &state.tokens).await?;
     let id = path_param(&req, "id", &["admin", "users"]);
     // Not a UUID: no such user. The nil UUID is never issued, so it finds nothing, after the
     // caller's session and role are checked like on any other request.

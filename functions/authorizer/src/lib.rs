@@ -58,15 +58,38 @@ pub fn api_stage_arn(method_arn: &str) -> Option<&str> {
 }
 
 pub fn handle(tokens: &Tokens, event: &ApiGatewayCustomAuthorizerRequest) -> Result<AuthorizerResponse, Unauthorized> {
-    let token = event
+    let claims = tokens.verify(bearer(event)?).map_err(refused)?;
+    policy_for(&claims, event)
+}
+
+/// [`handle`], reloading the keys first when they are stale, and once more (rate-limited) when
+/// the token names a key this instance has not seen yet (the key was just rotated).
+pub async fn handle_fresh(
+    tokens: &Tokens,
+    event: &ApiGatewayCustomAuthorizerRequest,
+) -> Result<AuthorizerResponse, Unauthorized> {
+    let claims = tokens.verify_fresh(bearer(event)?).await.map_err(refused)?;
+    policy_for(&claims, event)
+}
+
+fn bearer(event: &ApiGatewayCustomAuthorizerRequest) -> Result<&str, Unauthorized> {
+    event
         .authorization_token
         .as_deref()
         .and_then(bearer_token)
-        .ok_or(Unauthorized)?;
-    let claims = tokens.verify(token).map_err(|reason| {
-        tracing::info!(%reason, "token refused");
-        Unauthorized
-    })?;
+        .ok_or(Unauthorized)
+}
+
+fn refused(reason: shared::tokens::TokenError) -> Unauthorized {
+    tracing::info!(%reason, "token refused");
+    Unauthorized
+}
+
+/// The Allow policy for every route the token's role may call.
+fn policy_for(
+    claims: &shared::tokens::AccessClaims,
+    event: &ApiGatewayCustomAuthorizerRequest,
+) -> Result<AuthorizerResponse, Unauthorized> {
     let base = event.method_arn.as_deref().and_then(api_stage_arn).ok_or_else(|| {
         tracing::warn!("authorizer event without a usable methodArn");
         Unauthorized

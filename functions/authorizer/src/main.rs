@@ -10,7 +10,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ApiGatewayCustomAuthorizerRequest>| {
             let tokens = tokens.clone();
-            async move { authorizer::handle(&tokens, &event.payload) }
+            async move { authorizer::handle_fresh(&tokens, &event.payload).await }
         },
     ))
     .await

@@ -131,5 +131,5 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     tracing::info!(user_id = %user.id, rehashed = new_hash.is_some(), "user logged in");
     let role: Role = user.role;
     let session = session.into_session();
-    token_response(state, Some(&user), user.id, role, &session, StatusCode::OK)
+    token_response(state, Some(&user), user.id, role, &session, StatusCode::OK).await
 }

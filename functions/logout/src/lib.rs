@@ -25,7 +25,7 @@ UPDATE sessions s SET revoked_at = now(), revoked_reason = 'logout_all'
 
 #[tracing::instrument(name = "logout", skip_all)]
 async fn logout(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
-    let caller = caller(&req, &state.tokens)?;
+    let caller = caller(&req, &state.tokens).await?;
     let all = req.uri().path().trim_end_matches('/').ends_with("/logout-all");
     let sql = if all { LOGOUT_ALL } else { LOGOUT }.replace("{live}", db::LIVE_CALLER);
     db::caller_query(&state.pool, &state.config.db, &caller, &sql, &[]).await?;

@@ -109,7 +109,7 @@ async fn refresh(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
             session_id,
             refresh_token: successor,
         };
-        return token_response(state, None, user_id, role, &session, StatusCode::OK);
+        return token_response(state, None, user_id, role, &session, StatusCode::OK).await;
     }
 
     let grace = state.config.refresh_reuse_grace.as_secs() as i64;

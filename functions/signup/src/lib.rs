@@ -91,5 +91,5 @@ async fn signup(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     let user = User::from_row(row)?;
     tracing::info!(user_id = %user.id, "user signed up");
     let session = session.into_session();
-    token_response(state, Some(&user), user.id, Role::User, &session, StatusCode::CREATED)
+    token_response(state, Some(&user), user.id, Role::User, &session, StatusCode::CREATED).await
 }

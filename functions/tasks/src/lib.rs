@@ -91,7 +91,7 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
 }
 
 async fn dispatch(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
-    let caller = caller(&req, &state.tokens)?;
+    let caller = caller(&req, &state.tokens).await?;
     let id = path_param(&req, "id", &["tasks"]);
     // A path id that is not a UUID names no task: look up the nil UUID (never issued), so the
     // answer is 404 for a live session and 401 for a dead one, like any other missing task.

@@ -1,0 +1,28 @@
+//! `GET /.well-known/jwks.json`: the public keys that verify access tokens (EdDSA mode), current
+//! and previous, so another service can verify our tokens from the JWKS alone. In HS256 mode the
+//! set is empty: a shared secret is never published.
+
+use http::{HeaderValue, StatusCode, header};
+use lambda_http::{Body, Response};
+use shared::http::json_response;
+use shared::tokens::Tokens;
+
+/// Verifiers may cache the set briefly; a rotation publishes the next key before it signs
+/// anything, so five minutes of caching never makes a fresh token unverifiable.
+pub const CACHE_CONTROL: &str = "public, max-age=300";
+
+/// `tokens` is `None` in HS256 mode, where there is nothing public to serve.
+pub async fn handle(tokens: Option<&Tokens>) -> Response<Body> {
+    let jwks = match tokens {
+        Some(tokens) => {
+            tokens.refresh_if_stale().await;
+            tokens.snapshot().jwks()
+        }
+        None => shared::tokens::Jwks::default(),
+    };
+    let mut response = json_response(StatusCode::OK, &jwks);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE_CONTROL));
+    response
+}
