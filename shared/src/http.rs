@@ -109,7 +109,15 @@ pub fn parse_json_bytes<T: RequestBody>(bytes: &[u8]) -> ApiResult<T> {
     let unknown: Vec<FieldError> = map
         .keys()
         .filter(|k| !T::FIELDS.contains(&k.as_str()))
-        .map(|k| FieldError::new(truncate(k, 64), "unknown_field", "This field is not accepted."))
+        .map(|k| {
+            // An empty key still needs a visible name in the error.
+            let name = if k.is_empty() {
+                "\"\"".to_owned()
+            } else {
+                truncate(k, 64)
+            };
+            FieldError::new(name, "unknown_field", "This field is not accepted.")
+        })
         .collect();
     if !unknown.is_empty() {
         return Err(ApiError::UnknownFields(unknown));

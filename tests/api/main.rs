@@ -6,6 +6,7 @@ mod helpers;
 mod authorizer_events;
 mod e2e_admin;
 mod e2e_auth;
+mod e2e_limits;
 mod e2e_sessions;
 mod e2e_tasks;
 mod handler_events;
