@@ -72,6 +72,25 @@ pub fn page_params(req: &lambda_http::Request, errors: &mut Vec<crate::error::Fi
     Ok(Page { limit, after })
 }
 
+/// Cut a page fetched with `limit + 1` rows to `limit`, with the cursor of its last item when more
+/// remain.
+pub fn finish_page<T>(
+    mut items: Vec<T>,
+    limit: i64,
+    key: impl Fn(&T) -> (OffsetDateTime, Uuid),
+) -> (Vec<T>, Option<String>) {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    if items.len() <= limit {
+        return (items, None);
+    }
+    items.truncate(limit);
+    let next = items.last().map(|item| {
+        let (created_at, id) = key(item);
+        encode(created_at, id)
+    });
+    (items, next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

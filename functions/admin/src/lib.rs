@@ -155,12 +155,7 @@ async fn list(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Res
             items.push(user);
         }
     }
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|u| cursor::encode(u.created_at, u.id))
-    } else {
-        None
-    };
+    let (items, next_cursor) = cursor::finish_page(items, limit, |u| (u.created_at, u.id));
     Ok(json_response(StatusCode::OK, &UserList { items, next_cursor }))
 }
 
@@ -187,6 +182,33 @@ const LAST_ADMIN: ApiError = ApiError::Conflict {
     code: "last_admin",
     detail: "This change would leave no active admin.",
 };
+
+/// The user a change is about, locked for the rest of the transaction.
+struct Target {
+    role: Role,
+    disabled: bool,
+}
+
+impl Target {
+    async fn lock(tx: &tokio_postgres::Transaction<'_>, id: Uuid) -> ApiResult<Self> {
+        let rows = tx
+            .query_typed(
+                "SELECT role, disabled FROM users WHERE id = $1 FOR UPDATE",
+                &[(&id, Type::UUID)],
+            )
+            .await?;
+        let row = rows.first().ok_or(ApiError::NotFound)?;
+        let role: String = row.try_get("role")?;
+        Ok(Target {
+            role: Role::parse(&role).ok_or_else(|| anyhow::anyhow!("unknown role in database"))?,
+            disabled: row.try_get("disabled")?,
+        })
+    }
+
+    fn active_admin(&self) -> bool {
+        self.role == Role::Admin && !self.disabled
+    }
+}
 
 /// The caller's role (re-read), locking the active admins' rows for the rest of the transaction.
 async fn begin_admin_change(tx: &tokio_postgres::Transaction<'_>, caller: &Caller) -> ApiResult<i64> {
@@ -238,19 +260,12 @@ async fn patch(state: &AppState, caller: &Caller, id: Uuid, req: &Request) -> Ap
         let mut client = db::conn(&state.pool).await?;
         let tx = client.transaction().await?;
         let active_admins = begin_admin_change(&tx, caller).await?;
-        let target = tx
-            .query_typed(
-                "SELECT role, disabled FROM users WHERE id = $1 FOR UPDATE",
-                &[(&id, Type::UUID)],
-            )
-            .await?;
-        let target = target.first().ok_or(ApiError::NotFound)?;
-        let was_active_admin =
-            target.try_get::<_, String>("role")? == "admin" && !target.try_get::<_, bool>("disabled")?;
-        let stays_active_admin = role.map_or(
-            was_active_admin || target.try_get::<_, String>("role")? == "admin",
-            |r| r == Role::Admin,
-        ) && !disabled.unwrap_or(target.try_get::<_, bool>("disabled")?);
+        let target = Target::lock(&tx, id).await?;
+        let after = Target {
+            role: role.unwrap_or(target.role),
+            disabled: disabled.unwrap_or(target.disabled),
+        };
+        let (was_active_admin, stays_active_admin) = (target.active_admin(), after.active_admin());
         if was_active_admin && !stays_active_admin && active_admins <= 1 {
             return Err(LAST_ADMIN);
         }
@@ -289,14 +304,7 @@ async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Respon
         let mut client = db::conn(&state.pool).await?;
         let tx = client.transaction().await?;
         let active_admins = begin_admin_change(&tx, caller).await?;
-        let target = tx
-            .query_typed(
-                "SELECT role, disabled FROM users WHERE id = $1 FOR UPDATE",
-                &[(&id, Type::UUID)],
-            )
-            .await?;
-        let target = target.first().ok_or(ApiError::NotFound)?;
-        let active_admin = target.try_get::<_, String>("role")? == "admin" && !target.try_get::<_, bool>("disabled")?;
+        let active_admin = Target::lock(&tx, id).await?.active_admin();
         if active_admin && active_admins <= 1 {
             return Err(LAST_ADMIN);
         }

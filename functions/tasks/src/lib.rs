@@ -184,12 +184,7 @@ async fn list(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Res
             items.push(task);
         }
     }
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|t| cursor::encode(t.created_at, t.id))
-    } else {
-        None
-    };
+    let (items, next_cursor) = cursor::finish_page(items, limit, |t| (t.created_at, t.id));
     Ok(json_response(StatusCode::OK, &TaskList { items, next_cursor }))
 }
 
