@@ -102,6 +102,37 @@ pub async fn client_from_env() -> Client {
 pub struct SecretVersion {
     pub version_id: String,
     pub value: SecretString,
+    /// When this version was created (Secrets Manager's `CreatedDate`).
+    pub created: Option<std::time::SystemTime>,
+}
+
+/// How long a freshly rotated key waits before it signs: verifiers and other services reading the
+/// JWKS (function cache 5 min + `max-age` 5 min) all know it by then. Until it has aged, issuers
+/// keep signing with `AWSPREVIOUS`, which every verifier accepts. `JWT_KEY_ACTIVATION_SECONDS`.
+pub const DEFAULT_KEY_ACTIVATION: Duration = Duration::from_secs(900);
+
+fn key_activation(env: &EnvReader<'_>) -> Duration {
+    env.get("JWT_KEY_ACTIVATION_SECONDS")
+        .and_then(|v| v.trim().parse().ok())
+        .map_or(DEFAULT_KEY_ACTIVATION, Duration::from_secs)
+}
+
+/// Sign with `current` unless it is younger than the activation delay and a usable previous key
+/// exists; verification accepts both either way.
+fn order_for_signing(
+    current: SigningKey,
+    created: Option<std::time::SystemTime>,
+    previous: Option<SigningKey>,
+    activation: Duration,
+) -> KeySet {
+    let young = created.and_then(|c| c.elapsed().ok()).is_some_and(|age| age < activation);
+    match previous {
+        Some(previous) if young => {
+            tracing::info!(signing = %previous.kid, pending = %current.kid, "new key not active yet");
+            KeySet { current: previous, previous: Some(current) }
+        }
+        previous => KeySet { current, previous },
+    }
 }
 
 /// Read `arn` at `stage` (`AWSCURRENT`, `AWSPREVIOUS`). `Ok(None)` when the secret has no version
@@ -140,6 +171,7 @@ pub async fn get_secret(client: &Client, arn: &str, stage: &str) -> anyhow::Resu
     Ok(Some(SecretVersion {
         version_id: version_id.to_owned(),
         value: SecretString::from(value.to_owned()),
+        created: output.created_date().and_then(|d| std::time::SystemTime::try_from(*d).ok()),
     }))
 }
 
@@ -183,10 +215,15 @@ pub async fn load_keys(source: &KeySource, env: &EnvReader<'_>, client: Option<&
             let current = get_secret(client, arn, "AWSCURRENT")
                 .await?
                 .ok_or_else(|| anyhow!("private key secret has no AWSCURRENT version"))?;
-            Ok(KeySet {
-                current: SigningKey::ed25519_pem(current.version_id, &current.value)?,
-                previous: None,
-            })
+            let created = current.created;
+            let current = SigningKey::ed25519_pem(current.version_id, &current.value)?;
+            // The previous key only matters while the new one is not active yet; the stack's
+            // first placeholder is no key at all, so an unreadable previous is simply skipped.
+            let previous = get_secret(client, arn, "AWSPREVIOUS")
+                .await?
+                .filter(|p| p.version_id != current.kid)
+                .and_then(|p| SigningKey::ed25519_pem(p.version_id, &p.value).ok());
+            Ok(order_for_signing(current, created, previous, key_activation(env)))
         }
         KeySource::Jwks { .. } => bail!("a JWKS holds public keys only: it cannot sign"),
         KeySource::SecretsManager { arn } => {
@@ -194,12 +231,13 @@ pub async fn load_keys(source: &KeySource, env: &EnvReader<'_>, client: Option<&
             let current = get_secret(client, arn, "AWSCURRENT")
                 .await?
                 .ok_or_else(|| anyhow!("signing key secret has no AWSCURRENT version"))?;
+            let created = current.created;
             let current = SigningKey::hmac(current.version_id, current.value)?;
             let previous = match get_secret(client, arn, "AWSPREVIOUS").await? {
                 Some(p) if p.version_id != current.kid => Some(SigningKey::hmac(p.version_id, p.value)?),
                 _ => None,
             };
-            Ok(KeySet { current, previous })
+            Ok(order_for_signing(current, created, previous, key_activation(env)))
         }
     }
 }
@@ -282,13 +320,16 @@ pub async fn tokens_from_source(
             keys.algorithm
         );
     }
+    let activation_secs = key_activation(env).as_secs();
     let reload: Option<crate::tokens::Reload> = match (&source, client) {
         (KeySource::Env, _) | (_, None) => None,
         (_, Some(client)) => Some(Box::new(move || {
             let (source, client) = (source.clone(), client.clone());
             Box::pin(async move {
-                let none = EnvReader::new(|_| None);
-                load_token_keys(&source, &none, Some(&client)).await
+                let activation = EnvReader::new(move |k| {
+                    (k == "JWT_KEY_ACTIVATION_SECONDS").then(|| activation_secs.to_string())
+                });
+                load_token_keys(&source, &activation, Some(&client)).await
             })
         })),
     };

@@ -346,6 +346,7 @@ pub struct Tokens {
     keys: std::sync::RwLock<std::sync::Arc<Keys>>,
     reload: Option<Reload>,
     last_reload: std::sync::Mutex<std::time::Instant>,
+    last_unknown_kid_reload: std::sync::Mutex<Option<std::time::Instant>>,
     reload_lock: tokio::sync::Mutex<()>,
 }
 
@@ -409,6 +410,7 @@ impl Tokens {
             keys: std::sync::RwLock::new(std::sync::Arc::new(keys)),
             reload,
             last_reload: std::sync::Mutex::new(std::time::Instant::now()),
+            last_unknown_kid_reload: std::sync::Mutex::new(None),
             reload_lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -435,11 +437,42 @@ impl Tokens {
     /// Reload the keys if they can change and `min_age` has passed since the last load. A failed
     /// reload keeps the keys we have (and is logged): a Secrets Manager hiccup does not log anyone out.
     pub async fn reload_if_older_than(&self, min_age: Duration) {
-        let Some(reload) = &self.reload else { return };
+        if self.reload.is_none() {
+            return;
+        }
         let _guard = self.reload_lock.lock().await;
         if self.since_reload() < min_age {
             return;
         }
+        self.reload_locked().await;
+    }
+
+    /// Reload for a token naming an unknown `kid`: at most once per
+    /// [`UNKNOWN_KID_RELOAD_INTERVAL`] since the last reload *for an unknown kid*. A cold start or
+    /// a TTL reload does not count: the key may have been rotated a moment after it.
+    async fn reload_for_unknown_kid(&self) {
+        if self.reload.is_none() {
+            return;
+        }
+        let _guard = self.reload_lock.lock().await;
+        let due = match self.last_unknown_kid_reload.lock() {
+            Ok(mut last) => {
+                let due = last.is_none_or(|t| t.elapsed() >= UNKNOWN_KID_RELOAD_INTERVAL);
+                if due {
+                    *last = Some(std::time::Instant::now());
+                }
+                due
+            }
+            Err(_) => false,
+        };
+        if due {
+            self.reload_locked().await;
+        }
+    }
+
+    /// Load the keys now; the caller holds `reload_lock`.
+    async fn reload_locked(&self) {
+        let Some(reload) = &self.reload else { return };
         let result = reload().await;
         if let Ok(mut t) = self.last_reload.lock() {
             *t = std::time::Instant::now();
@@ -469,7 +502,7 @@ impl Tokens {
         self.refresh_if_stale().await;
         match self.verify(token) {
             Err(TokenError::UnknownKey) if self.reload.is_some() => {
-                self.reload_if_older_than(UNKNOWN_KID_RELOAD_INTERVAL).await;
+                self.reload_for_unknown_kid().await;
                 self.verify(token)
             }
             other => other,

@@ -7,8 +7,9 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::{
-    Account, INVALID_TOKEN_BODY, claims, delete, error_fields, get, is_rfc3339_utc, jwt_parts, mint_test_token,
-    mint_token, now_secs, patch, post, send, send_raw, signup_ok,
+    Account, INVALID_TOKEN_BODY, claims, delete, error_fields, get, is_rfc3339_utc, jwt_parts, mint_foreign_token,
+    mint_test_token, mint_test_token_with_kid, mint_with_header, now_secs, patch, post, send, send_raw, signup_ok,
+    test_header,
 };
 
 /// Create a task (201 asserted) and return it.
@@ -583,16 +584,8 @@ async fn tokens_that_are_missing_tampered_foreign_or_expired_are_401() {
     }
 
     let tampered = flip_signature_char(&a.access_token);
-    let foreign_key = mint_token(
-        b"another-key-that-is-long-enough-0123456789abcdef",
-        "test-key",
-        &claims(a.user_id, a.session_id, "user", now, 600),
-    );
-    let unknown_kid = mint_token(
-        api_tests::TEST_JWT_SECRET.as_bytes(),
-        "other-key",
-        &claims(a.user_id, a.session_id, "user", now, 600),
-    );
+    let foreign_key = mint_foreign_token("test-key", &claims(a.user_id, a.session_id, "user", now, 600));
+    let unknown_kid = mint_test_token_with_kid("other-key", &claims(a.user_id, a.session_id, "user", now, 600));
     let expired = mint_test_token(&claims(a.user_id, a.session_id, "user", now - 1000, 900)); // exp 100 s ago
     let not_yet = {
         let mut c = claims(a.user_id, a.session_id, "user", now, 600);
@@ -615,11 +608,9 @@ async fn tokens_that_are_missing_tampered_foreign_or_expired_are_401() {
         mint_test_token(&c)
     };
     let wrong_typ = {
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        let mut header = test_header();
         header.typ = Some("JWT".to_owned());
-        header.kid = Some("test-key".to_owned());
-        let key = jsonwebtoken::EncodingKey::from_secret(api_tests::TEST_JWT_SECRET.as_bytes());
-        jsonwebtoken::encode(&header, &claims(a.user_id, a.session_id, "user", now, 600), &key).expect("sign")
+        mint_with_header(&header, &claims(a.user_id, a.session_id, "user", now, 600))
     };
     let alg_none = {
         use base64::Engine;

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use api_tests::{TEST_JWT_SECRET, TestApi};
+use api_tests::TestApi;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -387,7 +387,8 @@ pub(crate) fn claims(user: Uuid, session: Uuid, role: &str, iat: u64, ttl: u64) 
     })
 }
 
-/// An HS256 access token (`typ: at+jwt`) over `claims`, signed with `secret` under `kid`.
+/// An HS256 access token (`typ: at+jwt`) over `claims`, signed with `secret` under `kid`
+/// (whatever the configured algorithm: see [`mint_test_token`] for a token the API accepts).
 pub(crate) fn mint_token(secret: &[u8], kid: &str, claims: &Value) -> String {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     header.typ = Some("at+jwt".to_owned());
@@ -395,9 +396,55 @@ pub(crate) fn mint_token(secret: &[u8], kid: &str, claims: &Value) -> String {
     jsonwebtoken::encode(&header, claims, &jsonwebtoken::EncodingKey::from_secret(secret)).expect("sign a token")
 }
 
-/// An access token signed with the test key the local API trusts.
+/// The header of a token signed with the configured test key: the configured algorithm
+/// (`TEST_JWT_ALGORITHM`), `typ: at+jwt`, `kid: test-key`. Change it and sign with
+/// [`mint_with_header`].
+pub(crate) fn test_header() -> jsonwebtoken::Header {
+    let (algorithm, _) = api_tests::test_encoding_key();
+    let mut header = jsonwebtoken::Header::new(algorithm);
+    header.typ = Some("at+jwt".to_owned());
+    header.kid = Some(api_tests::TEST_KID.to_owned());
+    header
+}
+
+/// A token over `claims` with `header`, signed with the test key the local API trusts (in the
+/// configured algorithm, whatever `header.alg` says).
+pub(crate) fn mint_with_header(header: &jsonwebtoken::Header, claims: &Value) -> String {
+    let (algorithm, key) = api_tests::test_encoding_key();
+    let mut header = header.clone();
+    header.alg = algorithm;
+    jsonwebtoken::encode(&header, claims, &key).expect("sign a token")
+}
+
+/// An access token signed with the test key the local API trusts (HS256 or EdDSA, as
+/// `TEST_JWT_ALGORITHM` says).
 pub(crate) fn mint_test_token(claims: &Value) -> String {
-    mint_token(TEST_JWT_SECRET.as_bytes(), "test-key", claims)
+    mint_with_header(&test_header(), claims)
+}
+
+/// An access token signed with the trusted test key but naming another `kid`.
+pub(crate) fn mint_test_token_with_kid(kid: &str, claims: &Value) -> String {
+    let mut header = test_header();
+    header.kid = Some(kid.to_owned());
+    mint_with_header(&header, claims)
+}
+
+/// An access token in the configured algorithm, naming `kid`, signed with a key the local API
+/// does not trust.
+pub(crate) fn mint_foreign_token(kid: &str, claims: &Value) -> String {
+    let (algorithm, key) = api_tests::foreign_encoding_key();
+    let mut header = test_header();
+    header.alg = algorithm;
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, claims, &key).expect("sign a token")
+}
+
+/// The configured algorithm as a JWT header names it (`"HS256"`, `"EdDSA"`).
+pub(crate) fn test_alg_name() -> String {
+    serde_json::to_value(api_tests::test_algorithm())
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .expect("an algorithm serializes to its name")
 }
 
 /// Whether `s` looks like an RFC 3339 UTC timestamp (`YYYY-MM-DDTHH:MM:SS[.frac]Z`).

@@ -10,6 +10,7 @@ mod e2e_limits;
 mod e2e_sessions;
 mod e2e_tasks;
 mod handler_events;
+mod rotation;
 mod secrets_emulator;
 mod template;
 mod tokens;

@@ -45,13 +45,20 @@ fn client() -> Client {
 
 /// An environment with nothing in it.
 fn no_env() -> EnvReader<'static> {
-    EnvReader::new(|_| None)
+    env_of(&[])
 }
 
-/// An environment holding exactly these variables.
+/// An environment holding exactly these variables. A new key signs at once here
+/// (`JWT_KEY_ACTIVATION_SECONDS=0`) unless the test sets a delay: these tests check the switch;
+/// `rotation::a_new_key_waits_for_its_activation_delay_before_signing` checks the delay.
 fn env_of(vars: &[(&str, &str)]) -> EnvReader<'static> {
     let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-    EnvReader::new(move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    EnvReader::new(move |name| {
+        vars.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| (name == "JWT_KEY_ACTIVATION_SECONDS").then(|| "0".to_owned()))
+    })
 }
 
 fn settings() -> TokenSettings {

@@ -3,18 +3,101 @@
 //!
 //! The server to create databases on comes from `TEST_DATABASE_URL` (or `DATABASE_URL`);
 //! `scripts/test.sh` finds or starts one and sets it.
+//!
+//! The access-token algorithm of the states and APIs built here comes from `TEST_JWT_ALGORITHM`:
+//! `HS256` (the default: [`TEST_JWT_SECRET`]) or `EdDSA` (an Ed25519 key pair generated once per
+//! process), both under the kid [`TEST_KID`], so the end-to-end suite runs in either mode.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use jsonwebtoken::{Algorithm, EncodingKey};
 use secrecy::{ExposeSecret, SecretString};
 use shared::AppState;
 use shared::config::{Config, EnvReader};
-use shared::tokens::{KeySet, SigningKey};
+use shared::tokens::{KeySet, SigningKey, Tokens};
 
 /// The HS256 key tests sign with (test-only; 48 bytes).
 pub const TEST_JWT_SECRET: &str = "test-only-signing-key-0123456789-abcdefghijklmnop";
+
+/// The kid of the test signing key, in either mode.
+pub const TEST_KID: &str = "test-key";
+
+/// The algorithm the end-to-end suite runs with: `TEST_JWT_ALGORITHM` = `HS256` (default) or
+/// `EdDSA`. Anything else fails the test rather than silently testing the default.
+pub fn test_algorithm() -> Algorithm {
+    match std::env::var("TEST_JWT_ALGORITHM").ok().as_deref().map(str::trim) {
+        None | Some("") | Some("HS256") => Algorithm::HS256,
+        Some("EdDSA") => Algorithm::EdDSA,
+        Some(other) => panic!("TEST_JWT_ALGORITHM must be HS256 or EdDSA (got {other:?})"),
+    }
+}
+
+/// A process-wide Ed25519 private key (PKCS#8 PEM), generated on first use.
+fn ed25519_pem(cell: &'static OnceLock<String>) -> &'static str {
+    cell.get_or_init(|| {
+        SigningKey::generate_ed25519_pem()
+            .expect("generate an Ed25519 key")
+            .expose_secret()
+            .to_owned()
+    })
+}
+
+/// The Ed25519 private key the EdDSA-mode tests sign with (PEM; one per test process).
+pub fn test_ed25519_pem() -> &'static str {
+    static PEM: OnceLock<String> = OnceLock::new();
+    ed25519_pem(&PEM)
+}
+
+/// Another Ed25519 private key: what an attacker or another service would sign with.
+pub fn foreign_ed25519_pem() -> &'static str {
+    static PEM: OnceLock<String> = OnceLock::new();
+    ed25519_pem(&PEM)
+}
+
+/// The Ed25519 test key set (kid [`TEST_KID`]), whatever `TEST_JWT_ALGORITHM` says.
+pub fn test_ed25519_keys() -> KeySet {
+    let pem = SecretString::from(test_ed25519_pem().to_owned());
+    KeySet {
+        current: SigningKey::ed25519_pem(TEST_KID, &pem).expect("a valid Ed25519 PEM"),
+        previous: None,
+    }
+}
+
+/// The key set of the configured algorithm ([`test_algorithm`]): what the states and APIs built
+/// here sign and verify with.
+pub fn configured_test_keys() -> KeySet {
+    match test_algorithm() {
+        Algorithm::EdDSA => test_ed25519_keys(),
+        _ => test_keys(),
+    }
+}
+
+/// The algorithm and key that sign tokens the test states and APIs accept (kid [`TEST_KID`]).
+pub fn test_encoding_key() -> (Algorithm, EncodingKey) {
+    match test_algorithm() {
+        Algorithm::EdDSA => (
+            Algorithm::EdDSA,
+            EncodingKey::from_ed_pem(test_ed25519_pem().as_bytes()).expect("a valid Ed25519 PEM"),
+        ),
+        _ => (Algorithm::HS256, EncodingKey::from_secret(TEST_JWT_SECRET.as_bytes())),
+    }
+}
+
+/// A key of the configured algorithm that the test states and APIs do not trust.
+pub fn foreign_encoding_key() -> (Algorithm, EncodingKey) {
+    match test_algorithm() {
+        Algorithm::EdDSA => (
+            Algorithm::EdDSA,
+            EncodingKey::from_ed_pem(foreign_ed25519_pem().as_bytes()).expect("a valid Ed25519 PEM"),
+        ),
+        _ => (
+            Algorithm::HS256,
+            EncodingKey::from_secret(b"another-key-that-is-long-enough-0123456789abcdef"),
+        ),
+    }
+}
 
 /// A database created for one test.
 pub struct TestDb {
@@ -87,19 +170,35 @@ pub fn default_config() -> Config {
     config
 }
 
+/// The HS256 test key set ([`TEST_JWT_SECRET`], kid [`TEST_KID`]), whatever `TEST_JWT_ALGORITHM`
+/// says: for the tests of HS256 itself. States and APIs use [`configured_test_keys`].
 pub fn test_keys() -> KeySet {
     let secret = SecretString::from(TEST_JWT_SECRET.to_owned());
     KeySet {
-        current: SigningKey::hmac("test-key", secret).expect("long enough"),
+        current: SigningKey::hmac(TEST_KID, secret).expect("long enough"),
         previous: None,
     }
 }
 
-/// Application state on a fresh database.
+/// Application state on a fresh database, signing with the configured test keys.
 pub async fn test_state_with(config: Config) -> (Arc<AppState>, TestDb) {
+    test_state_with_keys(config, configured_test_keys()).await
+}
+
+/// Application state on a fresh database, with these keys.
+pub async fn test_state_with_keys(config: Config, keys: KeySet) -> (Arc<AppState>, TestDb) {
     let db = test_db().await;
     let pool = shared::db::pool(&db.url, &config.db).expect("pool");
-    let state = AppState::new(config, pool, test_keys()).expect("state");
+    let state = AppState::new(config, pool, keys).expect("state");
+    (Arc::new(state), db)
+}
+
+/// Application state on a fresh database, with this token service (e.g. keys loaded from a
+/// Secrets Manager emulator, which reload after a rotation).
+pub async fn test_state_with_tokens(config: Config, tokens: Tokens) -> (Arc<AppState>, TestDb) {
+    let db = test_db().await;
+    let pool = shared::db::pool(&db.url, &config.db).expect("pool");
+    let state = AppState::with_tokens(config, pool, tokens).expect("state");
     (Arc::new(state), db)
 }
 
@@ -137,6 +236,22 @@ impl TestApi {
 
 pub async fn spawn_api_with(config: Config) -> TestApi {
     let (state, db) = test_state_with(config).await;
+    serve(state, db).await
+}
+
+/// The local API with these keys (whatever `TEST_JWT_ALGORITHM` says).
+pub async fn spawn_api_with_keys(config: Config, keys: KeySet) -> TestApi {
+    let (state, db) = test_state_with_keys(config, keys).await;
+    serve(state, db).await
+}
+
+/// The local API with this token service.
+pub async fn spawn_api_with_tokens(config: Config, tokens: Tokens) -> TestApi {
+    let (state, db) = test_state_with_tokens(config, tokens).await;
+    serve(state, db).await
+}
+
+async fn serve(state: Arc<AppState>, db: TestDb) -> TestApi {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let served = state.clone();

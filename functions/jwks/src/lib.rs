@@ -7,8 +7,9 @@ use lambda_http::{Body, Response};
 use shared::http::json_response;
 use shared::tokens::Tokens;
 
-/// Verifiers may cache the set briefly; a rotation publishes the next key before it signs
-/// anything, so five minutes of caching never makes a fresh token unverifiable.
+/// Verifiers may cache the set briefly. A rotation publishes the next key at once, but issuers only
+/// sign with it after the activation delay (15 min, `JWT_KEY_ACTIVATION_SECONDS`), longer than this
+/// function's own key cache (5 min) plus this `max-age` (5 min): no fresh token is unverifiable.
 pub const CACHE_CONTROL: &str = "public, max-age=300";
 
 /// `tokens` is `None` in HS256 mode, where there is nothing public to serve.
