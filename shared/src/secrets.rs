@@ -125,11 +125,16 @@ fn order_for_signing(
     previous: Option<SigningKey>,
     activation: Duration,
 ) -> KeySet {
-    let young = created.and_then(|c| c.elapsed().ok()).is_some_and(|age| age < activation);
+    let young = created
+        .and_then(|c| c.elapsed().ok())
+        .is_some_and(|age| age < activation);
     match previous {
         Some(previous) if young => {
             tracing::info!(signing = %previous.kid, pending = %current.kid, "new key not active yet");
-            KeySet { current: previous, previous: Some(current) }
+            KeySet {
+                current: previous,
+                previous: Some(current),
+            }
         }
         previous => KeySet { current, previous },
     }
@@ -171,7 +176,9 @@ pub async fn get_secret(client: &Client, arn: &str, stage: &str) -> anyhow::Resu
     Ok(Some(SecretVersion {
         version_id: version_id.to_owned(),
         value: SecretString::from(value.to_owned()),
-        created: output.created_date().and_then(|d| std::time::SystemTime::try_from(*d).ok()),
+        created: output
+            .created_date()
+            .and_then(|d| std::time::SystemTime::try_from(*d).ok()),
     }))
 }
 
@@ -326,9 +333,8 @@ pub async fn tokens_from_source(
         (_, Some(client)) => Some(Box::new(move || {
             let (source, client) = (source.clone(), client.clone());
             Box::pin(async move {
-                let activation = EnvReader::new(move |k| {
-                    (k == "JWT_KEY_ACTIVATION_SECONDS").then(|| activation_secs.to_string())
-                });
+                let activation =
+                    EnvReader::new(move |k| (k == "JWT_KEY_ACTIVATION_SECONDS").then(|| activation_secs.to_string()));
                 load_token_keys(&source, &activation, Some(&client)).await
             })
         })),
