@@ -6,7 +6,10 @@
 #                                   # with -p/--package, --workspace is left out
 #
 # Steps, stopping at the first failure: rustfmt check, clippy (-D warnings),
-# cfn-lint (pinned 1.53.x) on template.yaml, cargo test. Before them it makes
+# cfn-lint (pinned 1.53.x) on template.yaml, cargo test; on a full run also the
+# end-to-end suite again with EdDSA tokens and the contract test
+# (scripts/contract-test.sh: openapi.yaml validated, schemathesis against the
+# local API). Before them it makes
 # sure of the tools and services the tests need:
 #   DATABASE_URL / TEST_DATABASE_URL  a PostgreSQL (scripts/lib/postgres.sh)
 #   MOTO_ENDPOINT                     a local moto server (Secrets Manager API)
@@ -145,6 +148,8 @@ if [[ $# -eq 0 ]]; then
     # algorithms must pass it. The run above used HS256, the default.
     TEST_JWT_ALGORITHM=EdDSA run_step "e2e with EdDSA tokens" \
         cargo_test -p api-tests --test api -- e2e_ rotation::
+    # openapi.yaml validated, then schemathesis over every operation against the local API.
+    run_step "contract test" bash scripts/contract-test.sh
 fi
 
 log "all checks passed (${steps_passed[*]}) in $((SECONDS - started_at))s:" \

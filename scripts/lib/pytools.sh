@@ -1,13 +1,17 @@
 # shellcheck shell=bash
 # ensure_pytools: a Python venv at $STATE_DIR/venv with the Python tools the
 # checks need (cfn-lint for template.yaml, moto's server as a local Secrets
-# Manager). Its bin/ is put first on PATH. Source this file; do not run it.
+# Manager, openapi-spec-validator and schemathesis for openapi.yaml and the
+# contract test). Its bin/ is put first on PATH. Source this file; do not run it.
 
 # shellcheck source=scripts/lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # cfn-lint MUST stay on 1.53.x: later versions silently pass broken SAM templates.
-TODO_API_PY_REQUIREMENTS=("cfn-lint==1.53.*" "moto[server]>=5,<6")
+# schemathesis and openapi-spec-validator are pinned exactly: a new release can
+# add checks or change the CLI, which must be a deliberate bump here.
+TODO_API_PY_REQUIREMENTS=("cfn-lint==1.53.*" "moto[server]>=5,<6"
+    "openapi-spec-validator==0.9.0" "schemathesis==4.32.5")
 
 # _py_can_venv PY : true when PY can create a venv with pip in it.
 _py_can_venv() {
@@ -47,7 +51,8 @@ ensure_pytools() {
     [[ -f "$stamp" ]] && have="$(<"$stamp")"
     if [[ "$have" != "$want" ]] \
         || ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1 \
-        || [[ ! -x "$venv/bin/cfn-lint" || ! -x "$venv/bin/moto_server" ]]; then
+        || [[ ! -x "$venv/bin/cfn-lint" || ! -x "$venv/bin/moto_server" ]] \
+        || [[ ! -x "$venv/bin/openapi-spec-validator" || ! -x "$venv/bin/schemathesis" ]]; then
         local py
         py="$(_py_base_python "$venv")"
         log "creating Python venv $venv ($("$py" --version 2>&1)) with: $want"
@@ -72,5 +77,8 @@ ensure_pytools() {
     ver="$(cfn-lint --version 2>&1)" || die "cfn-lint does not run: $ver"
     [[ "$ver" == *" 1.53."* ]] || die "expected cfn-lint 1.53.x, got: $ver"
     command -v moto_server >/dev/null 2>&1 || die "moto_server not found in $venv/bin"
+    command -v openapi-spec-validator >/dev/null 2>&1 \
+        || die "openapi-spec-validator not found in $venv/bin"
+    command -v schemathesis >/dev/null 2>&1 || die "schemathesis not found in $venv/bin"
     log "Python tools from $venv: $ver"
 }
