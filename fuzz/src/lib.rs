@@ -107,6 +107,10 @@ pub fn check_verify(token: &str, result: &Result<AccessClaims, TokenError>) {
             "accepted a token naming a key location ({location})"
         );
     }
+    assert!(
+        header.get("crit").is_none_or(Value::is_null),
+        "accepted a token with a crit header"
+    );
     let secret = match header["kid"].as_str() {
         Some(CURRENT_KID) => CURRENT_SECRET,
         Some(PREVIOUS_KID) => PREVIOUS_SECRET,

@@ -5,13 +5,16 @@
 //! same parameters, so the unknown-email and wrong-password branches cost the same time.
 
 use std::collections::HashSet;
-use std::sync::{Arc, LazyLock};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use anyhow::Context;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, Salt, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Semaphore;
 use unicode_normalization::UnicodeNormalization;
+use zeroize::Zeroize;
 
 use crate::error::FieldError;
 
@@ -94,8 +97,20 @@ pub struct Passwords {
 
 struct Inner {
     params: Params,
-    /// A hash of a random password: verified against when the email is unknown.
+    /// A well-formed argon2id hash with the configured parameters, a random salt and a random
+    /// output: verified against when the email is unknown. No password hashes to it, so it never
+    /// matches, and verifying against it costs exactly what a real verification costs. Built
+    /// without hashing, so a function that never verifies pays nothing for it at start-up.
     dummy_hash: String,
+    /// At most one hash per core runs at once: more would only queue for the CPU, and each holds
+    /// `m` KiB of work memory. (A Lambda instance serves one request at a time; this bounds the
+    /// local API, where every login shares the process.)
+    permits: Arc<Semaphore>,
+    /// argon2's work memory (`m` KiB each), allocated once per concurrent hash and reused.
+    /// Letting argon2 allocate and free it on every call makes glibc raise its mmap threshold
+    /// after the first free and then keep each thread's freed buffer in that thread's arena,
+    /// so a warm instance grew by a buffer per blocking thread (measured: +190 MiB).
+    buffers: Mutex<Vec<Vec<Block>>>,
 }
 
 /// What a verification found.
@@ -110,80 +125,168 @@ impl Passwords {
     pub fn new(settings: Argon2Settings) -> anyhow::Result<Self> {
         let params = Params::new(settings.memory_kib, settings.iterations, settings.parallelism, None)
             .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
-        let mut random = [0u8; 32];
-        getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-        let dummy = SecretString::from(base64_url(&random));
-        let dummy_hash = hash_blocking(&params, &dummy)?;
+        let dummy_hash = dummy_hash(&params)?;
+        let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
         Ok(Self {
-            inner: Arc::new(Inner { params, dummy_hash }),
+            inner: Arc::new(Inner {
+                params,
+                dummy_hash,
+                permits: Arc::new(Semaphore::new(cores)),
+                buffers: Mutex::new(Vec::new()),
+            }),
         })
     }
 
     /// Hash a (normalised) password on a blocking thread.
     #[tracing::instrument(skip_all)]
     pub async fn hash(&self, password: SecretString) -> anyhow::Result<String> {
-        let inner = self.inner.clone();
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || span.in_scope(|| hash_blocking(&inner.params, &password)))
-            .await
-            .context("password hashing task failed")?
+        self.blocking(move |inner| inner.hash(&password)).await
     }
 
     /// Verify `password` against `stored`, or against the dummy hash when there is no stored hash,
     /// so that both cases do the same work.
     #[tracing::instrument(skip_all)]
     pub async fn verify(&self, password: SecretString, stored: Option<String>) -> anyhow::Result<Verified> {
-        let inner = self.inner.clone();
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            span.in_scope(|| {
-                let normalized = normalize(password.expose_secret());
-                let known = stored.is_some();
-                let hash_text = stored.as_deref().unwrap_or(&inner.dummy_hash);
-                let parsed = match PasswordHash::new(hash_text) {
-                    Ok(p) => p,
-                    Err(_) => {
-                        // A corrupt stored hash must not be distinguishable by timing either.
-                        let _ = verify_against(&inner.dummy_hash, &normalized);
-                        tracing::error!("stored password hash is not a valid PHC string");
-                        return Ok(Verified {
-                            matches: false,
-                            needs_rehash: false,
-                        });
-                    }
-                };
-                let matches = Argon2::default()
-                    .verify_password(normalized.expose_secret().as_bytes(), &parsed)
-                    .is_ok()
-                    && known;
-                let needs_rehash = matches && weaker_than(&parsed, &inner.params);
-                Ok(Verified { matches, needs_rehash })
-            })
+        self.blocking(move |inner| {
+            let normalized = normalize(password.expose_secret());
+            let known = stored.is_some();
+            let hash_text = stored.as_deref().unwrap_or(&inner.dummy_hash);
+            let parsed = match PasswordHash::new(hash_text) {
+                Ok(p) => p,
+                Err(_) => {
+                    // A corrupt stored hash must not be distinguishable by timing either.
+                    let _ = inner.verify_text(&inner.dummy_hash, &normalized);
+                    tracing::error!("stored password hash is not a valid PHC string");
+                    return Ok(Verified {
+                        matches: false,
+                        needs_rehash: false,
+                    });
+                }
+            };
+            let matches = inner.verify_parsed(&parsed, &normalized) && known;
+            let needs_rehash = matches && weaker_than(&parsed, &inner.params);
+            Ok(Verified { matches, needs_rehash })
         })
         .await
-        .context("password verification task failed")?
+    }
+
+    /// Run `work` on a blocking thread once one of the per-core permits is free, inside the
+    /// caller's span.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Inner) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let inner = self.inner.clone();
+        let permit = inner
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .context("password hashing permits closed")?;
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            span.in_scope(|| work(&inner))
+        })
+        .await
+        .context("password hashing task failed")?
     }
 }
 
-fn verify_against(hash: &str, password: &SecretString) -> bool {
-    PasswordHash::new(hash)
-        .map(|p| {
-            Argon2::default()
-                .verify_password(password.expose_secret().as_bytes(), &p)
-                .is_ok()
+impl Inner {
+    fn hash(&self, password: &SecretString) -> anyhow::Result<String> {
+        let mut salt_bytes = [0u8; 16];
+        getrandom::fill(&mut salt_bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+        let hasher = Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone());
+        let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+        self.with_memory(self.params.block_count(), |memory| {
+            hasher.hash_password_into_with_memory(password.expose_secret().as_bytes(), &salt_bytes, &mut out, memory)
         })
-        .unwrap_or(false)
+        .map_err(|e| anyhow::anyhow!("argon2 hashing failed: {e}"))?;
+        let output = Output::new(&out).map_err(|e| anyhow::anyhow!("argon2 output: {e}"))?;
+        Ok(PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&self.params).map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?,
+            salt: Some(salt.as_salt()),
+            hash: Some(output),
+        }
+        .to_string())
+    }
+
+    fn verify_text(&self, hash: &str, password: &SecretString) -> bool {
+        PasswordHash::new(hash).is_ok_and(|parsed| self.verify_parsed(&parsed, password))
+    }
+
+    /// What `argon2`'s `PasswordVerifier` does (algorithm, version and parameters from the PHC
+    /// string; constant-time comparison of the outputs), on the reused work memory.
+    fn verify_parsed(&self, parsed: &PasswordHash<'_>, password: &SecretString) -> bool {
+        let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+            return false;
+        };
+        let Ok(algorithm) = Algorithm::try_from(parsed.algorithm) else {
+            return false;
+        };
+        let version = match parsed.version.map(Version::try_from).transpose() {
+            Ok(v) => v.unwrap_or_default(),
+            Err(_) => return false,
+        };
+        let Ok(params) = Params::try_from(parsed) else {
+            return false;
+        };
+        let mut salt_buf = [0u8; Salt::MAX_LENGTH];
+        let Ok(salt_bytes) = salt.decode_b64(&mut salt_buf) else {
+            return false;
+        };
+        let blocks = params.block_count();
+        let hasher = Argon2::new(algorithm, version, params);
+        let mut out = vec![0u8; expected.len()];
+        let computed = self.with_memory(blocks, |memory| {
+            hasher.hash_password_into_with_memory(password.expose_secret().as_bytes(), salt_bytes, &mut out, memory)
+        });
+        // `Output`'s equality is constant-time.
+        computed.is_ok() && Output::new(&out).is_ok_and(|o| o == expected)
+    }
+
+    /// Lend `work` a zeroed work area of at least `blocks` blocks from the pool (allocating one
+    /// when every pooled area is in use), then wipe it and put it back.
+    fn with_memory<T>(&self, blocks: usize, work: impl FnOnce(&mut [Block]) -> T) -> T {
+        let mut memory = self
+            .buffers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default();
+        if memory.len() < blocks {
+            memory.resize(blocks, Block::new());
+        }
+        let result = work(&mut memory[..blocks]);
+        // The work area holds values derived from the password: do not keep them around.
+        memory.iter_mut().for_each(Zeroize::zeroize);
+        self.buffers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(memory);
+        result
+    }
 }
 
-fn hash_blocking(params: &Params, password: &SecretString) -> anyhow::Result<String> {
+/// A PHC string with the configured parameters, a random salt and a random output.
+fn dummy_hash(params: &Params) -> anyhow::Result<String> {
     let mut salt_bytes = [0u8; 16];
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
     getrandom::fill(&mut salt_bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    getrandom::fill(&mut out).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
     let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
-    let hasher = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-    let hash = hasher
-        .hash_password(password.expose_secret().as_bytes(), &salt)
-        .map_err(|e| anyhow::anyhow!("argon2 hashing failed: {e}"))?;
-    Ok(hash.to_string())
+    Ok(PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| anyhow::anyhow!("argon2 output: {e}"))?),
+    }
+    .to_string())
 }
 
 /// True when the stored hash is not argon2id or used lower cost parameters than configured.
@@ -195,11 +298,6 @@ fn weaker_than(stored: &PasswordHash<'_>, wanted: &Params) -> bool {
         Ok(p) => p.m_cost() < wanted.m_cost() || p.t_cost() < wanted.t_cost() || p.p_cost() < wanted.p_cost(),
         Err(_) => true,
     }
-}
-
-fn base64_url(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 #[cfg(test)]
@@ -321,6 +419,93 @@ mod tests {
         let p = Passwords::new(owasp())?;
         let v = p.verify(secret("x"), Some("not-a-hash".into())).await?;
         assert!(!v.matches);
+        Ok(())
+    }
+    #[tokio::test]
+    async fn the_dummy_hash_has_the_configured_parameters_and_matches_nothing() -> anyhow::Result<()> {
+        let p = Passwords::new(owasp())?;
+        let parsed = PasswordHash::new(&p.inner.dummy_hash).map_err(|e| anyhow::anyhow!("{e}"))?;
+        assert_eq!(parsed.algorithm.as_str(), "argon2id");
+        let params = Params::try_from(&parsed).map_err(|e| anyhow::anyhow!("{e}"))?;
+        assert_eq!((params.m_cost(), params.t_cost(), params.p_cost()), (19_456, 2, 1));
+        assert_eq!(parsed.hash.map(|h| h.len()), Some(Params::DEFAULT_OUTPUT_LEN));
+        assert!(!weaker_than(&parsed, &p.inner.params), "same cost as a real hash");
+        // Two instances never share a dummy hash (random salt and output).
+        assert_ne!(p.inner.dummy_hash, Passwords::new(owasp())?.inner.dummy_hash);
+        Ok(())
+    }
+
+    /// Hashes made here verify with the argon2 crate's own verifier and the other way round, so
+    /// hashes stored before the work memory was pooled keep working.
+    #[tokio::test]
+    async fn interoperates_with_the_argon2_crate() -> anyhow::Result<()> {
+        use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+        let p = Passwords::new(owasp())?;
+        let ours = p.hash(normalize("correct horse battery staple")).await?;
+        let parsed = PasswordHash::new(&ours).map_err(|e| anyhow::anyhow!("{e}"))?;
+        assert!(
+            Argon2::default()
+                .verify_password(b"correct horse battery staple", &parsed)
+                .is_ok()
+        );
+        assert!(
+            Argon2::default()
+                .verify_password(b"wrong horse battery staple", &parsed)
+                .is_err()
+        );
+
+        let salt = SaltString::encode_b64(b"sixteen byte slt").map_err(|e| anyhow::anyhow!("{e}"))?;
+        for algorithm in [Algorithm::Argon2id, Algorithm::Argon2i, Algorithm::Argon2d] {
+            let theirs = Argon2::new(
+                algorithm,
+                Version::V0x13,
+                Params::new(8_192, 1, 1, None).map_err(|e| anyhow::anyhow!("{e}"))?,
+            )
+            .hash_password(b"tr0ub4dor&3-legacy", &salt)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .to_string();
+            let v = p.verify(secret("tr0ub4dor&3-legacy"), Some(theirs.clone())).await?;
+            assert_eq!(
+                v,
+                Verified {
+                    matches: true,
+                    needs_rehash: true
+                },
+                "{theirs}"
+            );
+            assert!(!p.verify(secret("tr0ub4dor&3-legacY"), Some(theirs)).await?.matches);
+        }
+        Ok(())
+    }
+
+    /// The work memory is reused: however many hashes ran, at most one area per core exists, and
+    /// each is wiped after use.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn work_memory_is_pooled_per_core_and_wiped() -> anyhow::Result<()> {
+        let p = Passwords::new(Argon2Settings {
+            memory_kib: 1_024,
+            iterations: 1,
+            parallelism: 1,
+        })?;
+        let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..(4 * cores + 4) {
+            let p = p.clone();
+            tasks.spawn(async move { p.hash(normalize(&format!("password number {i}"))).await });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            joined??;
+        }
+        let pool = p.inner.buffers.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        assert!(
+            !pool.is_empty() && pool.len() <= cores,
+            "{} areas for {cores} cores",
+            pool.len()
+        );
+        for area in pool.iter() {
+            assert_eq!(area.len(), 1_024);
+            assert!(area.iter().all(|b| b.as_ref().iter().all(|w| *w == 0)), "wiped");
+        }
         Ok(())
     }
 }

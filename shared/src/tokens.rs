@@ -3,7 +3,8 @@
 //! Verification pins the one configured algorithm, requires `typ: at+jwt`, a known `kid`, and the
 //! claims `exp`, `nbf`, `iss`, `aud` and `sub` (plus `sid`, `role`, `iat`, `jti`), allows 30 s of
 //! clock skew, refuses tokens over 8 KiB before parsing anything, and never fetches a key a token
-//! names (`jku`, `x5u`, `jwk`, `x5c` in a header make the token invalid).
+//! names (`jku`, `x5u`, `jwk`, `x5c` in a header make the token invalid), and refuses any `crit`
+//! header, since it understands no JWS extension.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -320,6 +321,10 @@ pub enum TokenError {
     WrongType,
     #[error("token names a key location")]
     KeyLocationHeader,
+    /// RFC 7515 §4.1.11: a recipient must refuse a `crit` header naming extensions it does not
+    /// understand, and we understand none.
+    #[error("token has critical header extensions")]
+    CriticalHeader,
     #[error("unknown key id")]
     UnknownKey,
     #[error("invalid token: {0}")]
@@ -559,6 +564,9 @@ impl Tokens {
         }
         if header.jku.is_some() || header.x5u.is_some() || header.jwk.is_some() || header.x5c.is_some() {
             return Err(TokenError::KeyLocationHeader);
+        }
+        if header.crit.is_some() {
+            return Err(TokenError::CriticalHeader);
         }
         let keys = self.snapshot();
         let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;

@@ -454,6 +454,17 @@ fn jku_header_is_refused() {
 }
 
 #[test]
+fn crit_header_is_refused() {
+    // Signed with our own key: only the unknown critical extension is wrong (RFC 7515 §4.1.11).
+    let mut header = good_header();
+    header.crit = Some(vec!["exp".to_owned()]);
+    assert_eq!(
+        tokens().verify(&sign(&header, &good_claims())),
+        Err(TokenError::CriticalHeader)
+    );
+}
+
+#[test]
 fn x5u_header_is_refused() {
     let mut header = good_header();
     header.x5u = Some("https://evil.example/cert.pem".to_owned());
