@@ -24,7 +24,7 @@ async fn main() -> anyhow::Result<()> {
     let url = SecretString::from(env.get("DATABASE_URL").context("DATABASE_URL must be set")?);
 
     let mut client = shared::db::connect(&url, &config.db).await?;
-    let applied = shared::db::migrate(&mut client).await?;
+    let applied = shared::db::migrate(&mut client, &config.db).await?;
     tracing::info!(?applied, "migrations applied");
     drop(client);
 

@@ -27,7 +27,8 @@ pub struct DbSettings {
     /// Connections per pool. One per Lambda instance: an instance serves one request at a time.
     pub pool_size: usize,
     pub connect_timeout: Duration,
-    /// Server-side statement timeout, sent as a startup option; zero disables it.
+    /// Server-side statement timeout: the role's default in the database, set by `db::migrate`
+    /// (PgBouncer refuses it as a startup option); zero removes it. Calls are bounded client-side too.
     pub statement_timeout: Duration,
     /// Client-side bound on any one database call (connect + query), so a request never hangs
     /// past the function timeout when PostgreSQL is unreachable.

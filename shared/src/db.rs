@@ -3,12 +3,17 @@
 //!
 //! Built for Neon's pooled endpoint (PgBouncer in transaction mode): no session-level `SET` and no
 //! SQL `PREPARE`. Queries go through `query_typed`, which sends parse/bind/execute in one round
-//! trip on the unnamed statement, so nothing outlives a transaction. The statement timeout is a
-//! startup option (`-c statement_timeout=...`), and every call is bounded on the client side too.
+//! trip on the unnamed statement, so nothing outlives a transaction. No startup option either:
+//! PgBouncer, and so Neon's pooled endpoint, refuses a connection whose startup packet sets
+//! `statement_timeout` ("unsupported startup parameter in options"). The server-side statement
+//! timeout is instead the role's default in this database, set by [`migrate`]
+//! (`ALTER ROLE CURRENT_USER IN DATABASE ... SET statement_timeout`), which every server
+//! connection a pooler opens inherits; and every call is bounded on the client side too.
 
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
@@ -51,11 +56,6 @@ pub fn pg_config(url: &SecretString, settings: &DbSettings) -> anyhow::Result<to
     let mut config = tokio_postgres::Config::from_str(url.expose_secret())
         .map_err(|_| anyhow::anyhow!("the database URL is not a valid PostgreSQL connection string"))?;
     config.connect_timeout(settings.connect_timeout);
-    if !settings.statement_timeout.is_zero() {
-        let existing = config.get_options().unwrap_or("").to_owned();
-        let ms = settings.statement_timeout.as_millis();
-        config.options(format!("{existing} -c statement_timeout={ms}").trim());
-    }
     if !requires_tls(&config) {
         config.ssl_mode(SslMode::Disable);
     }
@@ -133,12 +133,41 @@ async fn drive<F: Future<Output = Result<(), tokio_postgres::Error>>>(connection
 }
 
 /// Apply pending migrations from `migrations/`.
-pub async fn migrate(client: &mut tokio_postgres::Client) -> anyhow::Result<Vec<String>> {
+///
+/// Then makes `settings.statement_timeout` the connecting role's default in this database (zero
+/// removes it), so that every new server session, including those a pooler opens, starts with it.
+pub async fn migrate(client: &mut tokio_postgres::Client, settings: &DbSettings) -> anyhow::Result<Vec<String>> {
     let report = embedded::migrations::runner()
         .run_async(client)
         .await
         .context("applying migrations")?;
+    set_role_statement_timeout(client, settings.statement_timeout).await?;
     Ok(report.applied_migrations().iter().map(|m| m.to_string()).collect())
+}
+
+/// `ALTER ROLE CURRENT_USER IN DATABASE <this one> SET statement_timeout = '<ms>ms'` (or `RESET`
+/// for zero). A role may always set its own defaults. Utility statements take no parameters, so
+/// the statement is built by PostgreSQL's `format` (`%I`, `%L` quote) from bound values.
+pub async fn set_role_statement_timeout(client: &tokio_postgres::Client, timeout: Duration) -> anyhow::Result<()> {
+    let ms = i64::try_from(timeout.as_millis()).context("statement timeout out of range")?;
+    let row = client
+        .query_one(
+            "SELECT CASE WHEN $1::int8 = 0
+                         THEN format('ALTER ROLE CURRENT_USER IN DATABASE %I RESET statement_timeout',
+                                     current_database())
+                         ELSE format('ALTER ROLE CURRENT_USER IN DATABASE %I SET statement_timeout = %L',
+                                     current_database(), $1::int8 || 'ms')
+                    END",
+            &[&ms],
+        )
+        .await
+        .context("building the statement-timeout default")?;
+    let statement: String = row.try_get(0).context("building the statement-timeout default")?;
+    client
+        .batch_execute(&statement)
+        .await
+        .context("setting the role's statement timeout in this database")?;
+    Ok(())
 }
 
 /// The caller's session, live: not revoked, not past its idle or absolute expiry, and its user

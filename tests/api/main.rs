@@ -4,6 +4,7 @@
 mod helpers;
 
 mod authorizer_events;
+mod database;
 mod e2e_admin;
 mod e2e_auth;
 mod e2e_limits;

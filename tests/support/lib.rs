@@ -144,7 +144,9 @@ pub async fn test_db() -> TestDb {
     let mut db = shared::db::connect(&url, &config.db)
         .await
         .expect("connect to the test database");
-    shared::db::migrate(&mut db).await.expect("migrate the test database");
+    shared::db::migrate(&mut db, &config.db)
+        .await
+        .expect("migrate the test database");
     TestDb { name, url }
 }
 

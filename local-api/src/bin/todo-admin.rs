@@ -21,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["migrate"] => {
             let mut client = shared::db::connect(&url, &config.db).await?;
-            let applied = shared::db::migrate(&mut client).await?;
+            let applied = shared::db::migrate(&mut client, &config.db).await?;
             if applied.is_empty() {
                 println!("no pending migrations");
             }
