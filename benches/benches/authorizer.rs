@@ -1,6 +1,7 @@
 //! The authorizer's handler from event to policy: the parsed TOKEN event through
-//! `authorizer::handle`, and the whole path the Lambda runtime drives (event JSON in, policy
-//! JSON out), with a valid token from every supported algorithm.
+//! `authorizer::handle` and through `handle_fresh` (what the deployed function calls: the key-cache
+//! check first; keys from the environment never go stale), and the whole path the Lambda runtime
+//! drives (event JSON in, policy JSON out), with a valid token from every supported algorithm.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
@@ -28,6 +29,17 @@ fn authorizer_benches(c: &mut Criterion) {
         let event = authorizer_event(&token).expect("event");
         group.bench_with_input(BenchmarkId::new("handle", algorithm.name), &event, |b, event| {
             b.iter(|| authorizer::handle(&tokens, black_box(event)).expect("allowed"))
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        group.bench_with_input(BenchmarkId::new("handle_fresh", algorithm.name), &event, |b, event| {
+            b.iter(|| {
+                runtime
+                    .block_on(authorizer::handle_fresh(&tokens, black_box(event)))
+                    .expect("allowed")
+            })
         });
         let json = authorizer_event_json(&token);
         group.bench_with_input(

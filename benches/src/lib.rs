@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequest;
 use secrecy::SecretString;
 use shared::roles::Role;
-use shared::tokens::{KeySet, SigningKey, TokenSettings, Tokens};
+use shared::tokens::{KeySet, Keys, SigningKey, TokenSettings, Tokens};
 use uuid::Uuid;
 
 /// A fixed 48-byte HMAC key: the benches sign nothing that leaves the process.
@@ -26,10 +26,16 @@ pub struct Algorithm {
 }
 
 /// Every algorithm the production code supports today. Add an entry to benchmark another.
-pub const ALGORITHMS: &[Algorithm] = &[Algorithm {
-    name: "HS256",
-    build: hs256,
-}];
+pub const ALGORITHMS: &[Algorithm] = &[
+    Algorithm {
+        name: "HS256",
+        build: hs256,
+    },
+    Algorithm {
+        name: "EdDSA",
+        build: eddsa,
+    },
+];
 
 /// The settings the functions use by default (`JWT_ISSUER`/`JWT_AUDIENCE` = `todo-api`, 15 min).
 pub fn token_settings() -> TokenSettings {
@@ -44,14 +50,22 @@ pub fn token_settings() -> TokenSettings {
 pub fn hs256() -> anyhow::Result<Tokens> {
     let secret = SecretString::from(BENCH_HMAC_KEY.to_owned());
     let kid = SigningKey::fingerprint_kid(&secret);
-    let current = SigningKey::hmac(kid, secret)?;
-    Ok(Tokens::hs256(
-        KeySet {
-            current,
-            previous: None,
-        },
-        token_settings(),
-    ))
+    tokens_for(SigningKey::hmac(kid, secret)?)
+}
+
+/// EdDSA (Ed25519) with a freshly generated key pair, as the rotation function makes them.
+pub fn eddsa() -> anyhow::Result<Tokens> {
+    let pem = SigningKey::generate_ed25519_pem()?;
+    let current = SigningKey::ed25519_pem("bench-ed25519", &pem)?;
+    tokens_for(current)
+}
+
+fn tokens_for(current: SigningKey) -> anyhow::Result<Tokens> {
+    let keys = Keys::from_set(KeySet {
+        current,
+        previous: None,
+    })?;
+    Ok(Tokens::new(keys, token_settings(), None))
 }
 
 /// A fresh access token for a random user and session, as login issues it.

@@ -1,0 +1,101 @@
+-- wrk script for scripts/bench.sh: three request mixes and a census of response statuses.
+--
+--   wrk ... -s scripts/bench/load.lua URL -- get_tasks  TOKENS_FILE
+--   wrk ... -s scripts/bench/load.lua URL -- post_tasks TOKENS_FILE
+--   wrk ... -s scripts/bench/load.lua URL -- login      USERS PASSWORD
+--
+-- get_tasks / post_tasks: GET /tasks and POST /tasks, the Bearer token taken round-robin from
+-- TOKENS_FILE (one access token a line, one per seeded user). login: POST /auth/login as
+-- benchN@bench.example with N uniform in 1..USERS.
+--
+-- Every response's status is counted (response() hook); done() prints one line
+-- "BENCH_JSON {...}" with requests/s, latency percentiles (µs), socket errors and the status
+-- census, non-2xx included, for scripts/bench/report.py.
+
+local threads = {}
+
+function setup(thread)
+   thread:set("thread_id", #threads)
+   table.insert(threads, thread)
+end
+
+local mode
+local tokens = {}
+local users = 0
+local password = ""
+local counter = 0
+statuses = {}
+
+function init(args)
+   mode = args[1]
+   if mode == "get_tasks" or mode == "post_tasks" then
+      for line in io.lines(args[2]) do
+         if #line > 0 then
+            table.insert(tokens, line)
+         end
+      end
+      if #tokens == 0 then
+         error("no tokens in " .. tostring(args[2]))
+      end
+   elseif mode == "login" then
+      users = tonumber(args[2])
+      password = args[3]
+   else
+      error("unknown mode " .. tostring(mode))
+   end
+   math.randomseed(os.time() * 1000 + (thread_id or 0))
+   counter = (thread_id or 0) * 7919
+end
+
+function request()
+   counter = counter + 1
+   if mode == "login" then
+      local email = string.format("bench%d@bench.example", math.random(1, users))
+      local body = string.format('{"email":"%s","password":"%s"}', email, password)
+      return wrk.format("POST", "/auth/login", { ["Content-Type"] = "application/json" }, body)
+   end
+   local token = tokens[(counter % #tokens) + 1]
+   if mode == "get_tasks" then
+      return wrk.format("GET", "/tasks", { ["Authorization"] = "Bearer " .. token }, nil)
+   end
+   local body = string.format('{"title":"bench task %d","description":"made by wrk"}', counter)
+   return wrk.format("POST", "/tasks", {
+      ["Authorization"] = "Bearer " .. token,
+      ["Content-Type"] = "application/json",
+   }, body)
+end
+
+function response(status, headers, body)
+   statuses[status] = (statuses[status] or 0) + 1
+end
+
+function done(summary, latency, requests)
+   local census = {}
+   local answered, ok = 0, 0
+   for _, thread in ipairs(threads) do
+      local s = thread:get("statuses")
+      for status, n in pairs(s) do
+         census[status] = (census[status] or 0) + n
+         answered = answered + n
+         if status >= 200 and status < 300 then
+            ok = ok + 1 * n
+         end
+      end
+   end
+   local parts = {}
+   for status, n in pairs(census) do
+      table.insert(parts, string.format('"%d":%d', status, n))
+   end
+   local e = summary.errors
+   local seconds = summary.duration / 1e6
+   io.write(string.format(
+      'BENCH_JSON {"requests":%d,"duration_s":%.3f,"bytes":%d,"rps":%.1f,"ok_rps":%.1f,'
+         .. '"latency_us":{"p50":%d,"p90":%d,"p99":%d,"p999":%d,"max":%d,"mean":%.1f,"stdev":%.1f},'
+         .. '"socket_errors":{"connect":%d,"read":%d,"write":%d,"timeout":%d},"wrk_status_errors":%d,'
+         .. '"answered":%d,"non_2xx":%d,"statuses":{%s}}\n',
+      summary.requests, seconds, summary.bytes, summary.requests / seconds, ok / seconds,
+      latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9),
+      latency.max, latency.mean, latency.stdev,
+      e.connect, e.read, e.write, e.timeout, e.status,
+      answered, answered - ok, table.concat(parts, ",")))
+end
