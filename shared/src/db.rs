@@ -150,19 +150,24 @@ pub async fn migrate(client: &mut tokio_postgres::Client, settings: &DbSettings)
 /// the statement is built by PostgreSQL's `format` (`%I`, `%L` quote) from bound values.
 pub async fn set_role_statement_timeout(client: &tokio_postgres::Client, timeout: Duration) -> anyhow::Result<()> {
     let ms = i64::try_from(timeout.as_millis()).context("statement timeout out of range")?;
-    let row = client
-        .query_one(
+    // `query_typed` (unnamed statement), like every other query here: safe through a pooler too.
+    let rows = client
+        .query_typed(
             "SELECT CASE WHEN $1::int8 = 0
                          THEN format('ALTER ROLE CURRENT_USER IN DATABASE %I RESET statement_timeout',
                                      current_database())
                          ELSE format('ALTER ROLE CURRENT_USER IN DATABASE %I SET statement_timeout = %L',
                                      current_database(), $1::int8 || 'ms')
                     END",
-            &[&ms],
+            &[(&ms, tokio_postgres::types::Type::INT8)],
         )
         .await
         .context("building the statement-timeout default")?;
-    let statement: String = row.try_get(0).context("building the statement-timeout default")?;
+    let statement: String = rows
+        .first()
+        .context("building the statement-timeout default: no row")?
+        .try_get(0)
+        .context("building the statement-timeout default")?;
     client
         .batch_execute(&statement)
         .await
