@@ -231,11 +231,11 @@ run cargo build --release --locked --workspace --bins
 if [[ "${BENCH_SKIP_MICRO:-0}" != 1 ]]; then
     section "Micro-benchmarks (criterion)"
     run cargo bench --locked -p benchmarks --no-run
-    note_cmd "CRITERION_HOME=\$R/criterion BENCH_PERCENTILES_OUT=\$R/percentiles.jsonl \\"
-    CRITERION_HOME="$R/criterion" BENCH_PERCENTILES_OUT="$R/percentiles.jsonl" \
+    note_cmd "CRITERION_HOME=\$R/criterion BENCH_PERCENTILES_OUT=\$R/percentiles.jsonl BENCH_THROUGHPUT_OUT=\$R/throughput.jsonl \\"
+    CRITERION_HOME="$R/criterion" BENCH_PERCENTILES_OUT="$R/percentiles.jsonl" BENCH_THROUGHPUT_OUT="$R/throughput.jsonl" \
         run cargo bench --locked -p benchmarks >"$R/logs/criterion.txt" 2>&1 \
         || { tail -n 40 "$R/logs/criterion.txt" >&2; die "cargo bench failed"; }
-    grep -E 'time:|per call' "$R/logs/criterion.txt" >&2 || true
+    grep -E 'time:|per call|hash_parallel' "$R/logs/criterion.txt" >&2 || true
 fi
 
 cp /proc/loadavg "$R/load_measure.txt"

@@ -7,7 +7,7 @@
 #
 # Steps, stopping at the first failure: rustfmt check, clippy (-D warnings),
 # cfn-lint (pinned 1.53.x) on template.yaml, cargo test; on a full run also the
-# end-to-end suite again with EdDSA tokens and the contract test
+# end-to-end suite again with EdDSA tokens and unnamed statements, and the contract test
 # (scripts/contract-test.sh: openapi.yaml validated, schemathesis against the
 # local API). Before them it makes
 # sure of the tools and services the tests need:
@@ -144,9 +144,11 @@ run_step "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 run_step "cfn-lint" lint_template
 run_step "cargo test" cargo_test "$@"
 if [[ $# -eq 0 ]]; then
-    # The end-to-end suite (and the key tests) again with EdDSA (Ed25519) tokens: both
-    # algorithms must pass it. The run above used HS256, the default.
-    TEST_JWT_ALGORITHM=EdDSA run_step "e2e with EdDSA tokens" \
+    # The end-to-end suite (and the key tests) again with EdDSA (Ed25519) tokens and unnamed
+    # statements (DB_PREPARED_STATEMENTS=false, for a pooler without prepared statements): both
+    # algorithms and both statement modes must pass it. The run above used HS256 and named
+    # prepared statements, the defaults.
+    TEST_JWT_ALGORITHM=EdDSA TEST_DB_PREPARED_STATEMENTS=false run_step "e2e with EdDSA tokens, unnamed statements" \
         cargo_test -p api-tests --test api -- e2e_ rotation::
     # openapi.yaml validated, then schemathesis over every operation against the local API.
     run_step "contract test" bash scripts/contract-test.sh

@@ -33,6 +33,10 @@ pub struct DbSettings {
     /// Client-side bound on any one database call (connect + query), so a request never hangs
     /// past the function timeout when PostgreSQL is unreachable.
     pub operation_timeout: Duration,
+    /// Named (protocol-level) prepared statements, cached per connection: each statement is
+    /// planned once per connection. Turn off for a transaction-mode pooler without prepared
+    /// statement support (PgBouncer before 1.21, or `max_prepared_statements = 0`).
+    pub prepared_statements: bool,
 }
 
 /// A limit of `max` events per `window`.
@@ -106,6 +110,20 @@ impl<'a> EnvReader<'a> {
         }
     }
 
+    /// `true` or `false` (any case); anything else is a problem.
+    pub fn boolean(&mut self, name: &str, default: bool) -> bool {
+        let Some(raw) = self.get(name) else { return default };
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "true" => true,
+            "false" => false,
+            _ => {
+                self.problems
+                    .push(format!("{name}: must be true or false (got {raw:?})"));
+                default
+            }
+        }
+    }
+
     pub fn seconds(&mut self, name: &str, default: u64, min: u64, max: u64) -> Duration {
         Duration::from_secs(self.number(name, default, min, max))
     }
@@ -157,6 +175,7 @@ impl Config {
             connect_timeout: env.millis("DB_CONNECT_TIMEOUT_MS", 3000, 100, 60_000),
             statement_timeout: env.millis("DB_STATEMENT_TIMEOUT_MS", 5000, 0, 600_000),
             operation_timeout: env.millis("DB_OPERATION_TIMEOUT_MS", 8000, 100, 600_000),
+            prepared_statements: env.boolean("DB_PREPARED_STATEMENTS", true),
         };
         let mut limit = |max_name: &str, max: u32, window_name: &str, window: u64| Limit {
             max: env.number(max_name, max, 1, 1_000_000),

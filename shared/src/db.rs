@@ -2,8 +2,13 @@
 //! and the SQL migrations (applied by `refinery`).
 //!
 //! Built for Neon's pooled endpoint (PgBouncer in transaction mode): no session-level `SET` and no
-//! SQL `PREPARE`. Queries go through `query_typed`, which sends parse/bind/execute in one round
-//! trip on the unnamed statement, so nothing outlives a transaction. No startup option either:
+//! SQL `PREPARE`. Every statement goes through [`run`], which by default uses a protocol-level
+//! named prepared statement cached on the connection (parsed and planned once per connection, not
+//! once per request: half of PostgreSQL's CPU for `GET /tasks`, see BENCHMARKS.md). PgBouncer
+//! 1.21+ carries those across transaction-mode pooling when `max_prepared_statements` is set, as
+//! Neon's pooler does; for a pooler that does not, `DB_PREPARED_STATEMENTS=false` sends every
+//! statement unnamed (`query_typed`: parse/bind/execute in one round trip, nothing outlives the
+//! statement). No startup option either:
 //! PgBouncer, and so Neon's pooled endpoint, refuses a connection whose startup packet sets
 //! `statement_timeout` ("unsupported startup parameter in options"). The server-side statement
 //! timeout is instead the role's default in this database, set by [`migrate`]
@@ -22,6 +27,8 @@ use tokio_postgres::config::SslMode;
 
 use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
+
+pub use deadpool_postgres::Transaction;
 
 use crate::auth::Caller;
 use crate::config::DbSettings;
@@ -175,6 +182,55 @@ pub async fn set_role_statement_timeout(client: &tokio_postgres::Client, timeout
     Ok(())
 }
 
+/// Where a statement can run: a pooled connection, or a transaction on one. Both share the
+/// connection's statement cache.
+pub trait Runner: deadpool_postgres::GenericClient + Sync {
+    /// The statement sent unnamed: parsed and planned for this one execution.
+    fn query_unnamed(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> impl Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send;
+}
+
+// Both deref to a `tokio_postgres` client or transaction, whose `query_typed` sends the unnamed
+// statement.
+macro_rules! runner {
+    ($($t:ty),*) => {$(
+        impl Runner for $t {
+            async fn query_unnamed(
+                &self,
+                sql: &str,
+                params: &[(&(dyn ToSql + Sync), Type)],
+            ) -> Result<Vec<Row>, tokio_postgres::Error> {
+                self.query_typed(sql, params).await
+            }
+        }
+    )*};
+}
+
+runner!(deadpool_postgres::Client, deadpool_postgres::Transaction<'_>);
+
+/// Run one statement with typed parameters (every parameter's type is given, so nothing is
+/// inferred differently between the two paths). With `settings.prepared_statements` the statement
+/// is prepared once per connection (keyed by its text and parameter types) and executed by name
+/// afterwards; otherwise it is sent unnamed. SQL text is always a constant of the code, never
+/// built from input, so the cache holds a fixed, small set of statements.
+pub async fn run<C: Runner>(
+    client: &C,
+    settings: &DbSettings,
+    sql: &str,
+    params: &[(&(dyn ToSql + Sync), Type)],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    if !settings.prepared_statements {
+        return client.query_unnamed(sql, params).await;
+    }
+    let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
+    let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
+    let statement = client.prepare_typed_cached(sql, &types).await?;
+    client.query(&statement, &values).await
+}
+
 /// The caller's session, live: not revoked, not past its idle or absolute expiry, and its user
 /// exists and is enabled. Every data query starts `WITH` this and joins on `caller.user_id`, so
 /// revocation bites on the very next request in the same round trip as the work.
@@ -201,7 +257,7 @@ pub async fn caller_query(
     all.extend(params.iter().map(|(v, t)| (*v, t.clone())));
     bounded(settings, async {
         let client = conn(pool).await?;
-        Ok(client.query_typed(sql, &all).await?)
+        Ok(run(&client, settings, sql, &all).await?)
     })
     .await
 }
@@ -215,7 +271,7 @@ pub async fn query(
 ) -> ApiResult<Vec<Row>> {
     bounded(settings, async {
         let client = conn(pool).await?;
-        Ok(client.query_typed(sql, params).await?)
+        Ok(run(&client, settings, sql, params).await?)
     })
     .await
 }

@@ -29,7 +29,8 @@ pub enum Bucket {
 }
 
 impl Bucket {
-    fn name(self) -> &'static str {
+    /// The bucket's name in `rate_limits.bucket`.
+    pub fn name(self) -> &'static str {
         match self {
             Bucket::LoginAccount => "login_account",
             Bucket::LoginIp => "login_ip",

@@ -150,12 +150,19 @@ pub async fn test_db() -> TestDb {
     TestDb { name, url }
 }
 
+/// Named prepared statements (the default) unless `TEST_DB_PREPARED_STATEMENTS=false`: CI runs
+/// the end-to-end suite a second time with unnamed statements, as behind a pooler without support.
+fn prepared_statements() -> bool {
+    std::env::var("TEST_DB_PREPARED_STATEMENTS").map_or(true, |v| v != "false")
+}
+
 /// The default configuration, with a pool big enough for concurrency tests and rate limits
 /// raised out of the way: every test connects from 127.0.0.1, so address-based limits would
 /// couple unrelated tests. The rate-limit tests set small limits of their own.
 pub fn test_config() -> Config {
     let mut config = Config::from_reader(EnvReader::new(|_| None)).expect("defaults are valid");
     config.db.pool_size = 16;
+    config.db.prepared_statements = prepared_statements();
     let generous = |l: shared::config::Limit| shared::config::Limit { max: 100_000, ..l };
     let limits = &mut config.rate_limits;
     limits.signups_per_ip = generous(limits.signups_per_ip);
@@ -169,6 +176,7 @@ pub fn test_config() -> Config {
 pub fn default_config() -> Config {
     let mut config = Config::from_reader(EnvReader::new(|_| None)).expect("defaults are valid");
     config.db.pool_size = 16;
+    config.db.prepared_statements = prepared_statements();
     config
 }
 

@@ -10,6 +10,8 @@ use http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 use shared::auth::{Caller, caller};
+use shared::config::DbSettings;
+use shared::db::Transaction;
 use shared::error::{ApiError, ApiResult, Challenge, FieldError};
 use shared::http::{
     RequestBody, double_option, empty_response, json_response, parse_json, path_param, query_param, respond,
@@ -190,13 +192,14 @@ struct Target {
 }
 
 impl Target {
-    async fn lock(tx: &tokio_postgres::Transaction<'_>, id: Uuid) -> ApiResult<Self> {
-        let rows = tx
-            .query_typed(
-                "SELECT role, disabled FROM users WHERE id = $1 FOR UPDATE",
-                &[(&id, Type::UUID)],
-            )
-            .await?;
+    async fn lock(tx: &Transaction<'_>, settings: &DbSettings, id: Uuid) -> ApiResult<Self> {
+        let rows = db::run(
+            tx,
+            settings,
+            "SELECT role, disabled FROM users WHERE id = $1 FOR UPDATE",
+            &[(&id, Type::UUID)],
+        )
+        .await?;
         let row = rows.first().ok_or(ApiError::NotFound)?;
         let role: String = row.try_get("role")?;
         Ok(Target {
@@ -211,18 +214,23 @@ impl Target {
 }
 
 /// The caller's role (re-read), locking the active admins' rows for the rest of the transaction.
-async fn begin_admin_change(tx: &tokio_postgres::Transaction<'_>, caller: &Caller) -> ApiResult<i64> {
+async fn begin_admin_change(tx: &Transaction<'_>, settings: &DbSettings, caller: &Caller) -> ApiResult<i64> {
     let sql = format!("WITH {} SELECT role AS caller_role FROM caller", db::LIVE_CALLER);
-    let rows = tx
-        .query_typed(&sql, &[(&caller.session_id, Type::UUID), (&caller.user_id, Type::UUID)])
-        .await?;
+    let rows = db::run(
+        tx,
+        settings,
+        &sql,
+        &[(&caller.session_id, Type::UUID), (&caller.user_id, Type::UUID)],
+    )
+    .await?;
     check_admin(&rows)?;
-    let admins = tx
-        .query_typed(
-            "SELECT id FROM users WHERE role = 'admin' AND NOT disabled ORDER BY id FOR UPDATE",
-            &[],
-        )
-        .await?;
+    let admins = db::run(
+        tx,
+        settings,
+        "SELECT id FROM users WHERE role = 'admin' AND NOT disabled ORDER BY id FOR UPDATE",
+        &[],
+    )
+    .await?;
     Ok(admins.len() as i64)
 }
 
@@ -259,8 +267,8 @@ async fn patch(state: &AppState, caller: &Caller, id: Uuid, req: &Request) -> Ap
     db::bounded(&state.config.db, async {
         let mut client = db::conn(&state.pool).await?;
         let tx = client.transaction().await?;
-        let active_admins = begin_admin_change(&tx, caller).await?;
-        let target = Target::lock(&tx, id).await?;
+        let active_admins = begin_admin_change(&tx, &state.config.db, caller).await?;
+        let target = Target::lock(&tx, &state.config.db, id).await?;
         let after = Target {
             role: role.unwrap_or(target.role),
             disabled: disabled.unwrap_or(target.disabled),
@@ -279,12 +287,13 @@ async fn patch(state: &AppState, caller: &Caller, id: Uuid, req: &Request) -> Ap
                   FROM updated u WHERE s.user_id = u.id AND u.disabled AND s.revoked_at IS NULL)
              SELECT * FROM updated"
         );
-        let rows = tx
-            .query_typed(
-                &sql,
-                &[(&id, Type::UUID), (&role_text, Type::TEXT), (&disabled, Type::BOOL)],
-            )
-            .await?;
+        let rows = db::run(
+            &tx,
+            &state.config.db,
+            &sql,
+            &[(&id, Type::UUID), (&role_text, Type::TEXT), (&disabled, Type::BOOL)],
+        )
+        .await?;
         let user = rows
             .first()
             .map(AdminUser::from_row)
@@ -303,14 +312,19 @@ async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Respon
     db::bounded(&state.config.db, async {
         let mut client = db::conn(&state.pool).await?;
         let tx = client.transaction().await?;
-        let active_admins = begin_admin_change(&tx, caller).await?;
-        let active_admin = Target::lock(&tx, id).await?.active_admin();
+        let active_admins = begin_admin_change(&tx, &state.config.db, caller).await?;
+        let active_admin = Target::lock(&tx, &state.config.db, id).await?.active_admin();
         if active_admin && active_admins <= 1 {
             return Err(LAST_ADMIN);
         }
         // Sessions, refresh tokens and tasks go with the user (ON DELETE CASCADE).
-        tx.query_typed("DELETE FROM users WHERE id = $1", &[(&id, Type::UUID)])
-            .await?;
+        db::run(
+            &tx,
+            &state.config.db,
+            "DELETE FROM users WHERE id = $1",
+            &[(&id, Type::UUID)],
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!("user deleted by admin");
         Ok(empty_response(StatusCode::NO_CONTENT))

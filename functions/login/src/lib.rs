@@ -58,16 +58,13 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     )
     .await?;
 
-    let found = db::bounded(&state.config.db, async {
-        let client = db::conn(&state.pool).await?;
-        Ok(client
-            .query_typed(
-                "SELECT id, email, role, created_at, password_hash, disabled
-                   FROM users WHERE lower(email) = lower($1)",
-                &[(&email, Type::TEXT)],
-            )
-            .await?)
-    })
+    let found = db::query(
+        &state.pool,
+        &state.config.db,
+        "SELECT id, email, role, created_at, password_hash, disabled
+           FROM users WHERE lower(email) = lower($1)",
+        &[(&email, Type::TEXT)],
+    )
     .await?;
     let found = found.first();
     let stored_hash: Option<String> = found.map(|r| r.try_get("password_hash")).transpose()?;
@@ -95,39 +92,39 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     };
 
     let session = SessionParams::new(state)?;
-    // The session is only created if the user is still enabled at this instant.
+    // The session is only created if the user is still enabled at this instant. In the same
+    // statement (one round trip fewer per login): the password was right, so this account's
+    // failure count starts again.
     let sql = format!(
         "WITH target AS (SELECT id FROM users WHERE id = $1 AND NOT disabled),
          rehash AS (UPDATE users SET password_hash = $6, updated_at = now()
                      WHERE id = (SELECT id FROM target) AND $6::text IS NOT NULL),
-         {}
+         {},
+         reset AS (DELETE FROM rate_limits WHERE bucket = $7 AND key = $8 AND EXISTS (SELECT 1 FROM target))
          SELECT id FROM new_session",
         session_ctes("target", 2)
     );
     let [t_sid, t_hash, t_idle, t_abs] = SessionParams::types();
-    let rows = db::bounded(&state.config.db, async {
-        let client = db::conn(&state.pool).await?;
-        Ok(client
-            .query_typed(
-                &sql,
-                &[
-                    (&user.id, Type::UUID),
-                    (&session.session_id, t_sid),
-                    (&session.refresh_hash, t_hash),
-                    (&session.idle_secs, t_idle),
-                    (&session.absolute_secs, t_abs),
-                    (&new_hash, Type::TEXT),
-                ],
-            )
-            .await?)
-    })
+    let rows = db::query(
+        &state.pool,
+        &state.config.db,
+        &sql,
+        &[
+            (&user.id, Type::UUID),
+            (&session.session_id, t_sid),
+            (&session.refresh_hash, t_hash),
+            (&session.idle_secs, t_idle),
+            (&session.absolute_secs, t_abs),
+            (&new_hash, Type::TEXT),
+            (&Bucket::LoginAccount.name(), Type::TEXT),
+            (&account_key, Type::TEXT),
+        ],
+    )
     .await?;
     if rows.is_empty() {
         // Disabled or deleted between the check and the insert.
         return Err(ApiError::InvalidCredentials);
     }
-    // The password was right: this account's failure count starts again.
-    ratelimit::reset(&state.pool, &state.config.db, Bucket::LoginAccount, &account_key).await?;
     tracing::info!(user_id = %user.id, rehashed = new_hash.is_some(), "user logged in");
     let role: Role = user.role;
     let session = session.into_session();

@@ -69,23 +69,20 @@ async fn signup(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
         session_ctes("new_user", 4)
     );
     let [t_sid, t_hash, t_idle, t_abs] = SessionParams::types();
-    let row = db::bounded(&state.config.db, async {
-        let client = db::conn(&state.pool).await?;
-        Ok(client
-            .query_typed(
-                &sql,
-                &[
-                    (&user_id, Type::UUID),
-                    (&email, Type::TEXT),
-                    (&password_hash, Type::TEXT),
-                    (&session.session_id, t_sid),
-                    (&session.refresh_hash, t_hash),
-                    (&session.idle_secs, t_idle),
-                    (&session.absolute_secs, t_abs),
-                ],
-            )
-            .await?)
-    })
+    let row = db::query(
+        &state.pool,
+        &state.config.db,
+        &sql,
+        &[
+            (&user_id, Type::UUID),
+            (&email, Type::TEXT),
+            (&password_hash, Type::TEXT),
+            (&session.session_id, t_sid),
+            (&session.refresh_hash, t_hash),
+            (&session.idle_secs, t_idle),
+            (&session.absolute_secs, t_abs),
+        ],
+    )
     .await?;
     let row = row.first().ok_or_else(|| anyhow::anyhow!("signup returned no row"))?;
     let user = User::from_row(row)?;
