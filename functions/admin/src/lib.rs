@@ -123,15 +123,25 @@ async fn list(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Res
     let limit = page.limit;
     let fetch = limit + 1;
     // The email filter is a case-insensitive substring match (position(), so no LIKE escaping).
+    // One statement text per combination of filters (four), as in the tasks list: each prepared
+    // statement's generic plan has only the conditions it needs; unused parameters are ignored.
+    let email_filter = if email.is_some() {
+        "AND position($3 in lower(email)) > 0"
+    } else {
+        ""
+    };
+    let cursor_filter = if after_time.is_some() {
+        "AND (created_at, id) < ($4, $5)"
+    } else {
+        ""
+    };
     let sql = format!(
         "WITH {live}
          SELECT c.role AS caller_role, {USER_COLUMNS}
            FROM caller c
            LEFT JOIN LATERAL (
                 SELECT * FROM users
-                 WHERE c.role = 'admin'
-                   AND ($3::text IS NULL OR position($3 in lower(email)) > 0)
-                   AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5))
+                 WHERE c.role = 'admin' {email_filter} {cursor_filter}
                  ORDER BY created_at DESC, id DESC
                  LIMIT $6) u ON true
           ORDER BY u.created_at DESC, u.id DESC",

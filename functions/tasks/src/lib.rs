@@ -149,15 +149,23 @@ async fn list(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Res
     let (after_time, after_id) = page.after.map_or((None, None), |(t, id)| (Some(t), Some(id)));
     let limit = page.limit;
     let fetch = limit + 1;
+    // One statement text per combination of filters (four in all), rather than `$n IS NULL OR
+    // ...` in one text: each is a prepared statement whose generic plan walks the
+    // (user_id, created_at, id) index from the cursor on, whatever page is asked for. The
+    // parameters are bound in every variant; a variant that has no use for one ignores it.
+    let completed_filter = if completed.is_some() { "AND completed = $3" } else { "" };
+    let cursor_filter = if after_time.is_some() {
+        "AND (created_at, id) < ($4, $5)"
+    } else {
+        ""
+    };
     let sql = format!(
         "WITH {live}
          SELECT {TASK_COLUMNS}
            FROM caller c
            LEFT JOIN LATERAL (
                 SELECT * FROM tasks
-                 WHERE user_id = c.user_id
-                   AND ($3::bool IS NULL OR completed = $3)
-                   AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5))
+                 WHERE user_id = c.user_id {completed_filter} {cursor_filter}
                  ORDER BY created_at DESC, id DESC
                  LIMIT $6) t ON true
           ORDER BY t.created_at DESC, t.id DESC",
