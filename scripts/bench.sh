@@ -238,6 +238,19 @@ if [[ "${BENCH_SKIP_MICRO:-0}" != 1 ]]; then
     grep -E 'time:|per call|hash_parallel' "$R/logs/criterion.txt" >&2 || true
 fi
 
+# The builds and benches above leave the 1-minute load average high for a while after they end:
+# wait (at most 120 s) for it to fall below 0.5 before the load runs, so that what is recorded
+# as the load before measuring describes the machine, not our own build.
+wait_quiet() {
+    local waited=0
+    while (( waited < 120 )) && awk '{ exit !($1 >= 0.5) }' /proc/loadavg; do
+        sleep 5
+        waited=$((waited + 5))
+    done
+    log "load average $(cut -d' ' -f1-3 /proc/loadavg) after waiting ${waited}s for a quiet machine"
+}
+note_cmd "# wait (at most 120 s) for the 1-minute load average to fall below 0.5"
+wait_quiet
 cp /proc/loadavg "$R/load_measure.txt"
 
 # --- 2. load on a nearly empty database ----------------------------------------------------

@@ -6,14 +6,21 @@
 //! with the same bodies as the Gateway Responses in `template.yaml`), then call the function's
 //! handler with a REST (v1) event context: the authorizer context, and the TCP peer as
 //! `sourceIp`. It contains no business logic.
+//!
+//! Like API Gateway with `ReauthorizeEvery` (template.yaml's `AuthorizerCacheTtl`), it caches the
+//! authorizer's answer per `Authorization` header value ([`AuthorizerCache`]), so the same
+//! revocation-after-caching behaviour is exercised locally: revocation still bites on the next
+//! request because the functions check the session in the database.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_lambda_events::apigw::{ApiGatewayCustomAuthorizerRequest, ApiGatewayProxyRequestContext};
+use aws_lambda_events::apigw::{
+    ApiGatewayCustomAuthorizerPolicy, ApiGatewayCustomAuthorizerRequest, ApiGatewayProxyRequestContext,
+};
 use bytes::Bytes;
 use http::{Request, Response, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -45,15 +52,88 @@ pub fn bearer_header_valid(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
 }
 
+/// What the authorizer answered for one token: the policy, and the context handed to functions.
+#[derive(Debug)]
+pub struct Decision {
+    policy: ApiGatewayCustomAuthorizerPolicy,
+    fields: HashMap<String, serde_json::Value>,
+}
+
+/// API Gateway's authorizer cache: the answer for an `Authorization` header value is reused, for
+/// every route called with that header, until `ttl` has passed, and (stricter than API Gateway)
+/// never past the token's own `exp`. Refusals are not cached. A zero `ttl` disables it. At most
+/// [`AuthorizerCache::MAX_ENTRIES`] entries: when full, expired ones go, then all of them.
+pub struct AuthorizerCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<String, (Arc<Decision>, Instant)>>,
+}
+
+impl AuthorizerCache {
+    pub const MAX_ENTRIES: usize = 1000;
+
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cached decision for `header`, if it is still fresh at `now`.
+    pub fn get(&self, header: &str, now: Instant) -> Option<Arc<Decision>> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(header)
+            .filter(|(_, until)| now < *until)
+            .map(|(d, _)| d.clone())
+    }
+
+    /// Remember `decision` for `header` from `now`, for the TTL, but not past `expires_in` (the
+    /// time left before the token's `exp`).
+    pub fn insert(&self, header: &str, decision: Arc<Decision>, now: Instant, expires_in: Duration) {
+        let keep = self.ttl.min(expires_in);
+        if keep.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= Self::MAX_ENTRIES && !entries.contains_key(header) {
+            entries.retain(|_, (_, until)| now < *until);
+            if entries.len() >= Self::MAX_ENTRIES {
+                entries.clear();
+            }
+        }
+        entries.insert(header.to_owned(), (decision, now + keep));
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The authorizer cache TTL: `AUTHORIZER_CACHE_TTL_SECONDS` (0 to 3600), 300 by default like
+/// template.yaml's `AuthorizerCacheTtl`.
+pub fn authorizer_cache_ttl(env: &mut shared::config::EnvReader<'_>) -> Duration {
+    env.seconds("AUTHORIZER_CACHE_TTL_SECONDS", 300, 0, 3600)
+}
+
 /// Serve until the listener fails. Each connection is served on its own task.
-pub async fn serve(listener: TcpListener, state: Arc<AppState>) -> std::io::Result<()> {
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, authorizer_cache_ttl: Duration) -> std::io::Result<()> {
+    let cache = Arc::new(AuthorizerCache::new(authorizer_cache_ttl));
     loop {
         let (stream, peer) = listener.accept().await?;
         let state = state.clone();
+        let cache = cache.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req, peer).await) }
+                let cache = cache.clone();
+                async move { Ok::<_, Infallible>(handle(&state, &cache, req, peer).await) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -82,16 +162,59 @@ fn problem(err: ApiError) -> Response<Full<Bytes>> {
 }
 
 /// One request through the gateway logic and the function.
-pub async fn handle(state: &AppState, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+pub async fn handle(
+    state: &AppState,
+    cache: &AuthorizerCache,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let response = route(state, req, peer.ip()).await;
+    let response = route(state, cache, req, peer.ip()).await;
     tracing::info!(%method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
     response
 }
 
-async fn route(state: &AppState, req: Request<Incoming>, peer: IpAddr) -> Response<Full<Bytes>> {
+/// Run the authorizer on a header that passed the identity check, or reuse its cached answer.
+async fn authorize(
+    state: &AppState,
+    cache: &AuthorizerCache,
+    header: &str,
+    method_arn: &str,
+) -> Result<Arc<Decision>, authorizer::Unauthorized> {
+    let now = Instant::now();
+    if let Some(decision) = cache.get(header, now) {
+        return Ok(decision);
+    }
+    let mut event = ApiGatewayCustomAuthorizerRequest::default();
+    event.type_ = Some("TOKEN".into());
+    event.authorization_token = Some(header.to_owned());
+    event.method_arn = Some(method_arn.to_owned());
+    let (response, exp) = authorizer::handle_fresh_until(&state.tokens, &event).await?;
+    let mut fields = HashMap::new();
+    if let Some(principal) = response.principal_id {
+        fields.insert("principalId".to_owned(), serde_json::Value::String(principal));
+    }
+    if let serde_json::Value::Object(context) = response.context {
+        fields.extend(context);
+    }
+    let decision = Arc::new(Decision {
+        policy: response.policy_document,
+        fields,
+    });
+    let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let expires_in = Duration::from_secs(exp).saturating_sub(unix_now);
+    cache.insert(header, decision.clone(), now, expires_in);
+    Ok(decision)
+}
+
+async fn route(
+    state: &AppState,
+    cache: &AuthorizerCache,
+    req: Request<Incoming>,
+    peer: IpAddr,
+) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let Some((route, params)) = match_route(&method, &path) else {
@@ -111,22 +234,13 @@ async fn route(state: &AppState, req: Request<Incoming>, peer: IpAddr) -> Respon
             return problem(ApiError::Unauthenticated(Challenge::InvalidToken));
         }
         let method_arn = format!("{LOCAL_ARN_PREFIX}/{}{}", method.as_str(), path);
-        let mut event = ApiGatewayCustomAuthorizerRequest::default();
-        event.type_ = Some("TOKEN".into());
-        event.authorization_token = Some(header.to_owned());
-        event.method_arn = Some(method_arn.clone());
-        let Ok(decision) = authorizer::handle_fresh(&state.tokens, &event).await else {
+        let Ok(decision) = authorize(state, cache, header, &method_arn).await else {
             return problem(ApiError::Unauthenticated(Challenge::InvalidToken));
         };
-        if !authorizer::policy_allows(&decision.policy_document, &method_arn) {
+        if !authorizer::policy_allows(&decision.policy, &method_arn) {
             return problem(ApiError::Forbidden);
         }
-        if let Some(principal) = decision.principal_id {
-            authorizer_fields.insert("principalId".to_owned(), serde_json::Value::String(principal));
-        }
-        if let serde_json::Value::Object(context) = decision.context {
-            authorizer_fields.extend(context);
-        }
+        authorizer_fields.clone_from(&decision.fields);
     }
 
     let (parts, body) = req.into_parts();
@@ -177,6 +291,65 @@ async fn route(state: &AppState, req: Request<Incoming>, peer: IpAddr) -> Respon
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decision() -> Arc<Decision> {
+        Arc::new(Decision {
+            policy: ApiGatewayCustomAuthorizerPolicy::default(),
+            fields: HashMap::new(),
+        })
+    }
+
+    #[test]
+    fn cached_until_the_ttl() {
+        let cache = AuthorizerCache::new(Duration::from_secs(300));
+        let t0 = Instant::now();
+        cache.insert("Bearer a", decision(), t0, Duration::from_secs(900));
+        assert!(cache.get("Bearer a", t0 + Duration::from_secs(299)).is_some());
+        assert!(cache.get("Bearer a", t0 + Duration::from_secs(300)).is_none());
+        assert!(cache.get("Bearer b", t0).is_none(), "per header value");
+    }
+
+    #[test]
+    fn never_past_the_tokens_exp() {
+        let cache = AuthorizerCache::new(Duration::from_secs(300));
+        let t0 = Instant::now();
+        cache.insert("Bearer a", decision(), t0, Duration::from_secs(10));
+        assert!(cache.get("Bearer a", t0 + Duration::from_secs(9)).is_some());
+        assert!(cache.get("Bearer a", t0 + Duration::from_secs(10)).is_none());
+        cache.insert("Bearer gone", decision(), t0, Duration::ZERO);
+        assert!(cache.get("Bearer gone", t0).is_none(), "an expired token is not cached");
+    }
+
+    #[test]
+    fn a_zero_ttl_disables_it() {
+        let cache = AuthorizerCache::new(Duration::ZERO);
+        let t0 = Instant::now();
+        cache.insert("Bearer a", decision(), t0, Duration::from_secs(900));
+        assert!(cache.get("Bearer a", t0).is_none());
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn bounded() {
+        let cache = AuthorizerCache::new(Duration::from_secs(300));
+        let t0 = Instant::now();
+        for i in 0..AuthorizerCache::MAX_ENTRIES {
+            cache.insert(&format!("Bearer {i}"), decision(), t0, Duration::from_secs(900));
+        }
+        assert_eq!(cache.len(), AuthorizerCache::MAX_ENTRIES);
+        // Full of live entries: they all go, and the new one is kept.
+        cache.insert("Bearer new", decision(), t0, Duration::from_secs(900));
+        assert_eq!(cache.len(), 1);
+        assert!(cache.get("Bearer new", t0).is_some());
+        // Expired entries go first when full.
+        for i in 0..AuthorizerCache::MAX_ENTRIES - 1 {
+            cache.insert(&format!("Bearer short {i}"), decision(), t0, Duration::from_secs(1));
+        }
+        let later = t0 + Duration::from_secs(2);
+        cache.insert("Bearer later", decision(), later, Duration::from_secs(900));
+        assert_eq!(cache.len(), 2, "the expired ones were dropped, the live ones kept");
+        assert!(cache.get("Bearer new", later).is_some());
+    }
 
     #[test]
     fn identity_validation_expression() {

@@ -14,6 +14,9 @@ async fn main() -> anyhow::Result<()> {
     shared::telemetry::init();
     let env = EnvReader::process();
     let mut config = Config::from_env()?;
+    let mut local = EnvReader::process();
+    let cache_ttl = local_api::authorizer_cache_ttl(&mut local);
+    let cache_ttl = local.finish(cache_ttl)?;
     if env.get("DB_POOL_SIZE").is_none() {
         // One connection suits one Lambda instance; this process serves every route at once.
         config.db.pool_size = 16;
@@ -40,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding {addr}"))?;
     tracing::info!("local API listening on http://{addr}");
     tokio::select! {
-        result = local_api::serve(listener, state) => result.context("server failed"),
+        result = local_api::serve(listener, state, cache_ttl) => result.context("server failed"),
         _ = tokio::signal::ctrl_c() => {
             tracing::info!("shutting down");
             Ok(())

@@ -649,7 +649,7 @@ async fn two_instances_on_one_database_share_the_counter() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let second_base = format!("http://{}", listener.local_addr().expect("addr"));
     let server = tokio::spawn(async move {
-        let _ = local_api::serve(listener, second).await;
+        let _ = local_api::serve(listener, second, api_tests::AUTHORIZER_CACHE_TTL).await;
     });
 
     let acct = signup_ok(&api).await;

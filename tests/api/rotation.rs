@@ -1346,9 +1346,13 @@ async fn eddsa_api_on_secrets_manager_keeps_serving_through_rotations() {
     let (private_arn, jwks_arn) = eddsa_secrets(&client).await;
     let rotation = eddsa(&jwks_arn);
     let k1 = rotate(&client, &rotation, &private_arn).await;
-    let api = api_tests::spawn_api_with_tokens(
+    // No authorizer cache: this is about which keys the verifier accepts. (With the cache, a token
+    // already seen stays allowed until the cache TTL, as behind API Gateway: see
+    // e2e_sessions::a_cached_policy_outlives_the_key_but_not_the_session.)
+    let api = api_tests::spawn_api_with_tokens_and_cache(
         api_tests::test_config(),
         eddsa_issuer(&client, &private_arn, &jwks_arn).await,
+        Duration::ZERO,
     )
     .await;
 
@@ -1398,7 +1402,13 @@ async fn eddsa_api_on_secrets_manager_keeps_serving_through_rotations() {
 async fn hs256_api_on_secrets_manager_keeps_serving_through_rotations() {
     let client = client();
     let (arn, v1) = hs256_secret(&client).await;
-    let api = api_tests::spawn_api_with_tokens(api_tests::test_config(), hs256_tokens(&client, &arn).await).await;
+    // No authorizer cache: this is about which keys the verifier accepts.
+    let api = api_tests::spawn_api_with_tokens_and_cache(
+        api_tests::test_config(),
+        hs256_tokens(&client, &arn).await,
+        Duration::ZERO,
+    )
+    .await;
     let a = signup_ok(&api).await;
     assert_eq!(kid_of(&a.access_token), v1);
     assert_eq!(header_of(&a.access_token).alg, Algorithm::HS256);
@@ -1417,6 +1427,37 @@ async fn hs256_api_on_secrets_manager_keeps_serving_through_rotations() {
     api.state.tokens.reload_if_older_than(Duration::ZERO).await;
     get(&api, &a.access_token, "/tasks").await.problem(401, "invalid_token");
     get(&api, &b.access_token, "/tasks").await.expect(200);
+}
+
+/// The local API caches the authorizer's answer per token like API Gateway (`AuthorizerCacheTtl`):
+/// a token already seen stays allowed after its key left the key set, until the cache TTL; a token
+/// of that key never seen before is verified afresh and refused; and the cached Allow does not
+/// outlive the session, which the function checks in the database on every request.
+#[tokio::test]
+async fn a_cached_policy_outlives_the_key_but_not_the_session() {
+    let client = client();
+    let (arn, _) = hs256_secret(&client).await;
+    let api = api_tests::spawn_api_with_tokens(api_tests::test_config(), hs256_tokens(&client, &arn).await).await;
+    let seen = signup_ok(&api).await;
+    let unseen = login_ok(&api, &seen.email, &seen.password).await;
+    get(&api, &seen.access_token, "/tasks").await.expect(200);
+
+    // Two rotations: the first key is no longer current nor previous.
+    for _ in 0..2 {
+        rotate(&client, &hs256(), &arn).await;
+        api.state.tokens.reload_if_older_than(Duration::ZERO).await;
+    }
+    get(&api, &seen.access_token, "/tasks").await.expect(200);
+    get(&api, &unseen.access_token, "/tasks")
+        .await
+        .problem(401, "invalid_token");
+
+    // Logout revokes the session: the cached Allow still reaches the function, which refuses.
+    let r = send(&api, Method::POST, "/auth/logout", Some(&seen.access_token), None).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    get(&api, &seen.access_token, "/tasks")
+        .await
+        .problem(401, "invalid_token");
 }
 
 /// With the production activation delay, a freshly rotated key does not sign yet: issuers keep

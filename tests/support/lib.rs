@@ -11,6 +11,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey};
 use secrecy::{ExposeSecret, SecretString};
@@ -261,12 +262,27 @@ pub async fn spawn_api_with_tokens(config: Config, tokens: Tokens) -> TestApi {
     serve(state, db).await
 }
 
+/// The local API with this token service and this authorizer cache TTL (zero: every request is
+/// authorized afresh, for tests of the verifier itself through HTTP).
+pub async fn spawn_api_with_tokens_and_cache(config: Config, tokens: Tokens, cache_ttl: Duration) -> TestApi {
+    let (state, db) = test_state_with_tokens(config, tokens).await;
+    serve_with_cache(state, db, cache_ttl).await
+}
+
+/// The local API caches the authorizer's answers like the deployed API Gateway does (template.yaml
+/// `AuthorizerCacheTtl`, 300 s by default), so every end-to-end test runs with the cache on.
+pub const AUTHORIZER_CACHE_TTL: Duration = Duration::from_secs(300);
+
 async fn serve(state: Arc<AppState>, db: TestDb) -> TestApi {
+    serve_with_cache(state, db, AUTHORIZER_CACHE_TTL).await
+}
+
+async fn serve_with_cache(state: Arc<AppState>, db: TestDb, cache_ttl: Duration) -> TestApi {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let served = state.clone();
     let server = tokio::spawn(async move {
-        let _ = local_api::serve(listener, served).await;
+        let _ = local_api::serve(listener, served, cache_ttl).await;
     });
     TestApi {
         addr,

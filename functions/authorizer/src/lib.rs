@@ -68,8 +68,17 @@ pub async fn handle_fresh(
     tokens: &Tokens,
     event: &ApiGatewayCustomAuthorizerRequest,
 ) -> Result<AuthorizerResponse, Unauthorized> {
+    Ok(handle_fresh_until(tokens, event).await?.0)
+}
+
+/// [`handle_fresh`], with the token's `exp` (seconds since the epoch): how long the answer may
+/// be cached at most (the local API's authorizer cache).
+pub async fn handle_fresh_until(
+    tokens: &Tokens,
+    event: &ApiGatewayCustomAuthorizerRequest,
+) -> Result<(AuthorizerResponse, u64), Unauthorized> {
     let claims = tokens.verify_fresh(bearer(event)?).await.map_err(refused)?;
-    policy_for(&claims, event)
+    Ok((policy_for(&claims, event)?, claims.exp))
 }
 
 fn bearer(event: &ApiGatewayCustomAuthorizerRequest) -> Result<&str, Unauthorized> {
