@@ -215,7 +215,9 @@ runner!(deadpool_postgres::Client, deadpool_postgres::Transaction<'_>);
 /// inferred differently between the two paths). With `settings.prepared_statements` the statement
 /// is prepared once per connection (keyed by its text and parameter types) and executed by name
 /// afterwards; otherwise it is sent unnamed. SQL text is always a constant of the code, never
-/// built from input, so the cache holds a fixed, small set of statements.
+/// built from input, so the cache holds a fixed, small set of statements. Every statement names
+/// its result columns (no top-level `SELECT *` or `RETURNING *`): PostgreSQL replans a cached
+/// statement after a migration by itself, but refuses one whose result type changed.
 pub async fn run<C: Runner>(
     client: &C,
     settings: &DbSettings,
