@@ -87,6 +87,7 @@ def fresh_session(api, email, password):
         "sub": claims["sub"],
         "sid": claims["sid"],
         "role": claims["role"],
+        "exp": str(claims["exp"]),
     }
 
 
@@ -100,7 +101,8 @@ def rest_event(session, method, path, resource, body=None):
     """The REST (v1) list-tasks fixture, re-pointed at another route, with the authorizer context."""
     text = fill(
         (FIXTURES / "apigw-v1-list-tasks.json").read_text(),
-        {"TOKEN": session["token"], "SUB": session["sub"], "SID": session["sid"], "ROLE": session["role"]},
+        {"TOKEN": session["token"], "SUB": session["sub"], "SID": session["sid"], "ROLE": session["role"],
+         "EXP": session["exp"]},
     )
     event = json.loads(text)
     event["httpMethod"] = method

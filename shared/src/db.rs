@@ -21,14 +21,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Object, RecyclingMethod, Runtime};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::config::SslMode;
 
 use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
 
-pub use deadpool_postgres::Transaction;
+pub use deadpool_postgres::{Pool, Transaction};
 
 use crate::auth::Caller;
 use crate::config::DbSettings;
@@ -185,19 +185,28 @@ pub async fn set_role_statement_timeout(client: &tokio_postgres::Client, timeout
 /// Where a statement can run: a pooled connection, or a transaction on one. Both share the
 /// connection's statement cache.
 pub trait Runner: deadpool_postgres::GenericClient + Sync {
+    /// Whether a statement that failed can be run again here: not inside a transaction, which
+    /// the error has aborted.
+    const CAN_RETRY: bool;
+
     /// The statement sent unnamed: parsed and planned for this one execution.
     fn query_unnamed(
         &self,
         sql: &str,
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> impl Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send;
+
+    /// This connection's prepared-statement cache.
+    fn statements(&self) -> &deadpool_postgres::StatementCache;
 }
 
 // Both deref to a `tokio_postgres` client or transaction, whose `query_typed` sends the unnamed
 // statement.
 macro_rules! runner {
-    ($($t:ty),*) => {$(
+    ($($t:ty => $retry:expr),*) => {$(
         impl Runner for $t {
+            const CAN_RETRY: bool = $retry;
+
             async fn query_unnamed(
                 &self,
                 sql: &str,
@@ -205,19 +214,39 @@ macro_rules! runner {
             ) -> Result<Vec<Row>, tokio_postgres::Error> {
                 self.query_typed(sql, params).await
             }
+
+            fn statements(&self) -> &deadpool_postgres::StatementCache {
+                &self.statement_cache
+            }
         }
     )*};
 }
 
-runner!(deadpool_postgres::Client, deadpool_postgres::Transaction<'_>);
+runner!(deadpool_postgres::Client => true, deadpool_postgres::Transaction<'_> => false);
+
+/// A cached statement the server can no longer run as prepared: a migration changed its result
+/// type ("cached plan must not change result type"), or the server session lost it (a pooler
+/// without prepared-statement support, `DEALLOCATE`). Preparing it again fixes both.
+fn stale_statement(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    match e.code() {
+        Some(code) if *code == SqlState::INVALID_SQL_STATEMENT_NAME => true,
+        Some(code) if *code == SqlState::FEATURE_NOT_SUPPORTED => e
+            .as_db_error()
+            .is_some_and(|db| db.message().contains("cached plan must not change result type")),
+        _ => false,
+    }
+}
 
 /// Run one statement with typed parameters (every parameter's type is given, so nothing is
 /// inferred differently between the two paths). With `settings.prepared_statements` the statement
 /// is prepared once per connection (keyed by its text and parameter types) and executed by name
 /// afterwards; otherwise it is sent unnamed. SQL text is always a constant of the code, never
 /// built from input, so the cache holds a fixed, small set of statements. Every statement names
-/// its result columns (no top-level `SELECT *` or `RETURNING *`): PostgreSQL replans a cached
-/// statement after a migration by itself, but refuses one whose result type changed.
+/// its result columns (no top-level `SELECT *` or `RETURNING *`). A cached statement the server
+/// refuses as stale is dropped from the cache and, outside a transaction, prepared and run once
+/// more (the error comes before anything is executed); inside one, the error stands and the next
+/// request prepares it afresh.
 pub async fn run<C: Runner>(
     client: &C,
     settings: &DbSettings,
@@ -230,7 +259,18 @@ pub async fn run<C: Runner>(
     let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
     let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
     let statement = client.prepare_typed_cached(sql, &types).await?;
-    client.query(&statement, &values).await
+    match client.query(&statement, &values).await {
+        Err(e) if stale_statement(&e) => {
+            tracing::warn!(code = ?e.code(), "cached statement refused by the server; preparing it again");
+            client.statements().remove(sql, &types);
+            if !C::CAN_RETRY {
+                return Err(e);
+            }
+            let statement = client.prepare_typed_cached(sql, &types).await?;
+            client.query(&statement, &values).await
+        }
+        result => result,
+    }
 }
 
 /// The caller's session, live: not revoked, not past its idle or absolute expiry, and its user

@@ -126,9 +126,16 @@ fn valid_user_token_gets_an_allow_policy_for_every_user_route() {
             .any(|r| r.contains("/auth/signup") || r.contains("/auth/login"))
     );
 
+    // `exp` is the token's own, so a function can refuse it once API Gateway's cache outlives it.
+    let claims = tokens().verify(&issued.token).unwrap();
     assert_eq!(
         response.context,
-        json!({"sub": issued.user.to_string(), "sid": issued.session.to_string(), "role": "user"})
+        json!({
+            "sub": issued.user.to_string(),
+            "sid": issued.session.to_string(),
+            "role": "user",
+            "exp": claims.exp.to_string(),
+        })
     );
 }
 
@@ -157,7 +164,7 @@ fn response_json_has_the_field_names_api_gateway_expects() {
     let context = json["context"].as_object().unwrap();
     let mut keys: Vec<&str> = context.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["role", "sid", "sub"]);
+    assert_eq!(keys, ["exp", "role", "sid", "sub"]);
     assert!(context.values().all(Value::is_string), "{context:?}");
     assert_eq!(context["sid"], issued.session.to_string());
 

@@ -68,46 +68,62 @@ async fn a_statement_past_the_timeout_is_cancelled_by_the_server_and_answered_50
     assert!(started.elapsed() < Duration::from_secs(20));
 }
 
-/// The named statements this connection's server session holds (not counting SQL `PREPARE`).
-async fn prepared_on_connection(client: &tokio_postgres::Client) -> Vec<String> {
+/// A fresh database and a pool of one connection to it (every call sees the same server
+/// session), with or without prepared statements.
+async fn one_connection(prepared: bool) -> (api_tests::TestDb, shared::config::Config, shared::db::Pool) {
+    let db = test_db().await;
+    let mut config = test_config();
+    config.db.prepared_statements = prepared;
+    config.db.pool_size = 1;
+    let pool = shared::db::pool(&db.url, &config.db).unwrap();
+    (db, config, pool)
+}
+
+/// The named statements this connection's server session holds (not counting SQL `PREPARE`), with
+/// the time each was prepared.
+async fn prepared_on_connection(client: &tokio_postgres::Client) -> Vec<(String, std::time::SystemTime)> {
     client
         .query_typed(
-            "SELECT statement FROM pg_prepared_statements WHERE NOT from_sql ORDER BY statement",
+            "SELECT statement, prepare_time FROM pg_prepared_statements WHERE NOT from_sql ORDER BY statement",
             &[],
         )
         .await
         .unwrap()
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1)))
         .collect()
 }
 
 #[tokio::test]
 async fn with_prepared_statements_a_statement_is_prepared_once_per_connection_and_reused() {
-    let db = test_db().await;
-    let mut config = test_config();
-    config.db.prepared_statements = true;
-    config.db.pool_size = 1;
-    let pool = shared::db::pool(&db.url, &config.db).unwrap();
+    let (_db, config, pool) = one_connection(true).await;
     let sql = "SELECT $1::int8 + 1 AS n";
-    for i in 0..3i64 {
-        let rows = shared::db::query(&pool, &config.db, sql, &[(&i, Type::INT8)])
-            .await
-            .unwrap();
-        assert_eq!(rows[0].get::<_, i64>("n"), i + 1, "each execution binds its own value");
+    let run = |i: i64| {
+        let (pool, settings) = (&pool, &config.db);
+        async move {
+            let rows = shared::db::query(pool, settings, sql, &[(&i, Type::INT8)])
+                .await
+                .unwrap();
+            assert_eq!(rows[0].get::<_, i64>("n"), i + 1, "each execution binds its own value");
+        }
+    };
+    run(0).await;
+    let first = prepared_on_connection(&shared::db::conn(&pool).await.unwrap()).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].0, sql);
+    for i in 1..3 {
+        run(i).await;
     }
-    let client = shared::db::conn(&pool).await.unwrap();
-    let prepared = prepared_on_connection(&client).await;
-    assert_eq!(prepared, vec![sql.to_owned()], "prepared once, reused twice");
+    let after = prepared_on_connection(&shared::db::conn(&pool).await.unwrap()).await;
+    assert_eq!(
+        after, first,
+        "the same statement, prepared at the same time: reused, not re-prepared"
+    );
 }
 
 #[tokio::test]
 async fn without_prepared_statements_nothing_outlives_the_statement() {
-    let db = test_db().await;
-    let mut config = test_config();
-    config.db.prepared_statements = false;
-    config.db.pool_size = 1;
-    let pool = shared::db::pool(&db.url, &config.db).unwrap();
+    let (_db, config, pool) = one_connection(false).await;
     let rows = shared::db::query(&pool, &config.db, "SELECT $1::int8 + 1 AS n", &[(&41i64, Type::INT8)])
         .await
         .unwrap();
@@ -133,4 +149,49 @@ fn prepared_statements_are_on_by_default_and_switch_off_by_environment() {
     .unwrap()
     .to_string();
     assert!(bad.contains("DB_PREPARED_STATEMENTS: must be true or false"), "{bad}");
+}
+
+/// A migration that changes a cached statement's result type makes PostgreSQL refuse the cached
+/// plan ("cached plan must not change result type"): the statement is prepared again and the
+/// call succeeds, instead of failing on that connection until it is recycled.
+#[tokio::test]
+async fn a_cached_statement_whose_result_type_changed_is_prepared_again() {
+    let (db, config, pool) = one_connection(true).await;
+    let admin = shared::db::connect(&db.url, &config.db).await.unwrap();
+    admin
+        .batch_execute("CREATE TABLE stale_check (a int); INSERT INTO stale_check VALUES (1)")
+        .await
+        .unwrap();
+    let sql = "SELECT * FROM stale_check";
+    let rows = shared::db::query(&pool, &config.db, sql, &[]).await.unwrap();
+    assert_eq!(rows[0].get::<_, i32>(0), 1);
+
+    admin
+        .batch_execute("ALTER TABLE stale_check ALTER COLUMN a TYPE bigint")
+        .await
+        .unwrap();
+    let rows = shared::db::query(&pool, &config.db, sql, &[]).await.unwrap();
+    assert_eq!(rows[0].get::<_, i64>(0), 1, "the new result type");
+}
+
+/// The server session lost the statement (`DEALLOCATE ALL`, as a pooler without prepared-statement
+/// support would): it is prepared again and the call succeeds.
+#[tokio::test]
+async fn a_cached_statement_the_server_no_longer_has_is_prepared_again() {
+    let (_db, config, pool) = one_connection(true).await;
+    let sql = "SELECT $1::int8 * 2 AS n";
+    let rows = shared::db::query(&pool, &config.db, sql, &[(&2i64, Type::INT8)])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, i64>("n"), 4);
+    shared::db::conn(&pool)
+        .await
+        .unwrap()
+        .batch_execute("DEALLOCATE ALL")
+        .await
+        .unwrap();
+    let rows = shared::db::query(&pool, &config.db, sql, &[(&3i64, Type::INT8)])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, i64>("n"), 6);
 }

@@ -32,7 +32,16 @@ fn fixture(text: &str, subs: &[(&str, &str)]) -> Value {
     for (placeholder, value) in subs {
         text = text.replace(placeholder, value);
     }
+    // The authorizer context's `exp`, unless the test set one: a token with 15 minutes to live.
+    text = text.replace("__EXP__", &(unix_now() + 900).to_string());
     serde_json::from_str(&text).unwrap()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// Deserialize an event the way the runtime does and convert it to the handlers' `Request`.
@@ -507,6 +516,46 @@ async fn v1_malformed_authorizer_context_is_401() {
         );
         expect_invalid_token(&tasks::handle(&state, req).await);
     }
+}
+
+/// API Gateway reuses a cached Allow for `AuthorizerCacheTtl` whatever the token's `exp`: the
+/// function itself refuses a context whose `exp` has passed (beyond the verifier's leeway), and
+/// one without `exp`. Within the leeway, and as a JSON number, it is accepted.
+#[tokio::test]
+async fn v1_authorizer_context_past_its_exp_or_without_one_is_401() {
+    let (state, db) = api_tests::test_state().await;
+    let w = world(&state, &db).await;
+    let (sub, sid) = (w.alice.id.to_string(), w.alice.sid.to_string());
+    let event = |exp: &str| {
+        fixture(
+            V1_LIST_TASKS,
+            &[
+                ("__SUB__", &sub),
+                ("__SID__", &sid),
+                ("__ROLE__", "user"),
+                ("__TOKEN__", &w.alice.token),
+                ("__EXP__", exp),
+            ],
+        )
+    };
+    let leeway = shared::tokens::LEEWAY_SECS;
+    let past = (unix_now() - leeway - 5).to_string();
+    expect_invalid_token(&tasks::handle(&state, request(event(&past), true)).await);
+    expect_invalid_token(&tasks::handle(&state, request(event("soon"), true)).await);
+    let mut without = event("0");
+    without["requestContext"]["authorizer"]
+        .as_object_mut()
+        .unwrap()
+        .remove("exp");
+    expect_invalid_token(&tasks::handle(&state, request(without, true)).await);
+
+    let within_leeway = (unix_now() - leeway + 5).to_string();
+    let ok = tasks::handle(&state, request(event(&within_leeway), true)).await;
+    assert_eq!(ok.status(), 200);
+    let mut number = event("0");
+    number["requestContext"]["authorizer"]["exp"] = serde_json::json!(unix_now() + 60);
+    let ok = tasks::handle(&state, request(number, true)).await;
+    assert_eq!(ok.status(), 200);
 }
 
 // ---- tasks, HTTP API (v2) as `cargo lambda watch` sends: no authorizer, no path parameters ----

@@ -1348,7 +1348,7 @@ async fn eddsa_api_on_secrets_manager_keeps_serving_through_rotations() {
     let k1 = rotate(&client, &rotation, &private_arn).await;
     // No authorizer cache: this is about which keys the verifier accepts. (With the cache, a token
     // already seen stays allowed until the cache TTL, as behind API Gateway: see
-    // e2e_sessions::a_cached_policy_outlives_the_key_but_not_the_session.)
+    // a_cached_policy_outlives_the_key_but_not_the_session below.)
     let api = api_tests::spawn_api_with_tokens_and_cache(
         api_tests::test_config(),
         eddsa_issuer(&client, &private_arn, &jwks_arn).await,
@@ -1452,7 +1452,9 @@ async fn a_cached_policy_outlives_the_key_but_not_the_session() {
         .await
         .problem(401, "invalid_token");
 
-    // Logout revokes the session: the cached Allow still reaches the function, which refuses.
+    // Logout revokes the session. The token's entry is still cached (nothing evicts it before the
+    // TTL, and the 200 above came from it), so this 401 is the function's: the cached Allow
+    // reached it and the session check refused.
     let r = send(&api, Method::POST, "/auth/logout", Some(&seen.access_token), None).await;
     assert_eq!(r.status, 204, "{}", r.body);
     get(&api, &seen.access_token, "/tasks")

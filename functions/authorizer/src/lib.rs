@@ -4,7 +4,7 @@
 //! with exactly `Unauthorized`, which API Gateway turns into a 401. A valid token gets an Allow
 //! policy for every route its role may call (wildcards from the permission table, so a policy
 //! cached for one route is right on all of them), `principalId` = user id and context
-//! `{sub, sid, role}`. A route the role may not call is missing from the policy: API Gateway
+//! `{sub, sid, role, exp}`. A route the role may not call is missing from the policy: API Gateway
 //! answers 403. No database is touched.
 
 use aws_lambda_events::apigw::{
@@ -118,10 +118,13 @@ fn policy_for(
     let mut response = AuthorizerResponse::default();
     response.principal_id = Some(claims.sub.to_string());
     response.policy_document = policy;
+    // `exp` lets the function refuse a token that expired while API Gateway still had this
+    // answer cached (it caches per token for `AuthorizerCacheTtl`, whatever the token's `exp`).
     response.context = json!({
         "sub": claims.sub.to_string(),
         "sid": claims.sid.to_string(),
         "role": claims.role.as_str(),
+        "exp": claims.exp.to_string(),
     });
     Ok(response)
 }
