@@ -27,6 +27,7 @@ import argparse
 import base64
 import json
 import os
+import re
 import signal
 import socket
 import statistics
@@ -94,6 +95,9 @@ def fresh_session(api, email, password):
 def fill(text, values):
     for key, value in values.items():
         text = text.replace(f"__{key}__", value)
+    left = sorted(set(re.findall(r"__[A-Z_]+__", text)))
+    if left:
+        raise SystemExit(f"fixture placeholders left unfilled: {', '.join(left)}")
     return text
 
 
@@ -133,7 +137,7 @@ def build_event(name, args):
         s = fresh_session(args.api, args.email, args.password)
         text = fill(
             (FIXTURES / "apigw-v1-list-tasks.json").read_text(),
-            {"TOKEN": s["token"], "SUB": s["sub"], "SID": s["sid"], "ROLE": s["role"]},
+            {"TOKEN": s["token"], "SUB": s["sub"], "SID": s["sid"], "ROLE": s["role"], "EXP": s["exp"]},
         )
         return json.loads(text)
     if name == "login":
