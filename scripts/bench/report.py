@@ -457,6 +457,15 @@ def main():
           f"{'–' if peak is None else f'{peak:.1f} MiB'} | {wtxt} | {'–' if warm_peak is None else f'{warm_peak:.1f} MiB'} | "
           f"{'–' if net is None else f'{net:.1f} MiB'} |")
     w("")
+    failed = sorted(
+        n for n, d in cold.items()
+        if d["mode"] == "lambda"
+        and any(re.match(r"response [45]\d\d", o)
+                for o in d.get("outcomes", []) + (d.get("warm") or {}).get("warm_outcomes", [])))
+    if failed:
+        w(f"> **Not answered with success:** {', '.join(failed)}: those timings are of an error path. Fix the event "
+          "in `scripts/bench/coldstart.py` and re-run.")
+        w("")
 
     # ---- 5. sizes and memory under load
     w("## 5. Binary sizes and the local API's memory under load")
