@@ -4,7 +4,8 @@
 #   scripts/bench.sh
 #
 # 1. micro-benchmarks (criterion, crate benches/): token issue/verify per algorithm, the
-#    authorizer from event to policy, argon2id hash/verify at the configured parameters;
+#    authorizer from event to policy, argon2id hash/verify at the configured parameters, how argon2
+#    scales across the cores; the bare signature checks, and OpenSSL's speed for the same ones;
 # 2. load (wrk) against the release local API: GET /tasks and POST /tasks at 64 connections,
 #    login at 4, on a nearly empty database;
 # 3. scale: the same GET /tasks and login runs with 100,000 users and 1,000,000 tasks;
@@ -235,7 +236,15 @@ if [[ "${BENCH_SKIP_MICRO:-0}" != 1 ]]; then
     CRITERION_HOME="$R/criterion" BENCH_PERCENTILES_OUT="$R/percentiles.jsonl" BENCH_THROUGHPUT_OUT="$R/throughput.jsonl" \
         run cargo bench --locked -p benchmarks >"$R/logs/criterion.txt" 2>&1 \
         || { tail -n 40 "$R/logs/criterion.txt" >&2; die "cargo bench failed"; }
-    grep -E 'time:|per call|hash_parallel' "$R/logs/criterion.txt" >&2 || true
+    grep -E 'time:|per call|hash_parallel|argon2/scaling' "$R/logs/criterion.txt" >&2 || true
+    # The same signature checks in another implementation, for scale (OpenSSL is on every machine
+    # that has curl; skipped, and left out of the report, where it is not).
+    if command -v openssl >/dev/null 2>&1; then
+        section "Reference: OpenSSL's signature speed on this machine"
+        run openssl speed -seconds 2 ed25519 ecdsap256 rsa2048 >"$R/openssl.txt" 2>/dev/null \
+            || log "openssl speed failed; left out of the report"
+        openssl version >>"$R/openssl.txt" 2>/dev/null || true
+    fi
 fi
 
 # The builds and benches above leave the 1-minute load average high for a while after they end:

@@ -53,6 +53,7 @@ fn main() {
     report_percentiles(&format!("password/hash/{params}"), &p).expect("report");
 
     parallel_throughput(&passwords, &params);
+    argon2_scaling((a.memory_kib, a.iterations));
 }
 
 /// Hashes per second with every core hashing at once (one concurrent hash per core, as the login
@@ -87,23 +88,87 @@ fn parallel_throughput(passwords: &Passwords, params: &str) {
     run(cores); // warm-up: every core's buffer allocated
     let one = run(1);
     let all = run(cores);
+    report_scaling(
+        &format!("password/hash_parallel/{params}"),
+        cores,
+        (one, all),
+        serde_json::json!({ "hashes_each": per_core }),
+    );
+}
+
+/// Print one scaling figure and write it to `BENCH_THROUGHPUT_OUT` with `extra`'s fields.
+fn report_scaling(name: &str, cores: usize, (one, all): (f64, f64), mut extra: serde_json::Value) {
     println!(
-        "password/hash_parallel/{params}: 1 at a time {one:.1}/s, {cores} at once {all:.1}/s ({:.0} % of {cores} × the single rate)",
+        "{name}: 1 at a time {one:.1}/s, {cores} at once {all:.1}/s ({:.0} % of {cores} × the single rate)",
         all / (one * cores as f64) * 100.0
     );
+    if let Some(fields) = extra.as_object_mut() {
+        fields.insert("name".into(), name.into());
+        fields.insert("cores".into(), cores.into());
+        fields.insert("one_at_a_time_per_s".into(), one.into());
+        fields.insert("all_cores_per_s".into(), all.into());
+    }
+    write_throughput(extra);
+}
+
+/// One JSON line into `BENCH_THROUGHPUT_OUT`, when set (scripts/bench.sh reads them).
+fn write_throughput(line: serde_json::Value) {
     if let Some(path) = std::env::var_os("BENCH_THROUGHPUT_OUT") {
-        let line = serde_json::json!({
-            "name": format!("password/hash_parallel/{params}"),
-            "cores": cores,
-            "hashes_each": per_core,
-            "one_at_a_time_per_s": one,
-            "all_cores_per_s": all,
-        });
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .expect("throughput file");
         std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes()).expect("write");
+    }
+}
+
+/// How well the cores run argon2 side by side, outside our code: bare `argon2` calls in plain
+/// threads (no tokio, no buffer pool, no wiping), one thread alone against one per core, at the
+/// configured parameters, OWASP's other recommended argon2id settings (equal in cost, less
+/// memory) and a 1 MiB control that fits a core's L2 cache. The login target assumes perfect
+/// scaling; this measures what the hardware gives. Three rounds each; the median is reported.
+fn argon2_scaling(configured: (u32, u32)) {
+    use argon2::{Algorithm, Argon2, Block, Params, Version};
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let others = [(12_288, 3), (9_216, 4), (7_168, 5), (1_024, 38)];
+    let settings = std::iter::once(configured).chain(others.into_iter().filter(|s| *s != configured));
+    for (m, t) in settings {
+        let params = Params::new(m, t, 1, None).expect("argon2 parameters");
+        let rate = |threads: usize| {
+            let each = 24;
+            let started = std::time::Instant::now();
+            std::thread::scope(|scope| {
+                for _ in 0..threads {
+                    let params = params.clone();
+                    scope.spawn(move || {
+                        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+                        let mut memory = vec![Block::new(); params.block_count()];
+                        let mut out = [0u8; 32];
+                        for _ in 0..each {
+                            argon2
+                                .hash_password_into_with_memory(
+                                    PASSWORD.as_bytes(),
+                                    b"sixteen byte salt",
+                                    &mut out,
+                                    &mut memory,
+                                )
+                                .expect("hash");
+                        }
+                    });
+                }
+            });
+            (threads * each) as f64 / started.elapsed().as_secs_f64()
+        };
+        rate(cores); // warm-up
+        let mut rounds: Vec<(f64, f64)> = (0..3).map(|_| (rate(1), rate(cores))).collect();
+        rounds.sort_by(|a, b| (a.1 / a.0).total_cmp(&(b.1 / b.0)));
+        report_scaling(
+            &format!("argon2/scaling/m={m},t={t}"),
+            cores,
+            rounds[1],
+            serde_json::json!({ "memory_kib": m, "iterations": t }),
+        );
     }
 }

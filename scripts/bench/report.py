@@ -27,6 +27,14 @@ GET_P99_US = 10_000
 SCALE_P99_RATIO = 1.5
 LOGIN_SHARE = 0.90
 MEMORY_MIB = 32.0
+# What `perf record` showed of the local API during the login run (by hand, dated in the text).
+LOGIN_PROFILE = (
+    "84 % of the local API's samples were in argon2's compression function (`compress_avx2`), 4 % in the rest of "
+    "argon2 (`fill_blocks`, block copies), 4 % in wiping the work memory after each hash (`zeroize`, inlined into "
+    "`verify_parsed`); HTTP, JSON, the database client and the token signing together came to under 5 %. The hot "
+    "path is argon2 itself at the configured parameters; nothing of ours around it is left to cut that would close "
+    "the gap. (Wiping with `memset` instead of volatile stores measured 170 µs against 410 µs per 19 MiB, about 2 % "
+    "of a login: kept volatile, as `zeroize` guarantees the wipe is not optimised away.)")
 
 
 def read(path, default=""):
@@ -176,6 +184,23 @@ def without_argon2(name, peak_mib, argon2_mib, hashes):
 
 def throughput(R):
     return by_name(R / "throughput.jsonl")
+
+
+def openssl_speed(R):
+    """Verifications per second from `openssl speed ed25519 ecdsap256 rsa2048`, and its version."""
+    text = read(R / "openssl.txt")
+    out = {}
+    patterns = {
+        "Ed25519": r"EdDSA \(Ed25519\)\s+\S+s\s+\S+s\s+[\d.]+\s+([\d.]+)",
+        "ES256 (P-256)": r"ecdsa \(nistp256\)\s+\S+s\s+\S+s\s+[\d.]+\s+([\d.]+)",
+        "RS256 (RSA-2048)": r"rsa 2048 bits\s+\S+s\s+\S+s\s+[\d.]+\s+([\d.]+)",
+    }
+    for name, pat in patterns.items():
+        mt = re.search(pat, text)
+        if mt:
+            out[name] = float(mt.group(1))
+    version = next((ln for ln in text.splitlines() if ln.startswith("OpenSSL ")), "")
+    return out, version
 
 
 # --- the document -----------------------------------------------------------------------------
@@ -344,6 +369,32 @@ def main():
         for k, d in pct.items():
             w(f"| `{k}` | {d['calls']:,} | {fmt_ns(d['p50_ns'])} | {fmt_ns(d['p90_ns'])} | {fmt_ns(d['p99_ns'])} | {fmt_ns(d['p999_ns'])} | {fmt_ns(d['max_ns'])} |")
         w("")
+    scaling = [(k, v) for k, v in thr.items() if k.startswith(("password/hash_parallel/", "argon2/scaling/"))]
+    if scaling:
+        w("argon2id across the cores: hashes per second with one hash at a time, and with one per core at once. "
+          "`password/hash_parallel` goes through `Passwords` as login does (tokio, the per-core buffer pool, the wipe "
+          "after each hash); `argon2/scaling` is bare `argon2` calls in plain threads (median of 3 rounds), at the "
+          "configured parameters, OWASP's other recommended argon2id settings (the same cost, less memory) and a "
+          "1 MiB control that fits in a core's L2 cache.")
+        w("")
+        w("| run | memory | one at a time | all cores at once | all cores ÷ (cores × one) |")
+        w("|---|---|---|---|---|")
+        for k, v in scaling:
+            mem = re.search(r"m=(\d+)", k)
+            mem_txt = f"{int(mem.group(1)) / 1024:g} MiB" if mem else "?"
+            w(f"| `{k}` | {mem_txt} | {v['one_at_a_time_per_s']:.1f}/s | {v['all_cores_per_s']:.1f}/s | "
+              f"{v['all_cores_per_s'] / (v['one_at_a_time_per_s'] * v['cores']) * 100:.0f} % |")
+        w("")
+    ossl, ossl_version = openssl_speed(R)
+    if ossl:
+        w(f"For scale, the same signature checks in OpenSSL on this machine in this run (`openssl speed -seconds 2 "
+          f"ed25519 ecdsap256 rsa2048`, {ossl_version or 'OpenSSL'}): mean time per verification.")
+        w("")
+        w("| signature check | verifications/s | per verification |")
+        w("|---|---|---|")
+        for name, per_s in ossl.items():
+            w(f"| {name} | {per_s:,.0f} | {fmt_us(1e6 / per_s)} |")
+        w("")
     if not crit and not pct:
         w("Skipped in this run (`BENCH_SKIP_MICRO=1`).")
         w("")
@@ -493,59 +544,100 @@ def main():
       "connection (`DB_PREPARED_STATEMENTS`, on by default; Neon's pooler, PgBouncer 1.22 with "
       "`max_prepared_statements`, supports them), so PostgreSQL parses and plans each statement once per connection. "
       "Until 2026-11-23 every statement was sent unnamed and planned on every request: the run of this suite before "
-      "that change (same machine, 2026-11-23T14:30Z) measured GET /tasks at 4,702 req/s with p99 21.09 ms and "
+      "that change (on a machine of this kind, 2026-11-23T14:30Z) measured GET /tasks at 4,702 req/s with p99 21.09 ms and "
       "308 µs of PostgreSQL CPU per request, and pgbench measured the list query at 0.34–0.40 ms per call unnamed "
       "against 0.16–0.18 ms prepared. The task and admin lists use one statement text per combination of filters, "
       "so each prepared statement's generic plan walks the (user_id, created_at, id) index from the cursor on.")
+    g_ = runs.get("small_get_tasks")
+    cpu_ = kv(R / "wrk" / "small_get_tasks.cpu")
+    per_req_us = None
+    if g_ and cpu_:
+        per_req_us = sum(float(cpu_.get(k, 0) or 0) for k in ("api_s", "postgres_s", "wrk_s")) / max(g_["requests"], 1) * 1e6
+    host_txt = ""
+    if per_req_us:
+        host_txt = f" (this run: {per_req_us:,.0f} µs per request, {184 / per_req_us:.1f}× less)"
     w("- **Closed-loop load and a shared host.** wrk keeps 64 requests in flight, so the mean latency is 64 ÷ "
       "throughput (Little's law): p99 under 10 ms needs more than 6,400 req/s *and* a tail within 10 ms ÷ mean. "
       "The two cores are shared by wrk (2 threads), the local API (2 workers) and 16 PostgreSQL backends; the tail "
-      "is time spent waiting to run while more than two of them are runnable. The host is shared too: repeated "
-      "10 s runs with the same configuration on 2026-11-23, minutes apart, gave 8,318–11,118 req/s with p99 "
-      "9.3–18.6 ms; the pool size (4, 8 or 16 connections) made no difference beyond that spread.")
+      "is time spent waiting to run while more than two of them are runnable. The host is shared too, and machines "
+      "of this kind differ: the same code on another machine of this kind earlier on 2026-11-23 (run 20:14Z) "
+      "measured GET /tasks at 10,377 req/s with p99 13.30 ms and 184 µs of CPU per request" + host_txt + ", and "
+      "repeated 10 s runs there, minutes apart, gave 8,318–11,118 req/s with p99 9.3–18.6 ms. The pool size "
+      "(4, 8 or 16 connections) made no difference beyond that spread.")
     w("- **Where the local API's CPU goes** (`perf record` on a release build with symbols, GET /tasks at 64 "
       "connections, 2026-11-23): about 40 % in the kernel's loopback TCP (to wrk and to PostgreSQL), 20 % in "
       "scheduler wake-ups, 10 % token verification, 10 % malloc/free, 5 % JSON, with hyper, tokio-postgres and "
-      "the row decoding making up the rest; no single function of ours stands out. The local API now caches the "
+      "the row decoding making up the rest; no single function of ours stands out. The local API caches the "
       "authorizer's answer per token as API Gateway does (`AUTHORIZER_CACHE_TTL_SECONDS`, 300 s like the "
       "template's `AuthorizerCacheTtl`), which takes the verification off repeat requests; three A/B runs each "
       "showed no throughput difference beyond the spread above (8,874 vs 9,147 req/s on average).")
-    par_text = ""
     par = next((v for k, v in thr.items() if k.startswith("password/hash_parallel/")), None)
+    hid = next((k for k in crit if k.startswith("password/hash/")), None)
+    bound_s = cores / (crit[hid]["mean"] / 1e9) if hid else None
+    lg_ = runs.get("small_login")
+    login_txt = ""
     if par:
-        bound_s = None
-        hid = next((k for k in crit if k.startswith("password/hash/")), None)
-        if hid:
-            bound_s = cores / (crit[hid]["mean"] / 1e9)
-        lg_ = runs.get("small_login")
-        par_text = (f" Measured in this run (`password/hash_parallel` in the bench crate, hashing through `Passwords` "
-                    f"with no HTTP or database work): one hash at a time {par['one_at_a_time_per_s']:.1f}/s, "
-                    f"{par['cores']} at once {par['all_cores_per_s']:.1f}/s")
+        login_txt += (f" Measured in this run (`password/hash_parallel`, hashing through `Passwords` with no HTTP or "
+                      f"database work): one hash at a time {par['one_at_a_time_per_s']:.1f}/s, {par['cores']} at once "
+                      f"{par['all_cores_per_s']:.1f}/s")
         if bound_s:
-            par_text += f", {par['all_cores_per_s'] / bound_s * 100:.0f} % of the bound ({bound_s:.1f}/s)"
+            login_txt += f", {par['all_cores_per_s'] / bound_s * 100:.0f} % of the bound ({bound_s:.1f}/s)"
         if lg_:
-            par_text += f"; login reached {lg_['ok_rps'] / par['all_cores_per_s'] * 100:.0f} % of that parallel hashing rate"
-        par_text += (". The cores do not hash in parallel at the speed of one: in plain loops of argon2 calls on "
-                     "2026-11-23, two threads reached 70–95 % of twice one thread's rate at m = 19 MiB (runs vary "
-                     "with the shared host), 87 % at 4 MiB and 100 % at 512 KiB: two hashes' buffers (38 MiB) do not "
-                     "fit the caches together, and the cores wait on memory.")
-    w("- **Login throughput.** Each login costs one argon2id verification, four statements (the two rate-limit "
-      "upserts, separate so that an address over its limit does not count against the account; the user lookup; "
-      "the session insert, which also resets the failure counter) and the token signing. The bound "
+            login_txt += f"; login reached {lg_['ok_rps'] / par['all_cores_per_s'] * 100:.0f} % of that parallel hashing rate"
+        login_txt += "."
+    bare = [(k, v) for k, v in thr.items() if k.startswith("argon2/scaling/")]
+    if bare:
+        shares = [(k.split("/", 2)[2], v["all_cores_per_s"] / (v["one_at_a_time_per_s"] * v["cores"]) * 100) for k, v in bare]
+        login_txt += (" The cores do not hash side by side at the speed of one, even in bare argon2 loops with "
+                      "nothing else of ours around them (table in section 1): "
+                      + ", ".join(f"{share:.0f} % at {name}" for name, share in shares)
+                      + ". The work memory of two hashes does not fit in the caches together (the L2 cache is per "
+                      "core, the L3 is shared), so the cores wait on memory; OWASP's lower-memory settings of equal "
+                      "cost do not change that enough to leave room for the rest of a login.")
+    cpu_login = kv(R / "wrk" / "small_login.cpu")
+    if lg_ and cpu_login:
+        pg_ms = float(cpu_login.get("postgres_s", 0) or 0) / max(lg_["requests"], 1) * 1e3
+        api_ms = float(cpu_login.get("api_s", 0) or 0) / max(lg_["requests"], 1) * 1e3
+        login_txt += (f" Per login the local API used {api_ms:.1f} ms of CPU (the hash and everything else) and "
+                      f"PostgreSQL {pg_ms:.1f} ms.")
+    login_txt += (" Profiled on 2026-11-23 (`perf record` of the local API, thin-LTO release build with symbols, "
+                  "the login run): " + LOGIN_PROFILE)
+    w("- **Login throughput.** Each login costs one argon2id verification, three statements (one upsert for both "
+      "rate-limit counters, the client address and then, only while the address is within its limit, the account; "
+      "the user lookup; the session insert, which also resets the failure counter) and the token signing. The bound "
       "(cores ÷ one hash) assumes the cores hash in parallel as fast as one alone does, and counts no database, "
-      "HTTP or wrk work." + par_text)
+      "HTTP or wrk work." + login_txt + " Two changes on 2026-11-23 came from this: hashes run on dedicated "
+      "threads, one per core, instead of tokio's blocking pool (with two hashes at once on two cores, "
+      "`spawn_blocking` reached 70–79 % of twice the single rate against 87–91 % for dedicated threads, as for "
+      "plain threads; the run of this suite before the change, 2026-11-23T21:18Z, gave `password/hash_parallel` 87 % of twice its "
+      "single rate and login 117.3/s), and the two rate-limit "
+      "upserts became one statement (one round trip and one commit fewer per login; interleaved 10 s runs: "
+      "125.9/s against 121.7/s on average).")
     ed, hs = crit.get("tokens/verify/EdDSA"), crit.get("tokens/verify/HS256")
-    split = ""
+    ed_txt = ""
     if ed and hs:
-        split = (f" An EdDSA verification ({fmt_us(ed['mean'] / 1e3)} mean in this run) is the same parsing and "
-                 f"claim checks as HS256's whole verification ({fmt_us(hs['mean'] / 1e3)}) plus the Ed25519 "
-                 "signature check (aws-lc-rs), which is nearly all of it.")
-    w("- **EdDSA verification.**" + split + " For "
-      "comparison, `openssl speed -seconds 3 ed25519` (OpenSSL 3.0.19) on this machine on 2026-11-23: 9,636 "
-      "verifications/s, 104 µs each. No Ed25519 implementation we know of verifies in under 20 µs on this CPU; the "
-      "< 20 µs target is met by HS256, the default. EdDSA trades that for verifiers that hold only public keys "
-      "(JWKS); behind API Gateway the authorizer's answer is cached per token (`AuthorizerCacheTtl`), so a token "
-      "is verified once per cache period, not per request.")
+        ed_txt += (f" An EdDSA verification ({fmt_us(ed['mean'] / 1e3)} mean in this run) is the same parsing and "
+                   f"claim checks as HS256's whole verification ({fmt_us(hs['mean'] / 1e3)}) plus the Ed25519 "
+                   "signature check.")
+    sig = {k.split("/", 2)[2]: d for k, d in pct.items() if k.startswith("signature/verify/")}
+    if sig:
+        ed_txt += (" Timed alone, with no JWT around it, the signature check of each asymmetric algorithm in "
+                   "aws-lc-rs (the library `jsonwebtoken` uses here) has, in this run, "
+                   + "; ".join(f"{name}: p50 {fmt_ns(d['p50_ns'])}, p99 {fmt_ns(d['p99_ns'])}" for name, d in sig.items())
+                   + ".")
+    if ossl:
+        ed_txt += (" OpenSSL on the same machine in the same run: "
+                   + ", ".join(f"{name} {fmt_us(1e6 / v)}" for name, v in ossl.items()) + " per verification.")
+    ed_sig, es_sig = sig.get("Ed25519"), sig.get("ES256 (P-256)")
+    if ed_sig and ed_sig["p99_ns"] >= VERIFY_P99_NS:
+        ed_txt += f" So the Ed25519 check alone is over 20 µs at p99 on this CPU"
+        if es_sig and es_sig["p99_ns"] > ed_sig["p99_ns"]:
+            ed_txt += ", and ES256 (P-256), the contract's other asymmetric option, is slower still"
+        ed_txt += "; RSA verifies faster, but the contract does not offer RS256."
+    ed_txt += (" The < 20 µs target is met by HS256, the default. EdDSA trades that for verifiers that hold "
+               "only public keys (JWKS); behind API Gateway the authorizer's answer is cached per token "
+               "(`AuthorizerCacheTtl`), so a token is verified once per cache period, not per request.")
+    w("- **EdDSA verification.**" + ed_txt)
     w("- **Memory.** argon2's work memory (m KiB) is pooled per core and reused (`shared::password`): an earlier "
       "version let argon2 allocate and free it per hash, and glibc then kept freed buffers in per-thread arenas "
       "(signup grew to 219 MiB after 20 events, the local API to 642 MiB). The dummy hash for unknown emails is a "

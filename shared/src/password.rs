@@ -1,18 +1,18 @@
 //! Password policy and argon2id hashing.
 //!
-//! Hashing is CPU-bound (tens of milliseconds), so it runs on a blocking thread and never stalls
-//! the async runtime. A login for an unknown email verifies against a dummy hash made with the
+//! Hashing is CPU-bound (tens of milliseconds), so it runs on one of a fixed set of hashing
+//! threads, one per core, and never stalls the async runtime. A login for an unknown email verifies against a dummy hash made with the
 //! same parameters, so the unknown-email and wrong-password branches cost the same time.
 
 use std::collections::HashSet;
 use std::num::NonZeroUsize;
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use anyhow::Context;
 use argon2::password_hash::{Output, ParamsString, PasswordHash, Salt, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::Semaphore;
 use unicode_normalization::UnicodeNormalization;
 use zeroize::Zeroize;
 
@@ -102,10 +102,16 @@ struct Inner {
     /// matches, and verifying against it costs exactly what a real verification costs. Built
     /// without hashing, so a function that never verifies pays nothing for it at start-up.
     dummy_hash: String,
-    /// At most one hash per core runs at once: more would only queue for the CPU, and each holds
-    /// `m` KiB of work memory. (A Lambda instance serves one request at a time; this bounds the
-    /// local API, where every login shares the process.)
-    permits: Arc<Semaphore>,
+    /// The hashing threads' job queue, once the first hash has started them: one thread per
+    /// core, so at most one hash per core runs at once (more would only queue for the CPU, and
+    /// each holds `m` KiB of work memory). A Lambda instance serves one request at a time; this
+    /// bounds the local API, where every login shares the process.
+    ///
+    /// Dedicated threads rather than tokio's blocking pool: measured with two hashes at once on
+    /// two cores, `spawn_blocking` reached 70-79 % of twice the single-hash rate and these
+    /// threads 87-91 %, as plain threads do (benches/benches/password.rs, BENCHMARKS.md).
+    jobs: Mutex<Option<Sender<Job>>>,
+    threads: usize,
     /// argon2's work memory (`m` KiB each), allocated once per concurrent hash and reused.
     /// Letting argon2 allocate and free it on every call makes glibc raise its mmap threshold
     /// after the first free and then keep each thread's freed buffer in that thread's arena,
@@ -131,7 +137,8 @@ impl Passwords {
             inner: Arc::new(Inner {
                 params,
                 dummy_hash,
-                permits: Arc::new(Semaphore::new(cores)),
+                jobs: Mutex::new(None),
+                threads: cores,
                 buffers: Mutex::new(Vec::new()),
             }),
         })
@@ -170,30 +177,69 @@ impl Passwords {
         .await
     }
 
-    /// Run `work` on a blocking thread once one of the per-core permits is free, inside the
-    /// caller's span.
+    /// Run `work` on the next free hashing thread, inside the caller's span. Jobs wait in
+    /// arrival order. A job whose caller has gone away (its request was dropped) is skipped.
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Inner) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
         let inner = self.inner.clone();
-        let permit = inner
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .context("password hashing permits closed")?;
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            span.in_scope(|| work(&inner))
-        })
-        .await
-        .context("password hashing task failed")?
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            if done.is_closed() {
+                return;
+            }
+            let _ = done.send(span.in_scope(|| work(&inner)));
+        });
+        self.inner.submit(job)?;
+        result.await.context("password hashing task failed")?
+    }
+}
+
+/// One hash (or verification) for a hashing thread; it sends its own result back.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A hashing thread: run jobs until every sender is gone. A panicking job ends only itself (its
+/// caller gets an error when its result channel closes), not the thread.
+fn hashing_thread(jobs: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(queue) => queue.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+            tracing::error!("a password hashing job panicked");
+        }
     }
 }
 
 impl Inner {
+    /// Queue `job` for the hashing threads, starting them on first use (a function that never
+    /// hashes never starts them).
+    fn submit(&self, job: Job) -> anyhow::Result<()> {
+        let mut jobs = self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let queue = match jobs.as_ref() {
+            Some(queue) => queue,
+            None => {
+                let (queue, receiver) = std::sync::mpsc::channel();
+                let receiver = Arc::new(Mutex::new(receiver));
+                for i in 0..self.threads {
+                    let receiver = receiver.clone();
+                    std::thread::Builder::new()
+                        .name(format!("argon2-{i}"))
+                        .spawn(move || hashing_thread(&receiver))
+                        .context("starting a password hashing thread")?;
+                }
+                jobs.insert(queue)
+            }
+        };
+        queue
+            .send(job)
+            .map_err(|_| anyhow::anyhow!("the password hashing threads have stopped"))
+    }
+
     fn hash(&self, password: &SecretString) -> anyhow::Result<String> {
         let mut salt_bytes = [0u8; 16];
         getrandom::fill(&mut salt_bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
@@ -475,6 +521,23 @@ mod tests {
             );
             assert!(!p.verify(secret("tr0ub4dor&3-legacY"), Some(theirs)).await?.matches);
         }
+        Ok(())
+    }
+
+    /// The hashing threads start with the first hash, not before: a function that never hashes
+    /// (tasks, admin, the authorizer) pays nothing for them.
+    #[tokio::test]
+    async fn hashing_threads_start_on_first_use() -> anyhow::Result<()> {
+        let p = Passwords::new(Argon2Settings {
+            memory_kib: 1_024,
+            iterations: 1,
+            parallelism: 1,
+        })?;
+        let started = |p: &Passwords| p.inner.jobs.lock().map(|j| j.is_some()).unwrap_or(false);
+        assert!(!started(&p));
+        let hash = p.hash(normalize("a password of some length")).await?;
+        assert!(started(&p));
+        assert!(p.verify(secret("a password of some length"), Some(hash)).await?.matches);
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 //! (back-off, where enabled), up to a cap: no permanent lock anyone can trigger.
 
 use std::net::IpAddr;
+use std::sync::LazyLock;
 
 use deadpool_postgres::Pool;
 use sha2::{Digest, Sha256};
@@ -82,6 +83,115 @@ pub async fn hit(pool: &Pool, settings: &DbSettings, bucket: Bucket, key: &str, 
     check(pool, settings, &sql, bucket, &key, Type::TEXT, limit).await
 }
 
+/// One counter to hit: its bucket, its key and its limit.
+#[derive(Debug, Clone, Copy)]
+pub struct Counter<'a> {
+    pub bucket: Bucket,
+    pub key: &'a str,
+    pub limit: Limit,
+}
+
+/// `$n` placeholders in `sql` renumbered by `offset` (`$1` becomes `$(1 + offset)`).
+fn shift_placeholders(sql: &str, offset: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + offset).to_string()),
+            Err(_) => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// [`hit_in_turn`]'s statement: the second counter is only counted when the first is within its
+/// limit. Data-modifying CTEs: the second upsert reads the first's `RETURNING`.
+static IN_TURN: LazyLock<String> = LazyLock::new(|| {
+    let first = HIT.replace(
+        "{source}",
+        "VALUES ($1, $2, now(), now() + $3 * interval '1 second', 1, 0)",
+    );
+    let second = shift_placeholders(
+        &HIT.replace(
+            "{source}",
+            "SELECT $1, $2, now(), now() + $3 * interval '1 second', 1, 0 WHERE (SELECT count FROM first) <= {first_max}",
+        ),
+        6,
+    )
+    .replace("{first_max}", "$4");
+    format!(
+        "WITH first AS ({first}),
+              second AS ({second})
+         SELECT f.count AS first_count, f.retry_after AS first_retry_after,
+                s.count AS second_count, s.retry_after AS second_retry_after
+           FROM first f LEFT JOIN second s ON true"
+    )
+});
+
+/// Count one event against `first` and, only if that is within its limit, against `second`, in
+/// one statement (one round trip and one commit, where two [`hit`]s take two of each). Refuses
+/// (429 with `Retry-After`) for the first counter over its limit. Login uses it for the client
+/// address and then the account: an address over its limit does not count against the account.
+pub async fn hit_in_turn(pool: &Pool, settings: &DbSettings, first: Counter<'_>, second: Counter<'_>) -> ApiResult<()> {
+    let [w1, m1] = window_and_max(first.limit);
+    let [w2, m2] = window_and_max(second.limit);
+    let (b1, b2) = (first.bucket.backoff(), second.bucket.backoff());
+    let rows = db::query(
+        pool,
+        settings,
+        &IN_TURN,
+        &[
+            (&first.bucket.name(), Type::TEXT),
+            (&first.key, Type::TEXT),
+            (&w1, Type::INT8),
+            (&m1, Type::INT8),
+            (&b1, Type::BOOL),
+            (&MAX_BACKOFF_FACTOR, Type::INT8),
+            (&second.bucket.name(), Type::TEXT),
+            (&second.key, Type::TEXT),
+            (&w2, Type::INT8),
+            (&m2, Type::INT8),
+            (&b2, Type::BOOL),
+            (&MAX_BACKOFF_FACTOR, Type::INT8),
+        ],
+    )
+    .await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("the rate-limit upsert returned no row"))?;
+    over_limit(
+        first.bucket,
+        row.try_get("first_count")?,
+        row.try_get("first_retry_after")?,
+        m1,
+    )?;
+    if let Some(count) = row.try_get::<_, Option<i32>>("second_count")? {
+        let retry_after: Option<i64> = row.try_get("second_retry_after")?;
+        over_limit(second.bucket, count, retry_after.unwrap_or(1), m2)?;
+    }
+    Ok(())
+}
+
+fn window_and_max(limit: Limit) -> [i64; 2] {
+    [limit.window.as_secs() as i64, i64::from(limit.max)]
+}
+
+/// 429 when `count` is over `max`.
+fn over_limit(bucket: Bucket, count: i32, retry_after: i64, max: i64) -> ApiResult<()> {
+    if i64::from(count) > max {
+        tracing::info!(bucket = bucket.name(), "rate limit exceeded");
+        return Err(ApiError::RateLimited {
+            retry_after_secs: retry_after.max(1) as u64,
+        });
+    }
+    Ok(())
+}
+
 /// Like [`hit`], keyed by the session of a refresh token (by its hash); nothing is counted for an
 /// unknown token, which fails anyway.
 pub async fn hit_refresh_session(pool: &Pool, settings: &DbSettings, token_hash: &[u8], limit: Limit) -> ApiResult<()> {
@@ -129,15 +239,7 @@ async fn check(
     )
     .await?;
     let Some(row) = rows.first() else { return Ok(()) };
-    let count: i32 = row.try_get("count")?;
-    if i64::from(count) > max {
-        let retry_after: i64 = row.try_get("retry_after")?;
-        tracing::info!(bucket = bucket.name(), "rate limit exceeded");
-        return Err(ApiError::RateLimited {
-            retry_after_secs: retry_after.max(1) as u64,
-        });
-    }
-    Ok(())
+    over_limit(bucket, row.try_get("count")?, row.try_get("retry_after")?, max)
 }
 
 /// Forget the counter (a successful login resets its account's failures).
@@ -150,4 +252,26 @@ pub async fn reset(pool: &Pool, settings: &DbSettings, bucket: Bucket, key: &str
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_renumbered_whole() {
+        assert_eq!(
+            shift_placeholders("$1, $2 + $12, $ x, $6$", 6),
+            "$7, $8 + $18, $ x, $12$"
+        );
+        assert_eq!(shift_placeholders("no placeholders", 6), "no placeholders");
+    }
+
+    #[test]
+    fn the_in_turn_statement_numbers_twelve_parameters() {
+        for n in 1..=12 {
+            assert!(IN_TURN.contains(&format!("${n}")), "${n} missing");
+        }
+        assert!(!IN_TURN.contains("$13") && !IN_TURN.contains('{'), "{}", *IN_TURN);
+    }
 }

@@ -226,6 +226,50 @@ async fn login_failures_per_account_are_limited_and_a_success_resets_them() {
     login_ok(&api, &other.email, &other.password).await;
 }
 
+/// The address is counted first and the account only while the address is within its limit
+/// (one statement, `ratelimit::hit_in_turn`): attempts refused for the address do not count
+/// against the account they name, so a blocked address cannot lock other people out.
+#[tokio::test]
+async fn attempts_refused_for_the_address_do_not_count_against_the_account() {
+    let api = spawn_api_with(config_with(|c| {
+        c.rate_limits.login_attempts_per_ip = limit(2, 600);
+        c.rate_limits.login_failures_per_account = limit(3, 600);
+    }))
+    .await;
+    let acct = signup_ok(&api).await;
+    let attacker = client_from(loopback(4));
+    for _ in 0..2 {
+        login_from(&attacker, &api, &acct.email, "wrong-password", &[])
+            .await
+            .problem(401, "invalid_credentials");
+    }
+    for _ in 0..5 {
+        assert_limited(
+            &login_from(&attacker, &api, &acct.email, "wrong-password", &[]).await,
+            600,
+        );
+    }
+    let ip: Vec<(String, i32)> = counters(&api, "login_ip")
+        .await
+        .into_iter()
+        .map(|c| (c.key, c.count))
+        .collect();
+    assert_eq!(
+        ip,
+        [("127.0.0.4".to_owned(), 7)],
+        "every attempt counts for the address"
+    );
+    let account = only_counter(&api, "login_account").await;
+    assert_eq!(
+        account.count, 2,
+        "only the attempts the address was allowed count for the account"
+    );
+    // So the owner, from another address, is still within the account's limit.
+    login_from(&client_from(loopback(5)), &api, &acct.email, &acct.password, &[])
+        .await
+        .expect(200);
+}
+
 #[tokio::test]
 async fn unknown_emails_are_throttled_exactly_like_real_ones() {
     let api = spawn_api_with(config_with(|c| {

@@ -10,7 +10,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use shared::error::{ApiError, ApiResult};
 use shared::http::{RequestBody, client_ip, parse_json, respond};
-use shared::ratelimit::{self, Bucket};
+use shared::ratelimit::{self, Bucket, Counter};
 use shared::roles::Role;
 use shared::users::{SessionParams, User, session_ctes, token_response};
 use shared::{AppState, db};
@@ -39,22 +39,22 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     // keyed by the normalised email whether or not an account exists, so unknown emails are
     // throttled exactly like real ones.
     let limits = &state.config.rate_limits;
+    // One statement: an address over its limit is refused without counting against the account.
     let ip = ratelimit::ip_key(client_ip(&req));
-    ratelimit::hit(
-        &state.pool,
-        &state.config.db,
-        Bucket::LoginIp,
-        &ip,
-        limits.login_attempts_per_ip,
-    )
-    .await?;
     let account_key = ratelimit::email_key(&email);
-    ratelimit::hit(
+    ratelimit::hit_in_turn(
         &state.pool,
         &state.config.db,
-        Bucket::LoginAccount,
-        &account_key,
-        limits.login_failures_per_account,
+        Counter {
+            bucket: Bucket::LoginIp,
+            key: &ip,
+            limit: limits.login_attempts_per_ip,
+        },
+        Counter {
+            bucket: Bucket::LoginAccount,
+            key: &account_key,
+            limit: limits.login_failures_per_account,
+        },
     )
     .await?;
 
