@@ -1,6 +1,6 @@
 //! argon2id hash and verify through `shared::password::Passwords`, at the parameters the
 //! configuration gives (`ARGON2_MEMORY_KIB` / `_ITERATIONS` / `_PARALLELISM`, OWASP's minimum by
-//! default), on the blocking pool exactly as the login and signup functions call it.
+//! default), on its hashing threads exactly as the login and signup functions call it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;

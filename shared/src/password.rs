@@ -144,7 +144,7 @@ impl Passwords {
         })
     }
 
-    /// Hash a (normalised) password on a blocking thread.
+    /// Hash a (normalised) password on one of the hashing threads.
     #[tracing::instrument(skip_all)]
     pub async fn hash(&self, password: SecretString) -> anyhow::Result<String> {
         self.blocking(move |inner| inner.hash(&password)).await
