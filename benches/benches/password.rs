@@ -53,7 +53,7 @@ fn main() {
     report_percentiles(&format!("password/hash/{params}"), &p).expect("report");
 
     parallel_throughput(&passwords, &params);
-    argon2_scaling((a.memory_kib, a.iterations));
+    argon2_scaling((a.memory_kib, a.iterations, a.parallelism));
 }
 
 /// Hashes per second with every core hashing at once (one concurrent hash per core, as the login
@@ -128,14 +128,14 @@ fn write_throughput(line: serde_json::Value) {
 /// configured parameters, OWASP's other recommended argon2id settings (equal in cost, less
 /// memory) and a 1 MiB control that fits a core's L2 cache. The login target assumes perfect
 /// scaling; this measures what the hardware gives. Three rounds each; the median is reported.
-fn argon2_scaling(configured: (u32, u32)) {
+fn argon2_scaling(configured: (u32, u32, u32)) {
     use argon2::{Algorithm, Argon2, Block, Params, Version};
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let others = [(12_288, 3), (9_216, 4), (7_168, 5), (1_024, 38)];
+    let others = [(12_288, 3, 1), (9_216, 4, 1), (7_168, 5, 1), (1_024, 38, 1)];
     let settings = std::iter::once(configured).chain(others.into_iter().filter(|s| *s != configured));
-    for (m, t) in settings {
-        let params = Params::new(m, t, 1, None).expect("argon2 parameters");
+    for (m, t, p) in settings {
+        let params = Params::new(m, t, p, None).expect("argon2 parameters");
         let rate = |threads: usize| {
             let each = 24;
             let started = std::time::Instant::now();
@@ -150,7 +150,7 @@ fn argon2_scaling(configured: (u32, u32)) {
                             argon2
                                 .hash_password_into_with_memory(
                                     PASSWORD.as_bytes(),
-                                    b"sixteen byte salt",
+                                    b"a 16-byte salt..",
                                     &mut out,
                                     &mut memory,
                                 )
@@ -165,10 +165,10 @@ fn argon2_scaling(configured: (u32, u32)) {
         let mut rounds: Vec<(f64, f64)> = (0..3).map(|_| (rate(1), rate(cores))).collect();
         rounds.sort_by(|a, b| (a.1 / a.0).total_cmp(&(b.1 / b.0)));
         report_scaling(
-            &format!("argon2/scaling/m={m},t={t}"),
+            &format!("argon2/scaling/m={m},t={t},p={p}"),
             cores,
             rounds[1],
-            serde_json::json!({ "memory_kib": m, "iterations": t }),
+            serde_json::json!({ "memory_kib": m, "iterations": t, "parallelism": p }),
         );
     }
 }

@@ -533,8 +533,8 @@ def main():
         if r:
             w(f"| {label} | {r.get('VmHWM', 0) / 1024:.1f} MiB | {r.get('VmRSS', 0) / 1024:.1f} MiB |")
     w("")
-    w(f"The local API serves everything in one process: under the login run up to 4 argon2 hashes run at once, "
-      f"each with its own {argon2_mib:.0f} MiB buffer.")
+    w(f"The local API serves everything in one process: under the login run (4 connections) at most one argon2 "
+      f"hash per core runs at once ({cores} here), each with its own {argon2_mib:.0f} MiB buffer.")
     w("")
 
     # ---- mechanisms (code facts, checked by hand; the figures above say how much they cost in this run)

@@ -13,6 +13,7 @@ use anyhow::Context;
 use argon2::password_hash::{Output, ParamsString, PasswordHash, Salt, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Semaphore;
 use unicode_normalization::UnicodeNormalization;
 use zeroize::Zeroize;
 
@@ -112,6 +113,10 @@ struct Inner {
     /// threads 87-91 %, as plain threads do (benches/benches/password.rs, BENCHMARKS.md).
     jobs: Mutex<Option<Sender<Job>>>,
     threads: usize,
+    /// One permit per hashing thread, taken before a job is queued and given back when it is
+    /// done: the queue never holds more jobs than there are threads, and a request waiting for
+    /// its turn keeps its password in its own future, dropped with the request.
+    permits: Arc<Semaphore>,
     /// argon2's work memory (`m` KiB each), allocated once per concurrent hash and reused.
     /// Letting argon2 allocate and free it on every call makes glibc raise its mmap threshold
     /// after the first free and then keep each thread's freed buffer in that thread's arena,
@@ -139,6 +144,7 @@ impl Passwords {
                 dummy_hash,
                 jobs: Mutex::new(None),
                 threads: cores,
+                permits: Arc::new(Semaphore::new(cores)),
                 buffers: Mutex::new(Vec::new()),
             }),
         })
@@ -177,16 +183,24 @@ impl Passwords {
         .await
     }
 
-    /// Run `work` on the next free hashing thread, inside the caller's span. Jobs wait in
-    /// arrival order. A job whose caller has gone away (its request was dropped) is skipped.
+    /// Run `work` on a hashing thread once one of the per-thread permits is free (waiters are
+    /// served in arrival order), inside the caller's span. A job whose caller has gone away (its
+    /// request was dropped) is skipped.
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Inner) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
         let inner = self.inner.clone();
+        let permit = inner
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .context("password hashing permits closed")?;
         let span = tracing::Span::current();
         let (done, result) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
+            let _permit = permit;
             if done.is_closed() {
                 return;
             }
@@ -217,7 +231,8 @@ fn hashing_thread(jobs: &Mutex<Receiver<Job>>) {
 
 impl Inner {
     /// Queue `job` for the hashing threads, starting them on first use (a function that never
-    /// hashes never starts them).
+    /// hashes never starts them). Threads that started are kept even if others could not be:
+    /// fewer threads only means jobs wait longer; none at all is an error, tried again next time.
     fn submit(&self, job: Job) -> anyhow::Result<()> {
         let mut jobs = self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let queue = match jobs.as_ref() {
@@ -225,12 +240,23 @@ impl Inner {
             None => {
                 let (queue, receiver) = std::sync::mpsc::channel();
                 let receiver = Arc::new(Mutex::new(receiver));
+                let mut started = 0;
+                let mut failure = None;
                 for i in 0..self.threads {
                     let receiver = receiver.clone();
-                    std::thread::Builder::new()
+                    match std::thread::Builder::new()
                         .name(format!("argon2-{i}"))
                         .spawn(move || hashing_thread(&receiver))
-                        .context("starting a password hashing thread")?;
+                    {
+                        Ok(_) => started += 1,
+                        Err(e) => failure = Some(e),
+                    }
+                }
+                if let Some(e) = failure {
+                    if started == 0 {
+                        return Err(anyhow::Error::new(e).context("starting the password hashing threads"));
+                    }
+                    tracing::warn!(error = %e, started, wanted = self.threads, "not every password hashing thread started");
                 }
                 jobs.insert(queue)
             }
@@ -298,23 +324,36 @@ impl Inner {
     /// Lend `work` a zeroed work area of at least `blocks` blocks from the pool (allocating one
     /// when every pooled area is in use), then wipe it and put it back.
     fn with_memory<T>(&self, blocks: usize, work: impl FnOnce(&mut [Block]) -> T) -> T {
-        let mut memory = self
-            .buffers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop()
-            .unwrap_or_default();
-        if memory.len() < blocks {
-            memory.resize(blocks, Block::new());
+        let mut area = WorkArea {
+            memory: self
+                .buffers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pop()
+                .unwrap_or_default(),
+            pool: &self.buffers,
+        };
+        if area.memory.len() < blocks {
+            area.memory.resize(blocks, Block::new());
         }
-        let result = work(&mut memory[..blocks]);
-        // The work area holds values derived from the password: do not keep them around.
-        memory.iter_mut().for_each(Zeroize::zeroize);
-        self.buffers
+        work(&mut area.memory[..blocks])
+    }
+}
+
+/// A work area on loan from the pool. Dropping it (after the hash, or while unwinding from a
+/// panic in it) wipes it, since it holds values derived from the password, and puts it back.
+struct WorkArea<'a> {
+    memory: Vec<Block>,
+    pool: &'a Mutex<Vec<Vec<Block>>>,
+}
+
+impl Drop for WorkArea<'_> {
+    fn drop(&mut self) {
+        self.memory.iter_mut().for_each(Zeroize::zeroize);
+        self.pool
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(memory);
-        result
+            .push(std::mem::take(&mut self.memory));
     }
 }
 
@@ -538,6 +577,27 @@ mod tests {
         let hash = p.hash(normalize("a password of some length")).await?;
         assert!(started(&p));
         assert!(p.verify(secret("a password of some length"), Some(hash)).await?.matches);
+        Ok(())
+    }
+
+    /// A hash that panics half-way still wipes its work area and gives it back to the pool.
+    #[test]
+    fn a_panicking_hash_still_wipes_its_work_area() -> anyhow::Result<()> {
+        let p = Passwords::new(Argon2Settings {
+            memory_kib: 1_024,
+            iterations: 1,
+            parallelism: 1,
+        })?;
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            p.inner.with_memory(1_024, |memory| {
+                memory.iter_mut().for_each(|b| b.as_mut().fill(0x5eed));
+                std::panic::resume_unwind(Box::new("a hash that fails half-way"));
+            })
+        }));
+        assert!(unwound.is_err());
+        let pool = p.inner.buffers.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        assert_eq!(pool.len(), 1, "the area went back to the pool");
+        assert!(pool[0].iter().all(|b| b.as_ref().iter().all(|w| *w == 0)), "wiped");
         Ok(())
     }
 

@@ -137,7 +137,12 @@ static IN_TURN: LazyLock<String> = LazyLock::new(|| {
 /// one statement (one round trip and one commit, where two [`hit`]s take two of each). Refuses
 /// (429 with `Retry-After`) for the first counter over its limit. Login uses it for the client
 /// address and then the account: an address over its limit does not count against the account.
+/// The two counters must differ (bucket or key): one statement cannot update a row twice.
 pub async fn hit_in_turn(pool: &Pool, settings: &DbSettings, first: Counter<'_>, second: Counter<'_>) -> ApiResult<()> {
+    debug_assert!(
+        (first.bucket, first.key) != (second.bucket, second.key),
+        "hit_in_turn needs two different counters"
+    );
     let [w1, m1] = window_and_max(first.limit);
     let [w2, m2] = window_and_max(second.limit);
     let (b1, b2) = (first.bucket.backoff(), second.bucket.backoff());

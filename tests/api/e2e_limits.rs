@@ -226,9 +226,10 @@ async fn login_failures_per_account_are_limited_and_a_success_resets_them() {
     login_ok(&api, &other.email, &other.password).await;
 }
 
-/// The address is counted first and the account only while the address is within its limit
-/// (one statement, `ratelimit::hit_in_turn`): attempts refused for the address do not count
-/// against the account they name, so a blocked address cannot lock other people out.
+/// The address is counted first and the account only while the address is within its limit:
+/// attempts refused for the address do not count against the account they name, so a blocked
+/// address cannot lock other people out. (Both counters are now one statement,
+/// `ratelimit::hit_in_turn`; this fails if its second upsert ignores the first's count.)
 #[tokio::test]
 async fn attempts_refused_for_the_address_do_not_count_against_the_account() {
     let api = spawn_api_with(config_with(|c| {
