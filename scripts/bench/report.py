@@ -186,6 +186,14 @@ def throughput(R):
     return by_name(R / "throughput.jsonl")
 
 
+def one_hash_seconds(crit):
+    """The time of one argon2 hash for the login bound: the shorter of criterion's means for
+    `password/hash` and `password/verify` (a verification is one hash, and a login's work). On a
+    shared host one of them can come out slow; the shorter gives the stricter bound."""
+    means = [e["mean"] / 1e9 for k, e in crit.items() if k.startswith(("password/hash/", "password/verify/"))]
+    return min(means) if means else None
+
+
 def openssl_speed(R):
     """Verifications per second from `openssl speed ed25519 ecdsap256 rsa2048`, and its version."""
     text = read(R / "openssl.txt")
@@ -301,10 +309,9 @@ def main():
         targets.append(("GET /tasks p99 with 1,000,000 tasks ≤ 1.5× the nearly empty database",
                         f"p99 {fmt_us(gl['latency_us']['p99'])} vs {fmt_us(g['latency_us']['p99'])}: {ratio:.2f}×",
                         verdict(ratio <= SCALE_P99_RATIO, f"{ratio - SCALE_P99_RATIO:.2f}×"), ""))
-    hash_id = next((k for k in crit if k.startswith("password/hash/")), None)
+    hash_s = one_hash_seconds(crit)
     lg = runs.get("small_login")
-    if lg and hash_id:
-        hash_s = crit[hash_id]["mean"] / 1e9
+    if lg and hash_s:
         bound = cores / hash_s
         need = LOGIN_SHARE * bound
         par = next((v for k, v in thr.items() if k.startswith("password/hash_parallel/")), None)
@@ -314,7 +321,8 @@ def main():
                        f"{par['all_cores_per_s']:.1f}/s ({par['all_cores_per_s'] / bound * 100:.0f} % of the bound; one at a time "
                        f"{par['one_at_a_time_per_s']:.1f}/s), so login reaches {lg['ok_rps'] / par['all_cores_per_s'] * 100:.0f} % "
                        "of what the cores hash in parallel")
-        targets.append((f"login ≥ 90 % of cores ÷ one argon2 hash ({cores} ÷ {hash_s * 1e3:.1f} ms = {bound:.1f}/s → ≥ {need:.1f}/s)",
+        targets.append((f"login ≥ 90 % of cores ÷ one argon2 hash ({cores} ÷ {hash_s * 1e3:.1f} ms = {bound:.1f}/s → ≥ {need:.1f}/s; "
+                        "one hash: the shorter of criterion's `password/hash` and `password/verify` means)",
                         f"{lg['ok_rps']:.1f} logins/s at 4 connections ({lg['ok_rps'] / bound * 100:.0f} % of the bound), {lg['non_2xx']} non-2xx{par_txt}",
                         verdict(lg["ok_rps"] >= need and lg["non_2xx"] == 0, f"{need - lg['ok_rps']:.1f}/s"), ""))
         lgl = runs.get("large_login")
@@ -572,8 +580,7 @@ def main():
       "template's `AuthorizerCacheTtl`), which takes the verification off repeat requests; three A/B runs each "
       "showed no throughput difference beyond the spread above (8,874 vs 9,147 req/s on average).")
     par = next((v for k, v in thr.items() if k.startswith("password/hash_parallel/")), None)
-    hid = next((k for k in crit if k.startswith("password/hash/")), None)
-    bound_s = cores / (crit[hid]["mean"] / 1e9) if hid else None
+    bound_s = cores / one_hash_seconds(crit) if one_hash_seconds(crit) else None
     lg_ = runs.get("small_login")
     login_txt = ""
     if par:
@@ -605,12 +612,20 @@ def main():
         if par and bound_s:
             need = LOGIN_SHARE * bound_s
             budget_ms = (cores / need - cores / par["all_cores_per_s"]) * 1e3
-            if lg_["ok_rps"] < need:
+            if lg_["ok_rps"] < need and budget_ms > 0:
                 login_txt += (f" With the cores hashing at this run's parallel rate, everything else in a login would "
-                              f"have to cost at most {max(budget_ms, 0):.2f} ms of CPU to reach {need:.1f}/s; "
-                              f"PostgreSQL's share alone was {pg_ms:.1f} ms. Deployed, the database is elsewhere (Neon) "
-                              "and a Lambda instance hashes for one request at a time, so only the function's own work "
-                              "shares its cores.")
+                              f"have to cost at most {budget_ms:.2f} ms of CPU to reach {need:.1f}/s; "
+                              f"PostgreSQL's share alone was {pg_ms:.1f} ms.")
+            elif lg_["ok_rps"] < need:
+                login_txt += (f" The cores hashing through `Passwords` with nothing else to do already fell short of "
+                              f"{need:.1f}/s in this run ({par['all_cores_per_s']:.1f}/s), so no CPU was left for the rest "
+                              f"of a login, of which PostgreSQL's share alone was {pg_ms:.1f} ms.")
+            if lg_["ok_rps"] < need:
+                login_txt += (" Deployed, the database is elsewhere (Neon) and a Lambda instance hashes for one "
+                              "request at a time, so only the function's own work shares its cores. On this shared "
+                              "host the scaling ratios move by about ±5 points between rounds (repeated runs of the "
+                              "same loops on 2026-11-23 gave 84–99 % with and without the wipe, on dedicated threads "
+                              "and on plain ones).")
     login_txt += (" Profiled on 2026-11-23 (`perf record` of the local API, thin-LTO release build with symbols, "
                   "the login run): " + LOGIN_PROFILE)
     w("- **Login throughput.** Each login costs one argon2id verification, three statements (one upsert for both "
