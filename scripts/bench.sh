@@ -27,6 +27,13 @@
 # BENCH_SKIP_MICRO=1 (keep the previous run's micro-benchmark figures out: skips section 1),
 # BENCH_OUT (default BENCHMARKS.md).
 set -euo pipefail
+
+# --help: the comment block above, as usage.
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+    printf 'usage: %s\n' "$(sed -n 's/^#   \(scripts\/[a-z-]*\.sh.*\)$/\1/p' "$0" | head -n1)"
+    sed -n '2,/^set -euo pipefail/p' "$0" | sed '$d' | sed -E 's/^# ?//'
+    exit 0
+fi
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/lib/common.sh
 source scripts/lib/common.sh

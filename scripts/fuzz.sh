@@ -20,6 +20,13 @@
 
 set -euo pipefail
 
+# --help: the comment block above, as usage.
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+    printf 'usage: %s\n' "$(sed -n 's/^#   \(scripts\/[a-z-]*\.sh.*\)$/\1/p' "$0" | head -n1)"
+    sed -n '2,/^set -euo pipefail/p' "$0" | sed '$d' | sed -E 's/^# ?//'
+    exit 0
+fi
+
 SECONDS_PER_TARGET="${1:-60}"
 if ! [[ "$SECONDS_PER_TARGET" =~ ^[1-9][0-9]*$ ]]; then
     echo "usage: $0 [SECONDS_PER_TARGET]" >&2

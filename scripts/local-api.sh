@@ -3,10 +3,12 @@
 #
 #   scripts/local-api.sh [args for the local-api binary...]
 #
-# DATABASE_URL: taken from the environment, else found or started
-# (scripts/lib/postgres.sh). JWT_SECRET: taken from the environment, else a
+# DATABASE_URL: taken from the environment, else a database of the project's own
+# (TODO_API_LOCAL_DB, default todo_local) on a PostgreSQL found or started by
+# scripts/lib/postgres.sh (never that server's `postgres` database). JWT_SECRET: taken from the environment, else a
 # local development key kept in $STATE_DIR/dev-jwt-secret (created once, 0600).
-# JWT_ISSUER / JWT_AUDIENCE / PORT defaults are the program's own.
+# JWT_ISSUER / JWT_AUDIENCE / PORT defaults are the program's own. LOCAL_API_RELEASE=1: the
+# release build instead of the debug one.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -17,6 +19,7 @@ source scripts/lib/common.sh
 source scripts/lib/postgres.sh
 
 ensure_postgres
+ensure_local_database
 
 if [[ -z "${JWT_SECRET:-}" ]]; then
     keyfile="$STATE_DIR/dev-jwt-secret"
@@ -43,4 +46,9 @@ if [[ -z "${JWT_SECRET:-}" ]]; then
 fi
 
 log "local API will serve on http://127.0.0.1:${PORT:-3000} (Ctrl-C to stop)"
-exec cargo run --release --locked -p local-api -- "$@"
+# A debug build by default (argon2 is optimised even there: see Cargo.toml), so the first start
+# takes a minute, not the many minutes of the release profile's fat LTO; LOCAL_API_RELEASE=1 runs
+# the release build (what scripts/bench.sh measures).
+profile=()
+if [[ "${LOCAL_API_RELEASE:-0}" == 1 ]]; then profile=(--release); fi
+exec cargo run "${profile[@]}" --locked -p local-api --bin local-api -- "$@"

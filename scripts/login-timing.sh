@@ -8,6 +8,13 @@
 # rate limits raised (they would otherwise answer 429 long before the run ends), and stops it.
 # Run it on an otherwise idle machine: it measures wall-clock time.
 set -euo pipefail
+
+# --help: the comment block above, as usage.
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+    printf 'usage: %s\n' "$(sed -n 's/^#   \(scripts\/[a-z-]*\.sh.*\)$/\1/p' "$0" | head -n1)"
+    sed -n '2,/^set -euo pipefail/p' "$0" | sed '$d' | sed -E 's/^# ?//'
+    exit 0
+fi
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/lib/common.sh
 source scripts/lib/common.sh

@@ -7,7 +7,8 @@
 #
 # Steps, stopping at the first failure: rustfmt check, clippy (-D warnings),
 # cfn-lint (pinned 1.53.x) on template.yaml, cargo test; on a full run also the
-# end-to-end suite again with EdDSA tokens and unnamed statements, and the contract test
+# end-to-end suite again with EdDSA tokens and unnamed statements, the README's commands
+# (scripts/readme-test.sh), and the contract test
 # (scripts/contract-test.sh: openapi.yaml validated, schemathesis against the
 # local API). Before them it makes
 # sure of the tools and services the tests need:
@@ -30,9 +31,46 @@ source scripts/lib/moto.sh
 started_at=$SECONDS
 test_output=""
 
+# Every database this run creates is named with this run's prefix, so the exit trap drops exactly
+# those (pass, fail or Ctrl-C) and leaves the server as it found it. Databases of a run that was
+# killed before its trap ran are dropped by the next run's start-of-run sweep (todo_test_*).
+run_id="$(date +%s)$$"
+export TODO_TEST_DB_PREFIX="todo_test_${run_id}_"
+run_databases_dropped=0
+
+# drop_databases LIKE-PATTERN : drop every database whose name matches; log how many.
+drop_databases() {
+    local pattern="$1" dbs db force="" num n=0
+    num="$(psql -X -w "$DATABASE_URL" -Atc 'show server_version_num')" \
+        || { log "warning: cannot query PostgreSQL at $(mask_url "$DATABASE_URL")"; return 1; }
+    if [[ "$num" =~ ^[0-9]+$ ]] && (( num >= 130000 )); then
+        force=" WITH (FORCE)"
+    fi
+    dbs="$(psql -X -w "$DATABASE_URL" -Atc \
+        "select datname from pg_database where datname like '$pattern'")" \
+        || { log "warning: cannot list databases at $(mask_url "$DATABASE_URL")"; return 1; }
+    while IFS= read -r db; do
+        [[ -n "$db" ]] || continue
+        if psql -X -w -q "$DATABASE_URL" -v ON_ERROR_STOP=1 \
+                -c "DROP DATABASE IF EXISTS \"${db//\"/\"\"}\"$force" >/dev/null; then
+            n=$((n + 1))
+        else
+            log "warning: could not drop test database $db"
+        fi
+    done <<<"$dbs"
+    dropped_count=$n
+}
+
 cleanup() {
     stop_moto
     if [[ -n "$test_output" ]]; then rm -f "$test_output"; fi
+    if [[ -n "${DATABASE_URL:-}" && "$run_databases_dropped" -eq 0 ]]; then
+        run_databases_dropped=1
+        dropped_count=0
+        if drop_databases "${TODO_TEST_DB_PREFIX//_/\\_}%"; then
+            log "dropped this run's $dropped_count test database(s) (${TODO_TEST_DB_PREFIX}*)"
+        fi
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -55,28 +93,9 @@ ensure_postgres
 ensure_pytools
 start_moto
 
-drop_leftover_test_databases() {
-    local dbs db force="" num n=0
-    num="$(psql -X -w "$DATABASE_URL" -Atc 'show server_version_num')" \
-        || die "cannot query PostgreSQL at $(mask_url "$DATABASE_URL")"
-    if [[ "$num" =~ ^[0-9]+$ ]] && (( num >= 130000 )); then
-        force=" WITH (FORCE)"
-    fi
-    dbs="$(psql -X -w "$DATABASE_URL" -Atc \
-        "select datname from pg_database where datname like 'todo\_test\_%'")" \
-        || die "cannot list databases at $(mask_url "$DATABASE_URL")"
-    while IFS= read -r db; do
-        [[ -n "$db" ]] || continue
-        if psql -X -w -q "$DATABASE_URL" -v ON_ERROR_STOP=1 \
-                -c "DROP DATABASE IF EXISTS \"${db//\"/\"\"}\"$force" >/dev/null; then
-            n=$((n + 1))
-        else
-            log "warning: could not drop leftover test database $db"
-        fi
-    done <<<"$dbs"
-    log "dropped $n leftover todo_test_* database(s)"
-}
-drop_leftover_test_databases
+dropped_count=0
+drop_databases 'todo\_test\_%' || die "cannot clean up leftover test databases"
+log "dropped $dropped_count leftover todo_test_* database(s)"
 
 export RUST_BACKTRACE=1
 export TEST_DATABASE_URL="$DATABASE_URL"
@@ -150,6 +169,9 @@ if [[ $# -eq 0 ]]; then
     # prepared statements, the defaults.
     TEST_JWT_ALGORITHM=EdDSA TEST_DB_PREPARED_STATEMENTS=false run_step "e2e with EdDSA tokens, unnamed statements" \
         cargo_test -p api-tests --test api -- e2e_ rotation::
+    # The README's commands, run as written: scripts/local-api.sh started as the README says, its
+    # "Try it" requests, todo-admin, the cargo lambda watch set-up and each script's --help.
+    run_step "README commands" bash scripts/readme-test.sh
     # openapi.yaml validated, then schemathesis over every operation against the local API.
     run_step "contract test" bash scripts/contract-test.sh
 fi

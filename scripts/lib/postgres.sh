@@ -227,3 +227,40 @@ ensure_postgres() {
 
     _pg_own_cluster
 }
+
+# ensure_local_database: after ensure_postgres, for the commands a developer runs by hand (the
+# local API, `eval "$(scripts/ensure-postgres.sh)"`). A DATABASE_URL from the environment is used
+# as it is. A server the scripts found or started themselves gets a database of the project's
+# own, TODO_API_LOCAL_DB (default todo_local), created when missing: the project's tables never
+# land in that server's `postgres` database, which may belong to whatever else the user runs.
+ensure_local_database() {
+    [[ "${TODO_API_PG_SOURCE:-}" == env ]] && return 0
+    local name="${TODO_API_LOCAL_DB:-todo_local}"
+    [[ "$name" =~ ^[a-z_][a-z0-9_]{0,62}$ ]] \
+        || die "TODO_API_LOCAL_DB must be a plain lower-case database name (got '$name')"
+    local exists
+    exists="$(psql -X -w "$DATABASE_URL" -Atc \
+        "select 1 from pg_database where datname = '$name'")" \
+        || die "cannot list databases at $(mask_url "$DATABASE_URL")"
+    if [[ "$exists" != 1 ]]; then
+        # Another caller may create it between the check and here: that is fine.
+        psql -X -w -q "$DATABASE_URL" -c "CREATE DATABASE \"$name\"" >/dev/null 2>&1 || true
+        exists="$(psql -X -w "$DATABASE_URL" -Atc \
+            "select 1 from pg_database where datname = '$name'")" || true
+        [[ "$exists" == 1 ]] || die "could not create database $name at $(mask_url "$DATABASE_URL")"
+        log "created database $name"
+    fi
+    local url
+    url="$(_pg_with_database "$DATABASE_URL" "$name")"
+    export DATABASE_URL="$url"
+    log "using database $name: $(mask_url "$DATABASE_URL")"
+}
+
+# _pg_with_database URL NAME : URL with its database (the path) replaced by NAME.
+_pg_with_database() {
+    python3 - "$1" "$2" <<'PY'
+import sys, urllib.parse
+u = urllib.parse.urlsplit(sys.argv[1])
+print(urllib.parse.urlunsplit((u.scheme, u.netloc, "/" + sys.argv[2], u.query, u.fragment)))
+PY
+}

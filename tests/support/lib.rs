@@ -129,6 +129,24 @@ pub fn with_database(url: &str, name: &str) -> String {
     }
 }
 
+/// The prefix of every test database's name: `TODO_TEST_DB_PREFIX`, which `scripts/test.sh` sets
+/// to `todo_test_<run id>_` so that it can drop exactly its own run's databases when it ends, or
+/// `todo_test_` (what the start-of-run sweep of crashed runs looks for) when unset.
+fn test_db_prefix() -> String {
+    match std::env::var("TODO_TEST_DB_PREFIX") {
+        Ok(p) if !p.is_empty() => {
+            assert!(
+                p.starts_with("todo_test_")
+                    && p.len() <= 40
+                    && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "TODO_TEST_DB_PREFIX must start with todo_test_ and hold only a-z, 0-9 and _ (got {p:?})"
+            );
+            p
+        }
+        _ => "todo_test_".to_owned(),
+    }
+}
+
 /// Create an empty database with the migrations applied.
 pub async fn test_db() -> TestDb {
     let admin = SecretString::from(admin_url());
@@ -136,7 +154,7 @@ pub async fn test_db() -> TestDb {
     let client = shared::db::connect(&admin, &config.db)
         .await
         .expect("connect to the admin database");
-    let name = format!("todo_test_{}", uuid::Uuid::new_v4().simple());
+    let name = format!("{}{}", test_db_prefix(), uuid::Uuid::new_v4().simple());
     client
         .batch_execute(&format!("CREATE DATABASE \"{name}\""))
         .await
