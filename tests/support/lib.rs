@@ -138,7 +138,8 @@ fn test_db_prefix() -> String {
             assert!(
                 p.starts_with("todo_test_")
                     && p.len() <= 40
-                    && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                    && p.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
                 "TODO_TEST_DB_PREFIX must start with todo_test_ and hold only a-z, 0-9 and _ (got {p:?})"
             );
             p
