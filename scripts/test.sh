@@ -62,6 +62,8 @@ drop_databases() {
 }
 
 cleanup() {
+    # A second Ctrl-C while cleaning up would cancel the drops half-way: finish them first.
+    trap '' INT TERM
     stop_moto
     if [[ -n "$test_output" ]]; then rm -f "$test_output"; fi
     if [[ -n "${DATABASE_URL:-}" && "$run_databases_dropped" -eq 0 ]]; then
