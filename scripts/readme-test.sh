@@ -14,6 +14,8 @@
 #   try-it    the "Try it" requests, sent to that local API; the answers are checked
 #   admin     `todo-admin migrate` and `grant-admin` against the same database
 #   measure   every measuring script's `--help`
+#   eddsa     the EdDSA key made as written and the local API started with it (its JWKS must
+#             publish the Ed25519 key)
 #   watch     the `cargo lambda watch` set-up lines (ensure-postgres, the key, migrate), which must
 #             hand out a database of the project's own; `cargo lambda watch` itself is not run here
 #
@@ -31,7 +33,7 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/todo-readme.XXXXXX")"
 prefix="${TODO_TEST_DB_PREFIX:-todo_test_readme$$_}"
 local_db="${prefix}readme"
 api_pid=""
-watch_pid=""
+eddsa_pid=""
 # Where to drop the throwaway databases: the server scripts/test.sh uses, until the local API's
 # log says which server it found.
 admin_url="${DATABASE_URL:-}"
@@ -53,7 +55,7 @@ stop_pid() {
 cleanup() {
     local rc=$?
     stop_pid "$api_pid"
-    stop_pid "$watch_pid"
+    stop_pid "$eddsa_pid"
     if [[ -n "$admin_url" ]]; then
         psql -X -w -q "$admin_url" -c "DROP DATABASE IF EXISTS \"$local_db\" WITH (FORCE)" \
             >/dev/null 2>&1 || log "warning: could not drop $local_db"
@@ -130,6 +132,7 @@ try_block="$(block try-it)"
 admin_block="$(block admin)"
 measure_block="$(block measure)"
 watch_block="$(block watch)"
+eddsa_block="$(block eddsa)"
 
 # --- run: scripts/local-api.sh, exactly as written -------------------------------------------
 run_cmd="$(strip_comment "$(line_with "$run_block" scripts/local-api.sh)")"
@@ -205,6 +208,28 @@ while IFS= read -r script; do
     n=$((n + 1))
 done < <(grep -oE 'scripts/[a-z-]+\.sh' <<<"$measure_block" | sort -u)
 [[ "$n" -ge 3 ]] || die "expected the bench, login-timing and fuzz scripts in the README, found $n"
+
+# --- eddsa: a key made as written, the local API started with it -----------------------------
+log "==> README EdDSA local run"
+keygen="$(line_with "$eddsa_block" "openssl genpkey")"
+eddsa_run="$(line_with "$eddsa_block" scripts/local-api.sh)"
+# key.pem goes to the scratch directory, not into the checkout.
+(cd "$work" && bash -euo pipefail -c "$keygen") >"$work/keygen.log" 2>&1 || die "README key command failed: $keygen"
+eddsa_port="$(free_port)"
+(
+    unset DATABASE_URL JWT_SECRET
+    export PORT="$eddsa_port" TODO_API_LOCAL_DB="$local_db"
+    exec setsid bash -c "${eddsa_run//key.pem/$work/key.pem}" >"$work/local-api-eddsa.log" 2>&1
+) &
+eddsa_pid=$!
+wait_http "http://127.0.0.1:$eddsa_port/.well-known/jwks.json" "$eddsa_pid" "$work/local-api-eddsa.log" 300
+curl -s "http://127.0.0.1:$eddsa_port/.well-known/jwks.json" | python3 -c '
+import json, sys
+keys = json.load(sys.stdin)["keys"]
+assert keys and all(k["kty"] == "OKP" and k["crv"] == "Ed25519" for k in keys), keys
+' || die "the EdDSA local API does not publish its Ed25519 key"
+stop_pid "$eddsa_pid"
+eddsa_pid=""
 
 # --- watch: the cargo lambda watch set-up ----------------------------------------------------
 log "==> README cargo lambda watch set-up"
