@@ -12,6 +12,7 @@ mod e2e_sessions;
 mod e2e_tasks;
 mod handler_events;
 mod rotation;
+mod route_tables;
 mod secrets_emulator;
 mod template;
 mod tokens;
