@@ -153,3 +153,40 @@ fn cargo_lambda_watch_router_is_exactly_the_route_table() {
         );
     }
 }
+
+#[test]
+fn the_api_reference_documents_every_route() {
+    let docs = read("docs/API.md");
+    let missing: Vec<String> = ROUTES
+        .iter()
+        .map(|r| format!("`{} {}", r.method.as_str(), r.path))
+        .filter(|needle| !docs.contains(needle.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/API.md does not document these routes of shared::roles::ROUTES: {missing:?}"
+    );
+}
+
+/// The README and the API reference point only at files in the repository, and those exist.
+#[test]
+fn docs_link_only_into_the_repository() {
+    for doc in ["README.md", "docs/API.md"] {
+        let text = read(doc);
+        let base = workspace_root().join(doc).parent().expect("a parent").to_path_buf();
+        // Markdown links `](target)`; external http(s) links are not files.
+        for (i, _) in text.match_indices("](") {
+            let rest = &text[i + 2..];
+            let Some(end) = rest.find(')') else { continue };
+            let target = rest[..end].split('#').next().unwrap_or_default();
+            if target.is_empty() || target.starts_with("http://") || target.starts_with("https://") {
+                continue;
+            }
+            let path = base.join(target);
+            let inside = path
+                .canonicalize()
+                .is_ok_and(|p| p.starts_with(workspace_root().canonicalize().expect("root")));
+            assert!(inside, "{doc} links to {target}, which is not a file in the repository");
+        }
+    }
+}
