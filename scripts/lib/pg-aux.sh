@@ -106,7 +106,7 @@ start_aux_postgres() {
         printf '  stop) cmd=(%q -D %q stop -m immediate -w -t 30) ;;\n' "$bindir/pg_ctl" "$data"
         printf '  start) cmd=(%q -D %q -l %q -w -t 30 start) ;;\n' "$bindir/pg_ctl" "$data" "$logfile"
         printf '  *) echo "usage: $0 stop|start" >&2; exit 2 ;;\nesac\n'
-        if is_root; then printf 'exec runuser -u postgres -- "${cmd[@]}"\n'; else printf 'exec "${cmd[@]}"\n'; fi
+        if is_root; then printf 'exec runuser -u postgres -- "${cmd[@]}" >/dev/null\n'; else printf 'exec "${cmd[@]}" >/dev/null\n'; fi
     } >"$base/ctl.sh"
     chmod 0755 "$base/ctl.sh"
     export TEST_AUX_ADMIN_URL="postgres://postgres@localhost:$port/postgres?sslmode=verify-full&sslrootcert=$certs/ca.crt"

@@ -372,7 +372,7 @@ where
 {
     match tokio::time::timeout(settings.operation_timeout, work).await {
         Ok(result) => result,
-        Err(_) => Err(ApiError::ServiceUnavailable(anyhow::anyhow!("database call timed out"))),
+        Err(_) => Err(timed_out()),
     }
 }
 
@@ -502,6 +502,29 @@ fn stale_statement(e: &tokio_postgres::Error) -> bool {
     }
 }
 
+/// Proof that statements do not stay with this connection's server session: one we prepared a
+/// moment ago is gone (`26000` right after preparing it again), or a name we never used there
+/// already exists (`42P05`: another client's statement, on a server session shared through a
+/// transaction-mode pooler).
+fn session_not_ours(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code().is_some_and(|code| {
+        *code == SqlState::INVALID_SQL_STATEMENT_NAME || *code == SqlState::DUPLICATE_PSTATEMENT
+    })
+}
+
+/// From now on, send every statement unnamed (see [`run`]), and say why once.
+fn fall_back_to_unnamed(settings: &DbSettings, e: &tokio_postgres::Error) {
+    if !settings.prepared_fallback.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::error!(
+            code = ?e.code(),
+            "the database server session does not keep this connection's prepared statements \
+             (a transaction-mode pooler without prepared-statement support?): sending every \
+             statement unnamed from now on; set DB_PREPARED_STATEMENTS=false"
+        );
+    }
+}
+
 /// Run one statement with typed parameters (every parameter's type is given, so nothing is
 /// inferred differently between the two paths). With `settings.prepared_statements` the statement
 /// is prepared once per connection (keyed by its text and parameter types) and executed by name
@@ -511,18 +534,48 @@ fn stale_statement(e: &tokio_postgres::Error) -> bool {
 /// refuses as stale is dropped from the cache and, outside a transaction, prepared and run once
 /// more (the error comes before anything is executed); inside one, the error stands and the next
 /// request prepares it afresh.
+///
+/// Behind a transaction-mode pooler without prepared-statement support (PgBouncer before 1.21 or
+/// with `max_prepared_statements = 0`), consecutive statements of one connection may reach
+/// different server sessions. The first proof of it ([`session_not_ours`]) switches this process
+/// to unnamed statements for good (logged as an error: the setting is wrong) and, outside a
+/// transaction, answers this call unnamed; a transaction that hit it fails (503) and the next
+/// request works. That is a safety net, not a configuration: until the first proof, another
+/// process's statement of the same name (tokio-postgres names them `s0`, `s1`, ... in every
+/// process) could be executed in place of ours, so such a pooler needs
+/// `DB_PREPARED_STATEMENTS=false`.
 pub async fn run<C: Runner>(
     client: &C,
     settings: &DbSettings,
     sql: &str,
     params: &[(&(dyn ToSql + Sync), Type)],
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
-    if !settings.prepared_statements {
+    if !settings.prepared_statements || settings.prepared_fallback.load(std::sync::atomic::Ordering::Relaxed) {
         return client.query_unnamed(sql, params).await;
     }
     let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
     let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
-    let statement = client.prepare_typed_cached(sql, &types).await?;
+    // Both preparations below: a `42P05` there is proof too.
+    let prepare = || async {
+        match client.prepare_typed_cached(sql, &types).await {
+            Err(e) if session_not_ours(&e) => {
+                fall_back_to_unnamed(settings, &e);
+                Err(e)
+            }
+            other => other,
+        }
+    };
+    let unnamed_retry = |e: tokio_postgres::Error| async move {
+        if C::CAN_RETRY {
+            client.query_unnamed(sql, params).await
+        } else {
+            Err(e)
+        }
+    };
+    let statement = match prepare().await {
+        Err(e) if session_not_ours(&e) => return unnamed_retry(e).await,
+        other => other?,
+    };
     match client.query(&statement, &values).await {
         Err(e) if stale_statement(&e) => {
             tracing::warn!(code = ?e.code(), "cached statement refused by the server; preparing it again");
@@ -530,8 +583,18 @@ pub async fn run<C: Runner>(
             if !C::CAN_RETRY {
                 return Err(e);
             }
-            let statement = client.prepare_typed_cached(sql, &types).await?;
-            client.query(&statement, &values).await
+            let statement = match prepare().await {
+                Err(e) if session_not_ours(&e) => return unnamed_retry(e).await,
+                other => other?,
+            };
+            match client.query(&statement, &values).await {
+                Err(e) if session_not_ours(&e) => {
+                    client.statements().remove(sql, &types);
+                    fall_back_to_unnamed(settings, &e);
+                    unnamed_retry(e).await
+                }
+                result => result,
+            }
         }
         result => result,
     }
@@ -561,25 +624,40 @@ pub async fn caller_query(
     let mut all: Vec<(&(dyn ToSql + Sync), Type)> =
         vec![(&caller.session_id, Type::UUID), (&caller.user_id, Type::UUID)];
     all.extend(params.iter().map(|(v, t)| (*v, t.clone())));
-    bounded(settings, async {
-        let client = conn(pool).await?;
-        Ok(run(&client, settings, sql, &all).await?)
-    })
-    .await
+    query(pool, settings, sql, &all).await
 }
 
-/// Run one statement on a pooled connection, bounded.
+/// Run one statement on a pooled connection, bounded by the operation timeout.
+///
+/// When the bound expires with the statement unanswered, the connection is closed instead of
+/// going back to the pool. The statement may still be on its way: queued in PgBouncer, waiting
+/// for a server during an outage, it would run when the server is back, after this request was
+/// answered 503 (a task created that its client was told failed: the outage test saw it), and
+/// the next request on that connection would wait behind it. Closing the socket makes PgBouncer
+/// drop a query it has not yet sent to a server.
 pub async fn query(
     pool: &Pool,
     settings: &DbSettings,
     sql: &str,
     params: &[(&(dyn ToSql + Sync), Type)],
 ) -> ApiResult<Vec<Row>> {
-    bounded(settings, async {
-        let client = conn(pool).await?;
-        Ok(run(&client, settings, sql, params).await?)
-    })
-    .await
+    let deadline = tokio::time::Instant::now() + settings.operation_timeout;
+    let client = match tokio::time::timeout_at(deadline, conn(pool)).await {
+        Ok(client) => client?,
+        Err(_) => return Err(timed_out()),
+    };
+    match tokio::time::timeout_at(deadline, run(&client, settings, sql, params)).await {
+        Ok(result) => Ok(result?),
+        Err(_) => {
+            // Dropping the taken client aborts its connection task, which closes the socket.
+            drop(Object::take(client));
+            Err(timed_out())
+        }
+    }
+}
+
+fn timed_out() -> ApiError {
+    ApiError::ServiceUnavailable(anyhow::anyhow!("database call timed out"))
 }
 
 #[cfg(test)]
