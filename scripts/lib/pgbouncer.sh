@@ -157,6 +157,10 @@ start_pgbouncer() {
         printf 'pool_mode = transaction\n'
         printf 'max_prepared_statements = %s\n' "$max_prepared"
         printf 'max_client_conn = 1000\ndefault_pool_size = 20\n'
+        # Every test has a database, so a pool: cap the server connections of all pools together
+        # (an idle one of another pool is closed to make room) and close idle ones soon, or a
+        # suite run leaves the server out of connections.
+        printf 'max_user_connections = 60\nserver_idle_timeout = 10\n'
         printf 'pidfile = %s/pgbouncer.pid\nlogfile = %s/pgbouncer.log\n' "$dir" "$dir"
         # Fail fast when the server is down (the outage tests), instead of the 15 s default.
         printf 'server_connect_timeout = 2\nserver_login_retry = 1\nquery_wait_timeout = 10\n'

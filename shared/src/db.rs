@@ -91,8 +91,8 @@ fn client_tls(roots: &Roots) -> anyhow::Result<rustls::ClientConfig> {
             use rustls::pki_types::{CertificateDer, pem::PemObject};
             let shown = path.display();
             let mut store = rustls::RootCertStore::empty();
-            let certs = CertificateDer::pem_file_iter(path)
-                .with_context(|| format!("sslrootcert: cannot read {shown}"))?;
+            let certs =
+                CertificateDer::pem_file_iter(path).with_context(|| format!("sslrootcert: cannot read {shown}"))?;
             for cert in certs {
                 let cert = cert.with_context(|| format!("sslrootcert: {shown} is not a PEM certificate file"))?;
                 store
@@ -175,9 +175,8 @@ fn split_tls_params(url: &str) -> anyhow::Result<(String, Option<String>, Option
         let mut kept = Vec::new();
         for pair in query.split('&') {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let decoded = || {
-                percent_decode(value).context("the database URL has an invalid percent-encoding in its query")
-            };
+            let decoded =
+                || percent_decode(value).context("the database URL has an invalid percent-encoding in its query");
             match key {
                 "sslmode" => mode = Some(decoded()?),
                 "sslrootcert" => rootcert = Some(decoded()?),
@@ -508,14 +507,16 @@ fn stale_statement(e: &tokio_postgres::Error) -> bool {
 /// transaction-mode pooler).
 fn session_not_ours(e: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
-    e.code().is_some_and(|code| {
-        *code == SqlState::INVALID_SQL_STATEMENT_NAME || *code == SqlState::DUPLICATE_PSTATEMENT
-    })
+    e.code()
+        .is_some_and(|code| *code == SqlState::INVALID_SQL_STATEMENT_NAME || *code == SqlState::DUPLICATE_PSTATEMENT)
 }
 
 /// From now on, send every statement unnamed (see [`run`]), and say why once.
 fn fall_back_to_unnamed(settings: &DbSettings, e: &tokio_postgres::Error) {
-    if !settings.prepared_fallback.swap(true, std::sync::atomic::Ordering::Relaxed) {
+    if !settings
+        .prepared_fallback
+        .swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
         tracing::error!(
             code = ?e.code(),
             "the database server session does not keep this connection's prepared statements \
@@ -702,7 +703,11 @@ mod tests {
             "host=db.example.com user=u dbname=app sslmode='require'",
         ] {
             assert_eq!(policy(url)?, VerifyFull, "{url}");
-            assert_eq!(target(url)?.config.get_ssl_mode(), SslMode::Require, "{url}: never falls back");
+            assert_eq!(
+                target(url)?.config.get_ssl_mode(),
+                SslMode::Require,
+                "{url}: never falls back"
+            );
         }
         for url in [
             "postgres://u:p@db.example.com/app?sslmode=disable",
@@ -742,7 +747,10 @@ mod tests {
     fn an_unknown_or_plaintext_first_sslmode_stops_at_start_with_a_clear_message() {
         let bad = refusal("postgres://u:secret-pw@db.example.com/app?sslmode=verify_full");
         assert!(bad.contains("sslmode=\"verify_full\""), "{bad}");
-        assert!(bad.contains("disable, prefer, require, verify-ca, verify-full"), "{bad}");
+        assert!(
+            bad.contains("disable, prefer, require, verify-ca, verify-full"),
+            "{bad}"
+        );
         assert!(!bad.contains("secret-pw"), "the password is never quoted: {bad}");
         let bad = refusal("host=db.example.com password=secret-pw sslmode=on");
         assert!(bad.contains("sslmode=\"on\""), "{bad}");
@@ -758,7 +766,10 @@ mod tests {
         let t = target("postgres://u@db.example.com/app?sslmode=verify-full")?;
         assert_eq!(t.roots, Roots::Public);
         let missing = refusal("postgres://u@db.example.com/app?sslmode=verify-full&sslrootcert=%2Fno%2Fsuch%2Fca.pem");
-        assert!(missing.contains("sslrootcert: cannot read /no/such/ca.pem"), "{missing}");
+        assert!(
+            missing.contains("sslrootcert: cannot read /no/such/ca.pem"),
+            "{missing}"
+        );
         let dir = std::env::temp_dir().join(format!("todo-api-db-test-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir)?;
         let empty = dir.join("empty.pem");

@@ -14,7 +14,11 @@ use tokio_postgres::types::Type;
 async fn no_startup_options_are_sent() {
     let db = test_db().await;
     let target = shared::db::pg_config(&db.url, &test_config().db).unwrap();
-    assert_eq!(target.config.get_options(), None, "a pooler would refuse the connection");
+    assert_eq!(
+        target.config.get_options(),
+        None,
+        "a pooler would refuse the connection"
+    );
 }
 
 #[tokio::test]

@@ -68,17 +68,24 @@ async fn round_trip(api: &TestApi) {
 #[ignore = "needs the TLS cluster of scripts/lib/pg-aux.sh (run by scripts/test.sh)"]
 async fn verify_full_connects_and_the_server_sees_every_session_encrypted() {
     let admin = aux_admin();
-    assert!(admin.contains("sslmode=verify-full") && admin.contains("@localhost:"), "{admin}");
+    assert!(
+        admin.contains("sslmode=verify-full") && admin.contains("@localhost:"),
+        "{admin}"
+    );
     let api = spawn_api_on(quick_config(), test_db_on(&admin, None).await).await;
     assert_eq!(
-        shared::db::pg_config(&api.db.url, &api.state.config.db).expect("url").tls,
+        shared::db::pg_config(&api.db.url, &api.state.config.db)
+            .expect("url")
+            .tls,
         shared::db::TlsPolicy::VerifyFull
     );
     round_trip(&api).await;
     let sessions = ssl_of_sessions(&api).await;
     assert!(!sessions.is_empty(), "the API's connections are open");
     assert!(
-        sessions.iter().all(|(ssl, v)| *ssl && v.as_deref().is_some_and(|v| v.starts_with("TLSv1."))),
+        sessions
+            .iter()
+            .all(|(ssl, v)| *ssl && v.as_deref().is_some_and(|v| v.starts_with("TLSv1."))),
         "every session of the test database is encrypted: {sessions:?}"
     );
 }
@@ -152,7 +159,9 @@ async fn tls_to_pgbouncer_and_from_it_to_the_server() {
     config.db.prepared_statements = true;
     let api = spawn_api_on(config, test_db_on(&aux_admin(), Some(&pooled)).await).await;
     assert_eq!(
-        shared::db::pg_config(&api.db.url, &api.state.config.db).expect("url").tls,
+        shared::db::pg_config(&api.db.url, &api.state.config.db)
+            .expect("url")
+            .tls,
         shared::db::TlsPolicy::VerifyFull
     );
     round_trip(&api).await;
@@ -206,7 +215,7 @@ async fn outage_under_load(app: Option<&str>) {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
-                let write = i % 2 == 0;
+                let write = i.is_multiple_of(2);
                 let started = Instant::now();
                 let req = if write {
                     http.post(api.url("/tasks"))
@@ -293,10 +302,19 @@ async fn outage_under_load(app: Option<&str>) {
         first_ok,
         rows
     );
-    assert!(total.wrong.is_empty(), "{} unexpected answers: {:#?}", total.wrong.len(), total.wrong);
+    assert!(
+        total.wrong.is_empty(),
+        "{} unexpected answers: {:#?}",
+        total.wrong.len(),
+        total.wrong
+    );
     assert!(total.unavailable > 0, "the outage was seen");
     assert!(total.created > 0 && total.ok > 0);
-    assert_eq!(i64::try_from(total.created).expect("count"), rows, "every 201 is a row and every row a 201");
+    assert_eq!(
+        i64::try_from(total.created).expect("count"),
+        rows,
+        "every 201 is a row and every row a 201"
+    );
 }
 
 #[tokio::test]
@@ -351,7 +369,9 @@ async fn many_clients_against_few_connections_queue_or_get_503_never_hang() {
                         let body: Value = r.json().await.unwrap_or(Value::Null);
                         match status {
                             StatusCode::OK if body["items"][0]["title"] == "t" => "ok".to_owned(),
-                            StatusCode::SERVICE_UNAVAILABLE if body["code"] == "service_unavailable" => "503".to_owned(),
+                            StatusCode::SERVICE_UNAVAILABLE if body["code"] == "service_unavailable" => {
+                                "503".to_owned()
+                            }
                             other => format!("{other}: {body}"),
                         }
                     }
@@ -378,7 +398,10 @@ async fn many_clients_against_few_connections_queue_or_get_503_never_hang() {
     }
     eprintln!("connection limits: {ok} ok, {unavailable} answered 503, slowest {slowest:?}");
     assert!(ok > 0, "the instances with a connection served their queue");
-    assert!(unavailable > 0, "the server ran out of connections (max_connections = 20)");
+    assert!(
+        unavailable > 0,
+        "the server ran out of connections (max_connections = 20)"
+    );
 }
 
 /// Prepared statements on (the default) against PgBouncer with `max_prepared_statements = 0`:

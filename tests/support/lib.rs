@@ -255,9 +255,11 @@ impl TestApi {
         format!("{}{}", self.base, path)
     }
 
-    /// A direct connection to this test's database, for checking rows.
+    /// A direct connection to this test's database, for checking rows: straight to the server
+    /// even when the API goes through a pooler (the checks use the driver's own named
+    /// statements, which a pooler without prepared-statement support cannot carry).
     pub async fn sql(&self) -> tokio_postgres::Client {
-        shared::db::connect(&self.db.url, &self.state.config.db)
+        shared::db::connect(&self.db.direct_url, &self.state.config.db)
             .await
             .expect("connect")
     }
