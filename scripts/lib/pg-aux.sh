@@ -37,6 +37,7 @@ _aux_base() {
 # the same name expired (valid in January 2020 only), and another CA that signed nothing.
 make_test_certs() {
     local dir="$1"
+    command -v openssl >/dev/null 2>&1 || apt_install openssl
     rm -rf "$dir"
     mkdir -p "$dir"
     (
