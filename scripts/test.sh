@@ -178,6 +178,34 @@ if [[ $# -eq 0 ]]; then
     run_step "contract test" bash scripts/contract-test.sh
 fi
 
+# --- the deployed database path: PgBouncer (transaction mode), TLS, outage, connection limits ---
+# Started here on loopback (scripts/lib/pg-aux.sh): PgBouncers in front of the test server, with
+# and without max_prepared_statements; a PostgreSQL of our own with ssl=on (certificate from a
+# throw-away CA), max_connections = 20, which the outage test stops and starts; PgBouncers with
+# TLS in front of it. Test databases are created directly; the application connects through the
+# pooler (TEST_APP_DATABASE_URL).
+if [[ $# -eq 0 ]]; then
+    # shellcheck source=scripts/lib/pg-aux.sh
+    source scripts/lib/pg-aux.sh
+    db_path_t0=$SECONDS
+    trap 'stop_db_path_services; cleanup' EXIT
+    start_db_path_services
+    # Neon's setting: PgBouncer tracks protocol-level prepared statements, ours are on.
+    TEST_APP_DATABASE_URL="$TEST_PGBOUNCER_PREP_URL" TEST_DB_PREPARED_STATEMENTS=true \
+        run_step "e2e through PgBouncer, max_prepared_statements=200, prepared statements" \
+        cargo_test -p api-tests --test api -- e2e_ rotation::
+    # A pooler without prepared-statement support, and DB_PREPARED_STATEMENTS=false.
+    TEST_APP_DATABASE_URL="$TEST_PGBOUNCER_NOPREP_URL" TEST_DB_PREPARED_STATEMENTS=false \
+        run_step "e2e through PgBouncer, max_prepared_statements=0, unnamed statements" \
+        cargo_test -p api-tests --test api -- e2e_ rotation::
+    # TLS verification, outages (direct and through PgBouncer), connection limits, prepared
+    # statements against a pooler without support: one at a time (the outage stops the server).
+    run_step "database path: TLS, outage, connection limits" \
+        cargo_test -p api-tests --test api -- --ignored --test-threads=1 db_path::
+    stop_db_path_services
+    log "database path steps took $((SECONDS - db_path_t0))s"
+fi
+
 log "all checks passed (${steps_passed[*]}) in $((SECONDS - started_at))s:" \
     "$tests_passed tests passed, $tests_failed failed, $tests_ignored ignored"
 printf 'summary: %d passed, %d failed, %d skipped\n' \

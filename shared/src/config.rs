@@ -37,6 +37,10 @@ pub struct DbSettings {
     /// planned once per connection. Turn off for a transaction-mode pooler without prepared
     /// statement support (PgBouncer before 1.21, or `max_prepared_statements = 0`).
     pub prepared_statements: bool,
+    /// Set once this process has seen the server lose a statement it had just prepared (a
+    /// transaction-mode pooler without prepared-statement support): from then on every statement
+    /// is sent unnamed, as with `prepared_statements = false` (see `db::run`). Shared by clones.
+    pub prepared_fallback: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A limit of `max` events per `window`.
@@ -176,6 +180,7 @@ impl Config {
             statement_timeout: env.millis("DB_STATEMENT_TIMEOUT_MS", 5000, 0, 600_000),
             operation_timeout: env.millis("DB_OPERATION_TIMEOUT_MS", 8000, 100, 600_000),
             prepared_statements: env.boolean("DB_PREPARED_STATEMENTS", true),
+            prepared_fallback: Default::default(),
         };
         let mut limit = |max_name: &str, max: u32, window_name: &str, window: u64| Limit {
             max: env.number(max_name, max, 1, 1_000_000),

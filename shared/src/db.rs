@@ -1,4 +1,5 @@
-//! The database: a `deadpool-postgres` pool over `tokio-postgres`, TLS through rustls with SNI,
+//! The database: a `deadpool-postgres` pool over `tokio-postgres`, TLS through rustls with SNI
+//! (never silently off: see [`pg_config`]),
 //! and the SQL migrations (applied by `refinery`).
 //!
 //! Built for Neon's pooled endpoint (PgBouncer in transaction mode): no session-level `SET` and no
@@ -38,56 +39,314 @@ mod embedded {
     refinery::embed_migrations!("../migrations");
 }
 
-/// rustls with the Mozilla roots (webpki-roots) and the same aws-lc-rs provider the AWS SDK uses:
-/// one TLS stack in the binary. SNI is sent from the host name, which Neon needs to route.
-fn tls() -> anyhow::Result<tokio_postgres_rustls::MakeRustlsConnect> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+/// How the connection is protected, decided once at start from the URL (see [`pg_config`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsPolicy {
+    /// Plain text: a loopback or Unix-socket host without `sslmode`, or `sslmode=disable`.
+    Plain,
+    /// TLS required, the certificate chain verified against the roots and the host name checked
+    /// against the certificate; SNI is the URL's host.
+    VerifyFull,
 }
 
-/// Parse the URL and apply our timeouts.
-///
-/// TLS: `sslmode=require` (what Neon's URLs say) gets rustls with full certificate and host name
-/// verification (stricter than libpq's `require`) and SNI. Any other mode connects in plain text,
-/// which is meant for a PostgreSQL on the same machine; `prefer` is not attempted opportunistically,
-/// because an unverified TLS session protects against nothing that plain text does not.
-pub fn pg_config(url: &SecretString, settings: &DbSettings) -> anyhow::Result<tokio_postgres::Config> {
-    // The parse error can quote the URL, password included: say only that it is invalid.
-    let mut config = tokio_postgres::Config::from_str(url.expose_secret())
-        .map_err(|_| anyhow::anyhow!("the database URL is not a valid PostgreSQL connection string"))?;
-    config.connect_timeout(settings.connect_timeout);
-    if !requires_tls(&config) {
-        config.ssl_mode(SslMode::Disable);
+/// Where the trusted roots for [`TlsPolicy::VerifyFull`] come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Roots {
+    /// The Mozilla roots (webpki-roots): what Neon's publicly trusted certificates chain to.
+    /// Also what `sslrootcert=system` means.
+    Public,
+    /// Exactly the certificates in this PEM file (`sslrootcert=PATH`), nothing else.
+    File(std::path::PathBuf),
+}
+
+/// A parsed database URL: the driver's configuration and the TLS decision.
+#[derive(Clone)]
+pub struct Target {
+    pub config: tokio_postgres::Config,
+    pub tls: TlsPolicy,
+    pub roots: Roots,
+    /// The rustls client configuration when `tls` is `VerifyFull` (built at start, so a bad
+    /// `sslrootcert` stops the function there rather than failing every request).
+    client_tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Target {
+    /// The TLS connector, when TLS is on.
+    pub fn connector(&self) -> Option<tokio_postgres_rustls::MakeRustlsConnect> {
+        self.client_tls
+            .as_ref()
+            .map(|c| tokio_postgres_rustls::MakeRustlsConnect::new(c.as_ref().clone()))
     }
+}
+
+/// rustls on the same aws-lc-rs provider the AWS SDK uses: one TLS stack in the binary.
+/// rustls always verifies the chain and the host name, and sends the host name as SNI (which
+/// Neon needs to route) whenever it is a DNS name.
+fn client_tls(roots: &Roots) -> anyhow::Result<rustls::ClientConfig> {
+    let store = match roots {
+        Roots::Public => rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        },
+        Roots::File(path) => {
+            use rustls::pki_types::{CertificateDer, pem::PemObject};
+            let shown = path.display();
+            let mut store = rustls::RootCertStore::empty();
+            let certs =
+                CertificateDer::pem_file_iter(path).with_context(|| format!("sslrootcert: cannot read {shown}"))?;
+            for cert in certs {
+                let cert = cert.with_context(|| format!("sslrootcert: {shown} is not a PEM certificate file"))?;
+                store
+                    .add(cert)
+                    .with_context(|| format!("sslrootcert: a certificate in {shown} is not usable as a root"))?;
+            }
+            anyhow::ensure!(!store.is_empty(), "sslrootcert: {shown} holds no certificate");
+            store
+        }
+    };
+    Ok(
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?
+            .with_root_certificates(store)
+            .with_no_client_auth(),
+    )
+}
+
+/// libpq's `sslmode` values, as written in the URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslModeParam {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl FromStr for SslModeParam {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        Ok(match s {
+            "disable" => Self::Disable,
+            "allow" => Self::Allow,
+            "prefer" => Self::Prefer,
+            "require" => Self::Require,
+            "verify-ca" => Self::VerifyCa,
+            "verify-full" => Self::VerifyFull,
+            // The mode is no secret: quote it, so the operator sees the typo.
+            other => anyhow::bail!(
+                "the database URL's sslmode={other:?} is not one of disable, prefer, require, verify-ca, verify-full"
+            ),
+        })
+    }
+}
+
+/// Whether a host is this machine: a Unix socket directory, `localhost`, or a loopback address.
+/// Only then may an URL without `sslmode` connect in plain text.
+pub fn is_local_host(host: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    if host.starts_with('/') || host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn all_hosts_local(config: &tokio_postgres::Config) -> bool {
+    use tokio_postgres::config::Host;
+    let hosts_local = config.get_hosts().iter().all(|h| match h {
+        Host::Tcp(name) => is_local_host(name),
+        #[cfg(unix)]
+        Host::Unix(_) => true,
+    });
+    hosts_local && config.get_hostaddrs().iter().all(|a| a.is_loopback())
+}
+
+/// Take `sslmode` and `sslrootcert` out of the connection string, which the driver does not
+/// understand in full (it knows neither `verify-ca`/`verify-full` nor `sslrootcert`), returning
+/// the rest for the driver and the two values (the last one wins, as in libpq).
+fn split_tls_params(url: &str) -> anyhow::Result<(String, Option<String>, Option<String>)> {
+    let mut mode = None;
+    let mut rootcert = None;
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let Some((base, query)) = url.split_once('?') else {
+            return Ok((url.to_owned(), None, None));
+        };
+        let mut kept = Vec::new();
+        for pair in query.split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let decoded =
+                || percent_decode(value).context("the database URL has an invalid percent-encoding in its query");
+            match key {
+                "sslmode" => mode = Some(decoded()?),
+                "sslrootcert" => rootcert = Some(decoded()?),
+                _ => kept.push(pair),
+            }
+        }
+        let rest = if kept.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        return Ok((rest, mode, rootcert));
+    }
+    // Key/value form: `host=h sslmode=verify-full sslrootcert='/a b/ca.pem'`.
+    let mut rest = String::with_capacity(url.len());
+    let mut chars = url.char_indices().peekable();
+    while let Some(&(start, c)) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+            continue;
+        }
+        let mut key = String::new();
+        while let Some(&(_, c)) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        while chars.peek().is_some_and(|(_, c)| c.is_whitespace()) {
+            chars.next();
+        }
+        anyhow::ensure!(
+            chars.next().is_some_and(|(_, c)| c == '='),
+            "the database URL is not a valid PostgreSQL connection string"
+        );
+        while chars.peek().is_some_and(|(_, c)| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut value = String::new();
+        let quoted = chars.peek().is_some_and(|(_, c)| *c == '\'');
+        if quoted {
+            chars.next();
+        }
+        let mut closed = !quoted;
+        while let Some((_, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, escaped)) = chars.next() {
+                        value.push(escaped);
+                    }
+                }
+                '\'' if quoted => {
+                    closed = true;
+                    break;
+                }
+                c if !quoted && c.is_whitespace() => break,
+                c => value.push(c),
+            }
+        }
+        anyhow::ensure!(closed, "the database URL is not a valid PostgreSQL connection string");
+        let end = chars.peek().map_or(url.len(), |(i, _)| *i);
+        match key.as_str() {
+            "sslmode" => mode = Some(value),
+            "sslrootcert" => rootcert = Some(value),
+            _ => {
+                rest.push_str(&url[start..end]);
+                rest.push(' ');
+            }
+        }
+    }
+    Ok((rest.trim_end().to_owned(), mode, rootcert))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Parse the URL, decide TLS and apply our timeouts.
+///
+/// TLS is never silently off. The rules (libpq's `sslmode` names; where libpq is weaker, we are
+/// stricter, because TLS without verification stops only a passive eavesdropper and gives an
+/// active attacker on the path the password and every row):
+///
+/// | `sslmode` | loopback or Unix socket | any other host |
+/// |---|---|---|
+/// | (none) | plain | verify-full |
+/// | `disable` | plain | plain (said explicitly; a warning is logged at start) |
+/// | `allow` | refused at start | refused at start |
+/// | `prefer` | plain | verify-full (never falls back to plain) |
+/// | `require` | verify-full | verify-full (libpq would not verify) |
+/// | `verify-ca` | verify-full | verify-full (the host name is checked too) |
+/// | `verify-full` | verify-full | verify-full |
+///
+/// verify-full: the chain is verified against `sslrootcert` (a PEM file: exactly its
+/// certificates) or, without it or with `sslrootcert=system`, the Mozilla roots; the host name is
+/// checked against the certificate and sent as SNI. Anything else in `sslmode` stops the function
+/// at start with a message that names the value.
+pub fn pg_config(url: &SecretString, settings: &DbSettings) -> anyhow::Result<Target> {
+    let (rest, mode, rootcert) = split_tls_params(url.expose_secret())?;
+    // The parse error can quote the URL, password included: say only that it is invalid.
+    let mut config = tokio_postgres::Config::from_str(&rest)
+        .map_err(|_| anyhow::anyhow!("the database URL is not a valid PostgreSQL connection string"))?;
+    let mode = mode.as_deref().map(SslModeParam::from_str).transpose()?;
+    let local = all_hosts_local(&config);
+    let tls = match mode {
+        Some(SslModeParam::Allow) => anyhow::bail!(
+            "the database URL's sslmode=\"allow\" is not supported: it tries plain text first. \
+             Say sslmode=disable to connect in plain text, or verify-full"
+        ),
+        Some(SslModeParam::Disable) => {
+            if !local {
+                tracing::warn!("DATABASE_URL names a remote host with sslmode=disable: connecting without TLS");
+            }
+            TlsPolicy::Plain
+        }
+        None | Some(SslModeParam::Prefer) if local => TlsPolicy::Plain,
+        _ => TlsPolicy::VerifyFull,
+    };
+    let roots = match rootcert.as_deref() {
+        None | Some("system") => Roots::Public,
+        Some("") => anyhow::bail!("the database URL's sslrootcert is empty"),
+        Some(path) => Roots::File(path.into()),
+    };
+    let client_tls = match tls {
+        TlsPolicy::Plain => {
+            config.ssl_mode(SslMode::Disable);
+            None
+        }
+        TlsPolicy::VerifyFull => {
+            // Require: the driver fails when the server does not offer TLS, never falls back.
+            config.ssl_mode(SslMode::Require);
+            Some(Arc::new(client_tls(&roots)?))
+        }
+    };
+    config.connect_timeout(settings.connect_timeout);
     if config.get_application_name().is_none() {
         config.application_name("todo-api");
     }
-    Ok(config)
-}
-
-/// Whether the URL asks for TLS (`sslmode=require`).
-pub fn requires_tls(config: &tokio_postgres::Config) -> bool {
-    config.get_ssl_mode() == SslMode::Require
+    Ok(Target {
+        config,
+        tls,
+        roots,
+        client_tls,
+    })
 }
 
 /// Build the pool. Connections are made on first use, so a cold start does not fail when
 /// PostgreSQL is briefly unreachable: the request gets a 503 and the next one retries.
 pub fn pool(url: &SecretString, settings: &DbSettings) -> anyhow::Result<Pool> {
-    let config = pg_config(url, settings)?;
+    let target = pg_config(url, settings)?;
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };
-    let manager = if requires_tls(&config) {
-        Manager::from_config(config, tls()?, manager_config)
-    } else {
-        Manager::from_config(config, tokio_postgres::NoTls, manager_config)
+    let manager = match target.connector() {
+        Some(tls) => Manager::from_config(target.config, tls, manager_config),
+        None => Manager::from_config(target.config, tokio_postgres::NoTls, manager_config),
     };
     Pool::builder(manager)
         .max_size(settings.pool_size)
@@ -112,24 +371,28 @@ where
 {
     match tokio::time::timeout(settings.operation_timeout, work).await {
         Ok(result) => result,
-        Err(_) => Err(ApiError::ServiceUnavailable(anyhow::anyhow!("database call timed out"))),
+        Err(_) => Err(timed_out()),
     }
 }
 
 /// One connection outside the pool (migrations, command-line tools).
 pub async fn connect(url: &SecretString, settings: &DbSettings) -> anyhow::Result<tokio_postgres::Client> {
-    let config = pg_config(url, settings)?;
-    if requires_tls(&config) {
-        let (client, connection) = config.connect(tls()?).await.context("connecting to PostgreSQL")?;
-        tokio::spawn(drive(connection));
-        Ok(client)
-    } else {
-        let (client, connection) = config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .context("connecting to PostgreSQL")?;
-        tokio::spawn(drive(connection));
-        Ok(client)
+    let target = pg_config(url, settings)?;
+    match target.connector() {
+        Some(tls) => {
+            let (client, connection) = target.config.connect(tls).await.context("connecting to PostgreSQL")?;
+            tokio::spawn(drive(connection));
+            Ok(client)
+        }
+        None => {
+            let (client, connection) = target
+                .config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .context("connecting to PostgreSQL")?;
+            tokio::spawn(drive(connection));
+            Ok(client)
+        }
     }
 }
 
@@ -238,6 +501,31 @@ fn stale_statement(e: &tokio_postgres::Error) -> bool {
     }
 }
 
+/// Proof that statements do not stay with this connection's server session: one we prepared a
+/// moment ago is gone (`26000` right after preparing it again), or a name we never used there
+/// already exists (`42P05`: another client's statement, on a server session shared through a
+/// transaction-mode pooler).
+fn session_not_ours(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code()
+        .is_some_and(|code| *code == SqlState::INVALID_SQL_STATEMENT_NAME || *code == SqlState::DUPLICATE_PSTATEMENT)
+}
+
+/// From now on, send every statement unnamed (see [`run`]), and say why once.
+fn fall_back_to_unnamed(settings: &DbSettings, e: &tokio_postgres::Error) {
+    if !settings
+        .prepared_fallback
+        .swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        tracing::error!(
+            code = ?e.code(),
+            "the database server session does not keep this connection's prepared statements \
+             (a transaction-mode pooler without prepared-statement support?): sending every \
+             statement unnamed from now on; set DB_PREPARED_STATEMENTS=false"
+        );
+    }
+}
+
 /// Run one statement with typed parameters (every parameter's type is given, so nothing is
 /// inferred differently between the two paths). With `settings.prepared_statements` the statement
 /// is prepared once per connection (keyed by its text and parameter types) and executed by name
@@ -247,18 +535,48 @@ fn stale_statement(e: &tokio_postgres::Error) -> bool {
 /// refuses as stale is dropped from the cache and, outside a transaction, prepared and run once
 /// more (the error comes before anything is executed); inside one, the error stands and the next
 /// request prepares it afresh.
+///
+/// Behind a transaction-mode pooler without prepared-statement support (PgBouncer before 1.21 or
+/// with `max_prepared_statements = 0`), consecutive statements of one connection may reach
+/// different server sessions. The first proof of it ([`session_not_ours`]) switches this process
+/// to unnamed statements for good (logged as an error: the setting is wrong) and, outside a
+/// transaction, answers this call unnamed; a transaction that hit it fails (503) and the next
+/// request works. That is a safety net, not a configuration: until the first proof, another
+/// process's statement of the same name (tokio-postgres names them `s0`, `s1`, ... in every
+/// process) could be executed in place of ours, so such a pooler needs
+/// `DB_PREPARED_STATEMENTS=false`.
 pub async fn run<C: Runner>(
     client: &C,
     settings: &DbSettings,
     sql: &str,
     params: &[(&(dyn ToSql + Sync), Type)],
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
-    if !settings.prepared_statements {
+    if !settings.prepared_statements || settings.prepared_fallback.load(std::sync::atomic::Ordering::Relaxed) {
         return client.query_unnamed(sql, params).await;
     }
     let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
     let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
-    let statement = client.prepare_typed_cached(sql, &types).await?;
+    // Both preparations below: a `42P05` there is proof too.
+    let prepare = || async {
+        match client.prepare_typed_cached(sql, &types).await {
+            Err(e) if session_not_ours(&e) => {
+                fall_back_to_unnamed(settings, &e);
+                Err(e)
+            }
+            other => other,
+        }
+    };
+    let unnamed_retry = |e: tokio_postgres::Error| async move {
+        if C::CAN_RETRY {
+            client.query_unnamed(sql, params).await
+        } else {
+            Err(e)
+        }
+    };
+    let statement = match prepare().await {
+        Err(e) if session_not_ours(&e) => return unnamed_retry(e).await,
+        other => other?,
+    };
     match client.query(&statement, &values).await {
         Err(e) if stale_statement(&e) => {
             tracing::warn!(code = ?e.code(), "cached statement refused by the server; preparing it again");
@@ -266,8 +584,18 @@ pub async fn run<C: Runner>(
             if !C::CAN_RETRY {
                 return Err(e);
             }
-            let statement = client.prepare_typed_cached(sql, &types).await?;
-            client.query(&statement, &values).await
+            let statement = match prepare().await {
+                Err(e) if session_not_ours(&e) => return unnamed_retry(e).await,
+                other => other?,
+            };
+            match client.query(&statement, &values).await {
+                Err(e) if session_not_ours(&e) => {
+                    client.statements().remove(sql, &types);
+                    fall_back_to_unnamed(settings, &e);
+                    unnamed_retry(e).await
+                }
+                result => result,
+            }
         }
         result => result,
     }
@@ -297,23 +625,205 @@ pub async fn caller_query(
     let mut all: Vec<(&(dyn ToSql + Sync), Type)> =
         vec![(&caller.session_id, Type::UUID), (&caller.user_id, Type::UUID)];
     all.extend(params.iter().map(|(v, t)| (*v, t.clone())));
-    bounded(settings, async {
-        let client = conn(pool).await?;
-        Ok(run(&client, settings, sql, &all).await?)
-    })
-    .await
+    query(pool, settings, sql, &all).await
 }
 
-/// Run one statement on a pooled connection, bounded.
+/// Run one statement on a pooled connection, bounded by the operation timeout.
+///
+/// When the bound expires with the statement unanswered, the connection is closed instead of
+/// going back to the pool. The statement may still be on its way: queued in PgBouncer, waiting
+/// for a server during an outage, it would run when the server is back, after this request was
+/// answered 503 (a task created that its client was told failed: the outage test saw it), and
+/// the next request on that connection would wait behind it. Closing the socket makes PgBouncer
+/// drop a query it has not yet sent to a server.
 pub async fn query(
     pool: &Pool,
     settings: &DbSettings,
     sql: &str,
     params: &[(&(dyn ToSql + Sync), Type)],
 ) -> ApiResult<Vec<Row>> {
-    bounded(settings, async {
-        let client = conn(pool).await?;
-        Ok(run(&client, settings, sql, params).await?)
-    })
-    .await
+    let deadline = tokio::time::Instant::now() + settings.operation_timeout;
+    let client = match tokio::time::timeout_at(deadline, conn(pool)).await {
+        Ok(client) => client?,
+        Err(_) => return Err(timed_out()),
+    };
+    match tokio::time::timeout_at(deadline, run(&client, settings, sql, params)).await {
+        Ok(result) => Ok(result?),
+        Err(_) => {
+            // Dropping the taken client aborts its connection task, which closes the socket.
+            drop(Object::take(client));
+            Err(timed_out())
+        }
+    }
+}
+
+fn timed_out() -> ApiError {
+    ApiError::ServiceUnavailable(anyhow::anyhow!("database call timed out"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, EnvReader};
+
+    fn settings() -> anyhow::Result<DbSettings> {
+        Ok(Config::from_reader(EnvReader::new(|_| None))?.db)
+    }
+
+    fn target(url: &str) -> anyhow::Result<Target> {
+        pg_config(&SecretString::from(url.to_owned()), &settings()?)
+    }
+
+    fn policy(url: &str) -> anyhow::Result<TlsPolicy> {
+        Ok(target(url)?.tls)
+    }
+
+    fn refusal(url: &str) -> String {
+        match target(url) {
+            Ok(t) => format!("accepted with {:?}", t.tls),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn a_remote_host_gets_verified_tls_unless_the_url_says_disable() -> anyhow::Result<()> {
+        use TlsPolicy::*;
+        for url in [
+            "postgres://u:p@db.example.com/app",
+            "postgres://u:p@db.example.com/app?sslmode=prefer",
+            "postgres://u:p@db.example.com/app?sslmode=require",
+            "postgres://u:p@db.example.com/app?sslmode=verify-ca",
+            "postgres://u:p@db.example.com/app?sslmode=verify-full",
+            "postgres://u:p@10.1.2.3:6543/app",
+            "postgres://u:p@[2001:db8::1]/app",
+            // One remote host among local ones is enough.
+            "postgres://u:p@localhost,db.example.com/app",
+            "postgres://u:p@db.example.com/app?hostaddr=10.0.0.1",
+            "host=db.example.com user=u dbname=app",
+            "host=db.example.com user=u dbname=app sslmode='require'",
+        ] {
+            assert_eq!(policy(url)?, VerifyFull, "{url}");
+            assert_eq!(
+                target(url)?.config.get_ssl_mode(),
+                SslMode::Require,
+                "{url}: never falls back"
+            );
+        }
+        for url in [
+            "postgres://u:p@db.example.com/app?sslmode=disable",
+            "host=db.example.com user=u sslmode=disable",
+        ] {
+            assert_eq!(policy(url)?, Plain, "{url}: said explicitly");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn loopback_and_unix_sockets_are_plain_unless_tls_is_asked_for() -> anyhow::Result<()> {
+        use TlsPolicy::*;
+        for url in [
+            "postgres://postgres@127.0.0.1:5432/postgres",
+            "postgres://postgres@127.8.9.10/postgres",
+            "postgres://postgres@localhost/postgres",
+            "postgres://postgres@[::1]:5432/postgres",
+            "postgres://postgres@%2Fvar%2Frun%2Fpostgresql/postgres",
+            "host=/var/run/postgresql user=postgres",
+            "postgres://postgres@127.0.0.1/postgres?sslmode=prefer",
+            "postgres://postgres@127.0.0.1/postgres?sslmode=disable",
+        ] {
+            assert_eq!(policy(url)?, Plain, "{url}");
+        }
+        for url in [
+            "postgres://postgres@localhost/postgres?sslmode=require",
+            "postgres://postgres@localhost/postgres?sslmode=verify-ca",
+            "postgres://postgres@localhost/postgres?sslmode=verify-full",
+        ] {
+            assert_eq!(policy(url)?, VerifyFull, "{url}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn an_unknown_or_plaintext_first_sslmode_stops_at_start_with_a_clear_message() {
+        let bad = refusal("postgres://u:secret-pw@db.example.com/app?sslmode=verify_full");
+        assert!(bad.contains("sslmode=\"verify_full\""), "{bad}");
+        assert!(
+            bad.contains("disable, prefer, require, verify-ca, verify-full"),
+            "{bad}"
+        );
+        assert!(!bad.contains("secret-pw"), "the password is never quoted: {bad}");
+        let bad = refusal("host=db.example.com password=secret-pw sslmode=on");
+        assert!(bad.contains("sslmode=\"on\""), "{bad}");
+        assert!(!bad.contains("secret-pw"), "{bad}");
+        let allow = refusal("postgres://u@db.example.com/app?sslmode=allow");
+        assert!(allow.contains("sslmode=\"allow\" is not supported"), "{allow}");
+    }
+
+    #[test]
+    fn sslrootcert_is_understood_and_a_bad_one_stops_at_start() -> anyhow::Result<()> {
+        let t = target("postgres://u@db.example.com/app?sslmode=verify-full&sslrootcert=system")?;
+        assert_eq!(t.roots, Roots::Public);
+        let t = target("postgres://u@db.example.com/app?sslmode=verify-full")?;
+        assert_eq!(t.roots, Roots::Public);
+        let missing = refusal("postgres://u@db.example.com/app?sslmode=verify-full&sslrootcert=%2Fno%2Fsuch%2Fca.pem");
+        assert!(
+            missing.contains("sslrootcert: cannot read /no/such/ca.pem"),
+            "{missing}"
+        );
+        let dir = std::env::temp_dir().join(format!("todo-api-db-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n")?;
+        let url = format!("host=db.example.com sslrootcert='{}'", empty.display());
+        let refused = refusal(&url);
+        std::fs::remove_dir_all(&dir)?;
+        assert!(refused.contains("holds no certificate"), "{refused}");
+        Ok(())
+    }
+
+    #[test]
+    fn the_driver_gets_the_rest_of_the_url() -> anyhow::Result<()> {
+        let t = target("postgres://u@db.example.com:6543/app?sslmode=require&application_name=x&connect_timeout=1")?;
+        assert_eq!(t.config.get_application_name(), Some("x"));
+        assert_eq!(t.config.get_ports(), [6543]);
+        assert_eq!(t.config.get_dbname(), Some("app"));
+        let t = target("host=db.example.com port=6543 sslmode=require dbname='my app'")?;
+        assert_eq!(t.config.get_dbname(), Some("my app"));
+        Ok(())
+    }
+
+    /// The SNI a connection sends is the URL's host name, even when the address is given apart
+    /// (`hostaddr`): Neon routes on it.
+    #[tokio::test]
+    async fn the_sni_sent_is_the_urls_host() -> anyhow::Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await?;
+            let mut ssl_request = [0u8; 8];
+            sock.read_exact(&mut ssl_request).await?;
+            anyhow::ensure!(ssl_request[4..] == [0x04, 0xd2, 0x16, 0x2f], "an SSLRequest first");
+            sock.write_all(b"S").await?;
+            let mut acceptor = rustls::server::Acceptor::default();
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = sock.read(&mut buf).await?;
+                anyhow::ensure!(n > 0, "the client closed before a full ClientHello");
+                acceptor.read_tls(&mut &buf[..n])?;
+                if let Some(accepted) = acceptor.accept().map_err(|(e, _)| e)? {
+                    return Ok(accepted.client_hello().server_name().map(str::to_owned));
+                }
+            }
+        });
+        let t = target(&format!(
+            "postgres://u@db.example-sni.test:{port}/app?hostaddr=127.0.0.1&sslmode=verify-full"
+        ))?;
+        let tls = t.connector().context("TLS on")?;
+        // The handshake cannot complete (the server side only reads the hello): that is fine.
+        let _ = tokio::time::timeout(Duration::from_secs(5), t.config.connect(tls)).await;
+        let sni = server.await??;
+        assert_eq!(sni.as_deref(), Some("db.example-sni.test"));
+        Ok(())
+    }
 }

@@ -238,7 +238,9 @@ impl From<tokio_postgres::Error> for ApiError {
                 || *code == SqlState::ADMIN_SHUTDOWN
                 || *code == SqlState::CRASH_SHUTDOWN
                 || *code == SqlState::CANNOT_CONNECT_NOW
-                || *code == SqlState::TOO_MANY_CONNECTIONS;
+                || *code == SqlState::TOO_MANY_CONNECTIONS
+                // A pooled server session lost a prepared statement (see `db::run`): retryable.
+                || *code == SqlState::INVALID_SQL_STATEMENT_NAME;
             // Log the SQLSTATE, constraint and message only: a DbError's `detail` can quote a
             // whole failing row, password hash included.
             let summary = anyhow::anyhow!(

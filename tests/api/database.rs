@@ -13,8 +13,12 @@ use tokio_postgres::types::Type;
 #[tokio::test]
 async fn no_startup_options_are_sent() {
     let db = test_db().await;
-    let config = shared::db::pg_config(&db.url, &test_config().db).unwrap();
-    assert_eq!(config.get_options(), None, "a pooler would refuse the connection");
+    let target = shared::db::pg_config(&db.url, &test_config().db).unwrap();
+    assert_eq!(
+        target.config.get_options(),
+        None,
+        "a pooler would refuse the connection"
+    );
 }
 
 #[tokio::test]

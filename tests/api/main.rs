@@ -5,6 +5,7 @@ mod helpers;
 
 mod authorizer_events;
 mod database;
+mod db_path;
 mod e2e_admin;
 mod e2e_auth;
 mod e2e_limits;

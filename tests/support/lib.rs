@@ -103,7 +103,11 @@ pub fn foreign_encoding_key() -> (Algorithm, EncodingKey) {
 /// A database created for one test.
 pub struct TestDb {
     pub name: String,
+    /// What the application connects with: through `TEST_APP_DATABASE_URL` (a pooler) when set,
+    /// else the same as `direct_url`.
     pub url: SecretString,
+    /// Straight to the server (where the database was created and migrated).
+    pub direct_url: SecretString,
 }
 
 fn admin_url() -> String {
@@ -148,11 +152,21 @@ fn test_db_prefix() -> String {
     }
 }
 
-/// Create an empty database with the migrations applied.
+/// Create an empty database with the migrations applied. The application reaches it through
+/// `TEST_APP_DATABASE_URL` when that is set (a PgBouncer in front of the same server: its
+/// wildcard database entry serves every test database), directly otherwise.
 pub async fn test_db() -> TestDb {
-    let admin = SecretString::from(admin_url());
+    let app = std::env::var("TEST_APP_DATABASE_URL").ok().filter(|u| !u.is_empty());
+    test_db_on(&admin_url(), app.as_deref()).await
+}
+
+/// Create an empty, migrated database through `admin` (a superuser URL of the server), for an
+/// application that connects with `app` (same server, possibly through a pooler; its database
+/// name is replaced), or directly. Migrations run on the direct connection, as a deployment
+/// should run them (Neon: the direct endpoint, not the pooled one).
+pub async fn test_db_on(admin: &str, app: Option<&str>) -> TestDb {
     let config = test_config();
-    let client = shared::db::connect(&admin, &config.db)
+    let client = shared::db::connect(&SecretString::from(admin.to_owned()), &config.db)
         .await
         .expect("connect to the admin database");
     let name = format!("{}{}", test_db_prefix(), uuid::Uuid::new_v4().simple());
@@ -160,14 +174,18 @@ pub async fn test_db() -> TestDb {
         .batch_execute(&format!("CREATE DATABASE \"{name}\""))
         .await
         .expect("create test database");
-    let url = SecretString::from(with_database(admin.expose_secret(), &name));
-    let mut db = shared::db::connect(&url, &config.db)
+    let direct_url = SecretString::from(with_database(admin, &name));
+    let mut db = shared::db::connect(&direct_url, &config.db)
         .await
         .expect("connect to the test database");
     shared::db::migrate(&mut db, &config.db)
         .await
         .expect("migrate the test database");
-    TestDb { name, url }
+    let url = match app {
+        Some(app) => SecretString::from(with_database(app, &name)),
+        None => direct_url.clone(),
+    };
+    TestDb { name, url, direct_url }
 }
 
 /// Named prepared statements (the default) unless `TEST_DB_PREPARED_STATEMENTS=false`: CI runs
@@ -256,9 +274,11 @@ impl TestApi {
         format!("{}{}", self.base, path)
     }
 
-    /// A direct connection to this test's database, for checking rows.
+    /// A direct connection to this test's database, for checking rows: straight to the server
+    /// even when the API goes through a pooler (the checks use the driver's own named
+    /// statements, which a pooler without prepared-statement support cannot carry).
     pub async fn sql(&self) -> tokio_postgres::Client {
-        shared::db::connect(&self.db.url, &self.state.config.db)
+        shared::db::connect(&self.db.direct_url, &self.state.config.db)
             .await
             .expect("connect")
     }
@@ -314,4 +334,21 @@ async fn serve_with_cache(state: Arc<AppState>, db: TestDb, cache_ttl: Duration)
 
 pub async fn spawn_api() -> TestApi {
     spawn_api_with(test_config()).await
+}
+
+/// The local API on a database made by the caller (e.g. [`test_db_on`] another server).
+pub async fn spawn_api_on(config: Config, db: TestDb) -> TestApi {
+    let pool = shared::db::pool(&db.url, &config.db).expect("pool");
+    let state = AppState::new(config, pool, configured_test_keys()).expect("state");
+    serve(Arc::new(state), db).await
+}
+
+/// One more function instance (its own pool and state) on an existing test database.
+pub async fn spawn_instance(config: Config, db: &TestDb) -> TestApi {
+    let copy = TestDb {
+        name: db.name.clone(),
+        url: db.url.clone(),
+        direct_url: db.direct_url.clone(),
+    };
+    spawn_api_on(config, copy).await
 }
