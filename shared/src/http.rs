@@ -253,6 +253,49 @@ pub fn query_param(req: &Request, name: &str, max_len: usize) -> ApiResult<Optio
 mod tests {
     use super::*;
 
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Sample {
+        a: serde_json::Value,
+        #[serde(default)]
+        b: Option<serde_json::Value>,
+    }
+
+    impl RequestBody for Sample {
+        const FIELDS: &'static [&'static str] = &["a", "b"];
+    }
+
+    fn duplicate_detail(json: &str) -> Option<String> {
+        match parse_json_bytes::<Sample>(json.as_bytes()) {
+            Err(e @ ApiError::MalformedJson(_)) => {
+                let response = e.into_response();
+                let Body::Text(text) = response.body() else { return None };
+                let v: serde_json::Value = serde_json::from_str(text).ok()?;
+                Some(v["detail"].as_str()?.to_owned())
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_are_malformed_at_every_depth_and_named() {
+        for (json, key) in [
+            (r#"{"a":1,"a":2}"#, r#""a""#),
+            (r#"{"a":{"x":1,"y":{"z":1,"z":1}}}"#, r#""z""#),
+            (r#"{"a":[1,{"k":1},{"k":[],"k":{}}]}"#, r#""k""#),
+            // Unknown fields too: duplicates are refused before any field is looked at.
+            (r#"{"a":1,"c":1,"c":2}"#, r#""c""#),
+            (r#"{"a":1,"":1,"":2}"#, r#""""#),
+            // Escapes that spell the same key.
+            (r#"{"a":1,"a":2}"#, r#""a""#),
+        ] {
+            let detail = duplicate_detail(json).unwrap_or_else(|| panic!("{json} must be malformed_json"));
+            assert!(detail.contains(key), "{json}: {detail}");
+        }
+        // Distinct keys, and equal keys in different objects, are fine.
+        assert!(parse_json_bytes::<Sample>(br#"{"a":[{"k":1},{"k":2}],"b":{"k":3}}"#).is_ok());
+    }
+
     #[test]
     fn path_segment_fallback() {
         assert_eq!(path_segment_after("/tasks/abc", &["tasks"]), Some("abc"));

@@ -499,6 +499,44 @@ mod tests {
         Ok(())
     }
 
+    /// After a cost raise, a wrong password for an account whose hash still has the old, cheaper
+    /// parameters takes as long as an unknown email (verified at the current parameters).
+    #[tokio::test]
+    async fn a_stale_cheaper_hash_takes_as_long_as_an_unknown_email() -> anyhow::Result<()> {
+        let old = Passwords::new(owasp())?;
+        let stale = old.hash(normalize("correct horse battery staple")).await?;
+        let raised = Passwords::new(Argon2Settings {
+            memory_kib: OWASP_MIN_MEMORY_KIB * 4,
+            ..owasp()
+        })?;
+        let time = |stored: Option<String>| {
+            let raised = raised.clone();
+            async move {
+                let start = std::time::Instant::now();
+                let v = raised.verify(secret("wrong horse battery staple"), stored).await?;
+                assert!(!v.matches);
+                anyhow::Ok(start.elapsed())
+            }
+        };
+        // Warm up (the first verification of an instance also times the current parameters).
+        time(None).await?;
+        time(Some(stale.clone())).await?;
+        let (mut unknown, mut stale_times) = (Vec::new(), Vec::new());
+        for _ in 0..7 {
+            unknown.push(time(None).await?);
+            stale_times.push(time(Some(stale.clone())).await?);
+        }
+        unknown.sort();
+        stale_times.sort();
+        let (u, s) = (unknown[3], stale_times[3]);
+        // Unpadded, the stale hash costs a quarter of the current one.
+        assert!(
+            s.as_secs_f64() >= 0.8 * u.as_secs_f64(),
+            "stale {s:?} vs unknown {u:?}"
+        );
+        Ok(())
+    }
+
     #[tokio::test]
     async fn corrupt_hash_never_matches() -> anyhow::Result<()> {
         let p = Passwords::new(owasp())?;

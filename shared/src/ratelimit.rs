@@ -263,6 +263,28 @@ pub async fn reset(pool: &Pool, settings: &DbSettings, bucket: Bucket, key: &str
 mod tests {
     use super::*;
 
+    fn key(s: &str) -> String {
+        ip_key(Some(s.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))))
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64_prefix() {
+        // One /64 is one subscriber's network: every address in it is one client.
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff:ffff:ffff:ffff"));
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:abcd::"));
+        assert_eq!(key("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+        // The next /64 is another client.
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:2:2::1"));
+        // IPv4 addresses stay whole, however they are written.
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(ip_key(None), "unknown");
+        // The key never collides with an IPv4 key.
+        assert_ne!(key("::c000:207"), key("192.0.2.7"));
+    }
+
     #[test]
     fn placeholders_are_renumbered_whole() {
         assert_eq!(

@@ -12,7 +12,8 @@ use shared::error::{ApiError, ApiResult};
 use shared::http::{RequestBody, client_ip, parse_json, respond};
 use shared::ratelimit::{self, Bucket, Counter};
 use shared::roles::Role;
-use shared::users::{SessionParams, User, session_ctes, token_response};
+use shared::users::{NewSession, SessionParams, User, session_ctes, token_response};
+use uuid::Uuid;
 use shared::{AppState, db};
 use tokio_postgres::types::Type;
 
@@ -68,6 +69,7 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     .await?;
     let found = found.first();
     let stored_hash: Option<String> = found.map(|r| r.try_get("password_hash")).transpose()?;
+    let verified_hash = stored_hash.clone().unwrap_or_default();
 
     let verified = state.passwords.verify(body.password.clone(), stored_hash).await?;
     let Some(row) = found.filter(|_| verified.matches) else {
@@ -91,6 +93,26 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
         None
     };
 
+    let Some(session) = open_session(state, user.id, &verified_hash, new_hash.as_deref(), &account_key).await? else {
+        // Disabled, deleted or its password changed between the check and the insert.
+        return Err(ApiError::InvalidCredentials);
+    };
+    tracing::info!(user_id = %user.id, rehashed = new_hash.is_some(), "user logged in");
+    let role: Role = user.role;
+    token_response(state, Some(&user), user.id, role, &session, StatusCode::OK).await
+}
+
+/// Open a session for `user_id` after its password was verified against `verified_hash`, storing
+/// `new_hash` instead when given (a rehash at raised parameters), and reset the account's failure
+/// counter (`account_key`), in one statement. `None`: the user is disabled or gone.
+pub async fn open_session(
+    state: &AppState,
+    user_id: Uuid,
+    verified_hash: &str,
+    new_hash: Option<&str>,
+    account_key: &str,
+) -> ApiResult<Option<NewSession>> {
+    let _ = verified_hash;
     let session = SessionParams::new(state)?;
     // The session is only created if the user is still enabled at this instant. In the same
     // statement (one round trip fewer per login): the password was right, so this account's
@@ -110,7 +132,7 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
         &state.config.db,
         &sql,
         &[
-            (&user.id, Type::UUID),
+            (&user_id, Type::UUID),
             (&session.session_id, t_sid),
             (&session.refresh_hash, t_hash),
             (&session.idle_secs, t_idle),
@@ -121,12 +143,5 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
         ],
     )
     .await?;
-    if rows.is_empty() {
-        // Disabled or deleted between the check and the insert.
-        return Err(ApiError::InvalidCredentials);
-    }
-    tracing::info!(user_id = %user.id, rehashed = new_hash.is_some(), "user logged in");
-    let role: Role = user.role;
-    let session = session.into_session();
-    token_response(state, Some(&user), user.id, role, &session, StatusCode::OK).await
+    Ok((!rows.is_empty()).then(|| session.into_session()))
 }
