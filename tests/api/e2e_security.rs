@@ -170,11 +170,23 @@ async fn spellings_of_one_email_are_one_account_with_one_budget() {
     let password = unique_password();
     let body = signup_resp(&api, &stored, &password).await.expect(201);
     let id = body["user"]["id"].as_str().expect("id").to_owned();
-    assert_eq!(body["user"]["email"], json!(stored), "the stored address keeps the spelling");
+    assert_eq!(
+        body["user"]["email"],
+        json!(stored),
+        "the stored address keeps the spelling"
+    );
 
+    // The first characters fullwidth (3 bytes each in UTF-8: a local part has at most 64 bytes).
     let fullwidth_tag: String = tag
         .chars()
-        .map(|c| char::from_u32(c as u32 - 0x21 + 0xFF01).unwrap_or(c))
+        .enumerate()
+        .map(|(i, c)| {
+            if i < 6 {
+                char::from_u32(c as u32 - 0x21 + 0xFF01).unwrap_or(c)
+            } else {
+                c
+            }
+        })
         .collect();
     let variants = [
         // Capital sigma at the end of a word lower-cases to the final form ς in Rust.
@@ -185,9 +197,9 @@ async fn spellings_of_one_email_are_one_account_with_one_budget() {
     for email in &variants {
         let body = login_resp(&api, email, &password).await.expect(200);
         assert_eq!(body["user"]["id"], json!(id), "{email} is the same account");
-        signup_resp(&api, email, &unique_password())
-            .await
-            .problem(409, "email_taken");
+        let r = signup_resp(&api, email, &unique_password()).await;
+        assert_eq!(r.status.as_u16(), 409, "{email}: {}", r.body);
+        r.problem(409, "email_taken");
     }
     // Four failures spread over the spellings spend the one budget.
     for email in variants.iter().chain([&stored]) {
@@ -201,10 +213,7 @@ async fn spellings_of_one_email_are_one_account_with_one_budget() {
     let keys: i64 = api
         .sql()
         .await
-        .query_one(
-            "SELECT count(*) FROM rate_limits WHERE bucket = 'login_account'",
-            &[],
-        )
+        .query_one("SELECT count(*) FROM rate_limits WHERE bucket = 'login_account'", &[])
         .await
         .expect("count")
         .get(0);
@@ -348,7 +357,10 @@ async fn someone_waits_for_a_lock(db: &tokio_postgres::Client) -> bool {
     for _ in 0..200 {
         let n: i64 = db
             .query_one(
-                "SELECT count(*) FROM pg_locks WHERE NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                // A row-lock waiter waits on the other transaction's id: a lock with no
+                // database of its own, so the waiting backend is found through its session.
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                  WHERE NOT l.granted AND a.datname = current_database()",
                 &[],
             )
             .await
@@ -403,12 +415,9 @@ async fn a_password_change_revokes_the_session_of_a_login_in_flight() {
     let acct = signup_ok(&api).await;
     let mut login_db = api.sql().await;
     let tx = login_db.transaction().await.expect("begin");
-    tx.query_one(
-        "SELECT id FROM users WHERE id = $1 FOR SHARE",
-        &[&acct.user_id],
-    )
-    .await
-    .expect("lock");
+    tx.query_one("SELECT id FROM users WHERE id = $1 FOR SHARE", &[&acct.user_id])
+        .await
+        .expect("lock");
     let raced = Uuid::now_v7();
     tx.execute(
         "INSERT INTO sessions (id, user_id, idle_expires_at, absolute_expires_at)
@@ -533,7 +542,117 @@ async fn duplicate_json_keys_are_refused_at_every_depth() {
         assert!(detail.contains(&format!("\"{key}\"")), "{body}: {detail}");
     }
     // Same key in sibling objects is fine (and the unknown field is then what is refused).
-    raw_post(&api, "/tasks", Some(&acct.access_token), r#"{"title":"t","x":[{"k":1},{"k":2}]}"#)
+    raw_post(
+        &api,
+        "/tasks",
+        Some(&acct.access_token),
+        r#"{"title":"t","x":[{"k":1},{"k":2}]}"#,
+    )
+    .await
+    .problem(422, "unknown_field");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2b. Migration V3: existing rows get their canonical email
+// ---------------------------------------------------------------------------------------------
+
+/// A fresh database with only migrations V1 and V2: the schema the old code wrote rows into.
+async fn database_at_v2() -> tokio_postgres::Client {
+    let admin = std::env::var("TEST_DATABASE_URL")
+        .or_else(|_| std::env::var("DATABASE_URL"))
+        .expect("TEST_DATABASE_URL");
+    let config = test_config();
+    let server = shared::db::connect(&secrecy::SecretString::from(admin.clone()), &config.db)
         .await
-        .problem(422, "unknown_field");
+        .expect("connect");
+    let name = format!("todo_test_{}", Uuid::new_v4().simple());
+    server
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .expect("create database");
+    let url = secrecy::SecretString::from(api_tests::with_database(&admin, &name));
+    let mut db = shared::db::connect(&url, &config.db).await.expect("connect");
+    shared::db::migrate_up_to(&mut db, 2).await.expect("migrate to V2");
+    db
+}
+
+async fn insert_legacy_user(db: &tokio_postgres::Client, email: &str) -> Uuid {
+    let id = Uuid::now_v7();
+    db.execute(
+        "INSERT INTO users (id, email, password_hash) VALUES ($1, $2, 'legacy')",
+        &[&id, &email],
+    )
+    .await
+    .expect("insert a legacy user");
+    id
+}
+
+#[tokio::test]
+async fn migrate_gives_existing_rows_their_canonical_email_in_batches() {
+    let mut db = database_at_v2().await;
+    let victim = insert_legacy_user(&db, "  V\u{130}ctim@Example.COM").await;
+    let greek = insert_legacy_user(&db, "ΟΔΥΣΣΕΥΣ@example.gr").await;
+    // More than one batch of 1,000.
+    db.execute(
+        "INSERT INTO users (id, email, password_hash)
+         SELECT gen_random_uuid(), 'User' || g || '@Example.com', 'legacy' FROM generate_series(1, 1500) g",
+        &[],
+    )
+    .await
+    .expect("bulk insert");
+
+    let config = test_config();
+    shared::db::migrate(&mut db, &config.db).await.expect("migrate");
+    let canonical = |id: Uuid| {
+        let db = &db;
+        async move {
+            db.query_one("SELECT email_canonical FROM users WHERE id = $1", &[&id])
+                .await
+                .expect("row")
+                .get::<_, String>(0)
+        }
+    };
+    assert_eq!(canonical(victim).await, "victim@example.com");
+    assert_eq!(
+        canonical(greek).await,
+        shared::users::canonical_email("οδυσσευς@example.gr")
+    );
+    let row = db
+        .query_one(
+            "SELECT count(*) FILTER (WHERE email_canonical IS NULL) AS missing,
+                    count(*) FILTER (WHERE email_canonical = lower(email)) AS ascii,
+                    (SELECT attnotnull FROM pg_attribute
+                      WHERE attrelid = 'users'::regclass AND attname = 'email_canonical') AS not_null
+               FROM users",
+            &[],
+        )
+        .await
+        .expect("summary");
+    assert_eq!(row.get::<_, i64>("missing"), 0);
+    assert_eq!(row.get::<_, i64>("ascii"), 1500);
+    assert!(row.get::<_, bool>("not_null"), "NOT NULL once filled");
+    // Migrating again changes nothing and succeeds.
+    shared::db::migrate(&mut db, &config.db).await.expect("migrate again");
+}
+
+#[tokio::test]
+async fn migrate_refuses_to_merge_two_accounts_with_one_canonical_email() {
+    let mut db = database_at_v2().await;
+    // Distinct for the old `lower(email)` index, one address once canonicalised.
+    let first = insert_legacy_user(&db, "victim@example.com").await;
+    let second = insert_legacy_user(&db, "ｖｉｃｔｉｍ@example.com").await;
+    let error = shared::db::migrate(&mut db, &test_config().db)
+        .await
+        .expect_err("two accounts would become one");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains(&first.to_string()) && message.contains(&second.to_string()),
+        "{message}"
+    );
+    let filled: i64 = db
+        .query_one("SELECT count(email_canonical) FROM users", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(filled, 0, "nothing half-done");
 }
