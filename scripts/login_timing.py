@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """Measure login time per failure branch against a running local API.
 
-Branches: unknown email, wrong password, disabled account (wrong and right password), and an
-over-long password. Requests are interleaved (one of each branch per round, in a shuffled order)
+Branches: unknown email, wrong password, disabled account (wrong and right password), an
+over-long password, and a wrong password for an account whose stored hash has older, cheaper
+argon2 parameters than the server's (STALE_ACCOUNT, made by `--signup` against a server at the
+old cost). Requests are interleaved (one of each branch per round, in a shuffled order)
 so drift in machine load hits every branch alike. Prints and writes the medians and the spread.
 
 Usage: login_timing.py BASE_URL DATABASE_URL ROUNDS OUTPUT_MD
+       login_timing.py --signup BASE_URL   (prints "email password" of a new account)
 Needs psql (to disable the test account). Standard library only.
 """
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -34,8 +38,22 @@ def post(base, path, body):
     return time.perf_counter() - start, status, payload
 
 
+def signup_stale(base):
+    email = f"timing-stale-{uuid.uuid4().hex[:8]}@example.com"
+    password = "correct horse battery " + uuid.uuid4().hex[:6]
+    _, status, body = post(base, "/auth/signup", {"email": email, "password": password})
+    if status != 201:
+        sys.exit(f"signup failed: {status} {body!r}")
+    print(email, password)
+
+
 def main():
+    if sys.argv[1] == "--signup":
+        signup_stale(sys.argv[2])
+        return
     base, db_url, rounds, output = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    memory_kib = os.environ.get("ARGON2_MEMORY_KIB", "19456")
+    stale = os.environ.get("STALE_ACCOUNT", "").split(" ", 1)
     password = "correct horse battery " + uuid.uuid4().hex[:6]
     active = f"timing-{uuid.uuid4().hex[:8]}@example.com"
     disabled = f"timing-{uuid.uuid4().hex[:8]}@example.com"
@@ -53,6 +71,10 @@ def main():
         "disabled, right password (403)": {"email": disabled, "password": password},
         "over-long password (4,000 chars)": {"email": active, "password": "p" * 4000},
     }
+    if len(stale) == 2:
+        old_kib = os.environ.get("STALE_MEMORY_KIB", "?")
+        branches[f"stale cheaper hash (m={old_kib} KiB), wrong password"] = {
+            "email": stale[0], "password": stale[1] + "x"}
     expected = {"disabled, right password (403)": 403}
     samples = {name: [] for name in branches}
     bodies = {}
@@ -81,7 +103,7 @@ def main():
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())} by `scripts/login-timing.sh {rounds}`:"
         f" {rounds} interleaved rounds against the release local API on this machine"
-        " (argon2id m=19456 KiB, t=2, p=1; rate limits raised for the run).",
+        f" (argon2id m={memory_kib} KiB, t=2, p=1; rate limits raised for the run).",
         "",
         "| branch | median ms | p90 ms | n |",
         "|---|---|---|---|",

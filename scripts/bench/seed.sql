@@ -11,13 +11,15 @@
 SET statement_timeout = 0;
 
 BEGIN;
-INSERT INTO users (id, email, password_hash, role, created_at, updated_at)
-SELECT gen_random_uuid(), format('bench%s@bench.example', g), :'hash', 'user',
+-- These addresses are lower-case ASCII, which is its own canonical form
+-- (shared::users::canonical_email), so email_canonical is the address itself.
+INSERT INTO users (id, email, email_canonical, password_hash, role, created_at, updated_at)
+SELECT gen_random_uuid(), format('bench%s@bench.example', g), format('bench%s@bench.example', g), :'hash', 'user',
        now() - interval '30 days', now() - interval '30 days'
   FROM generate_series(1, :users) AS g;
 
-INSERT INTO users (id, email, password_hash, role)
-VALUES (gen_random_uuid(), 'benchadmin@bench.example', :'hash', 'admin');
+INSERT INTO users (id, email, email_canonical, password_hash, role)
+VALUES (gen_random_uuid(), 'benchadmin@bench.example', 'benchadmin@bench.example', :'hash', 'admin');
 
 INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at)
 SELECT gen_random_uuid(), u.id, format('task %s', t),

@@ -56,6 +56,9 @@ pub struct RateLimits {
     pub login_attempts_per_ip: Limit,
     pub signups_per_ip: Limit,
     pub refreshes_per_session: Limit,
+    /// Refresh attempts per client address (IPv6: per /64), counted before the token is looked
+    /// up, so tokens that match no row count too.
+    pub refreshes_per_ip: Limit,
 }
 
 /// Every problem found, one line each.
@@ -196,6 +199,7 @@ impl Config {
             login_attempts_per_ip: limit("RATE_LOGIN_IP_ATTEMPTS", 60, "RATE_LOGIN_IP_WINDOW_SECONDS", 5 * 60),
             signups_per_ip: limit("RATE_SIGNUP_IP", 20, "RATE_SIGNUP_IP_WINDOW_SECONDS", 3600),
             refreshes_per_session: limit("RATE_REFRESH_SESSION", 60, "RATE_REFRESH_SESSION_WINDOW_SECONDS", 3600),
+            refreshes_per_ip: limit("RATE_REFRESH_IP", 600, "RATE_REFRESH_IP_WINDOW_SECONDS", 300),
         };
         let task_quota = env.number("TASK_QUOTA_PER_USER", 10_000i64, 1, 10_000_000);
         let config = Config {

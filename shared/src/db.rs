@@ -411,8 +411,110 @@ pub async fn migrate(client: &mut tokio_postgres::Client, settings: &DbSettings)
         .run_async(client)
         .await
         .context("applying migrations")?;
+    backfill_canonical_emails(client).await?;
     set_role_statement_timeout(client, settings.statement_timeout).await?;
     Ok(report.applied_migrations().iter().map(|m| m.to_string()).collect())
+}
+
+/// Apply the migrations up to and including `version`, and nothing else (for tests of a later
+/// migration's treatment of existing rows).
+pub async fn migrate_up_to(client: &mut tokio_postgres::Client, version: u32) -> anyhow::Result<()> {
+    embedded::migrations::runner()
+        .set_target(refinery::Target::Version(version))
+        .run_async(client)
+        .await
+        .context("applying migrations")?;
+    Ok(())
+}
+
+/// Rows per backfill batch.
+const BACKFILL_BATCH: i64 = 1000;
+
+/// Fill `users.email_canonical` for rows that predate it (V3), with the one Rust definition
+/// ([`crate::users::canonical_email`]), in batches, then make the column NOT NULL. Two existing
+/// accounts whose emails share a canonical form are never merged or renamed silently: the
+/// command stops, naming their ids, and an operator decides (rename or delete one, then migrate
+/// again). Idempotent: a database already filled costs one catalog look-up.
+pub async fn backfill_canonical_emails(client: &mut tokio_postgres::Client) -> anyhow::Result<u64> {
+    let not_null: bool = client
+        .query_typed(
+            "SELECT attnotnull FROM pg_attribute
+              WHERE attrelid = 'users'::regclass AND attname = 'email_canonical' AND NOT attisdropped",
+            &[],
+        )
+        .await
+        .context("reading users.email_canonical")?
+        .first()
+        .context("users.email_canonical is missing: V3 was not applied")?
+        .try_get(0)?;
+    if not_null {
+        return Ok(0);
+    }
+    let mut filled = 0u64;
+    loop {
+        let tx = client.transaction().await.context("backfill: begin")?;
+        let rows = tx
+            .query_typed(
+                "SELECT id, email FROM users WHERE email_canonical IS NULL ORDER BY id LIMIT $1 FOR UPDATE",
+                &[(&BACKFILL_BATCH, Type::INT8)],
+            )
+            .await
+            .context("backfill: reading emails")?;
+        if rows.is_empty() {
+            tx.batch_execute("ALTER TABLE users ALTER COLUMN email_canonical SET NOT NULL")
+                .await
+                .context("backfill: making email_canonical NOT NULL")?;
+            tx.commit().await.context("backfill: commit")?;
+            return Ok(filled);
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut canonicals = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: uuid::Uuid = row.try_get("id")?;
+            let email: String = row.try_get("email")?;
+            ids.push(id);
+            canonicals.push(crate::users::canonical_email(&email));
+        }
+        // Every pair of accounts, in this batch or against rows already filled, that would share
+        // a canonical form.
+        let clashes = tx
+            .query_typed(
+                "WITH batch AS (SELECT * FROM unnest($1::uuid[], $2::text[]) AS b(id, canonical))
+                 SELECT a.id AS first, b.id AS second
+                   FROM batch a JOIN batch b ON a.canonical = b.canonical AND a.id < b.id
+                 UNION ALL
+                 SELECT u.id, b.id FROM batch b JOIN users u ON u.email_canonical = b.canonical",
+                &[(&ids, Type::UUID_ARRAY), (&canonicals, Type::TEXT_ARRAY)],
+            )
+            .await
+            .context("backfill: looking for clashes")?;
+        if !clashes.is_empty() {
+            let pairs: Vec<String> = clashes
+                .iter()
+                .map(|r| {
+                    let (a, b): (uuid::Uuid, uuid::Uuid) = (r.get("first"), r.get("second"));
+                    format!("{a} and {b}")
+                })
+                .collect();
+            anyhow::bail!(
+                "these accounts have emails that are one address once canonicalised (case folding, NFKC): {}; \
+                 rename or delete one of each pair, then migrate again",
+                pairs.join(", ")
+            );
+        }
+        let n = tx
+            .query_typed(
+                "UPDATE users u SET email_canonical = b.canonical
+                   FROM unnest($1::uuid[], $2::text[]) AS b(id, canonical) WHERE u.id = b.id
+                 RETURNING u.id",
+                &[(&ids, Type::UUID_ARRAY), (&canonicals, Type::TEXT_ARRAY)],
+            )
+            .await
+            .context("backfill: writing canonical emails")?
+            .len() as u64;
+        tx.commit().await.context("backfill: commit")?;
+        filled += n;
+    }
 }
 
 /// `ALTER ROLE CURRENT_USER IN DATABASE <this one> SET statement_timeout = '<ms>ms'` (or `RESET`

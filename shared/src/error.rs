@@ -40,6 +40,9 @@ pub enum Challenge {
 pub enum ApiError {
     #[error("malformed JSON body: {0}")]
     MalformedJson(String),
+    /// A key repeated in one JSON object (400 `malformed_json`, the detail names it).
+    #[error("duplicate key in JSON body")]
+    DuplicateKey { key: String, path: String },
     #[error("unsupported media type")]
     UnsupportedMediaType,
     #[error("request body too large")]
@@ -98,7 +101,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            MalformedJson(_) => StatusCode::BAD_REQUEST,
+            MalformedJson(_) | DuplicateKey { .. } => StatusCode::BAD_REQUEST,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnknownFields(_) | Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -118,7 +121,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         use ApiError::*;
         match self {
-            MalformedJson(_) => "malformed_json",
+            MalformedJson(_) | DuplicateKey { .. } => "malformed_json",
             UnsupportedMediaType => "unsupported_media_type",
             PayloadTooLarge => "payload_too_large",
             UnknownFields(_) => "unknown_field",
@@ -138,10 +141,20 @@ impl ApiError {
         }
     }
 
-    fn detail(&self) -> &'static str {
+    fn detail(&self) -> std::borrow::Cow<'static, str> {
         use ApiError::*;
-        match self {
-            MalformedJson(_) => "The request body is not valid JSON.",
+        if let DuplicateKey { key, path } = self {
+            // Bounded, and quoted as JSON so any character in the key stays visible and harmless.
+            let quote = |s: &str| serde_json::to_string(&s.chars().take(64).collect::<String>()).unwrap_or_default();
+            return format!(
+                "The JSON body has the key {} more than once (at {}).",
+                quote(key),
+                quote(path)
+            )
+            .into();
+        }
+        let text: &'static str = match self {
+            MalformedJson(_) | DuplicateKey { .. } => "The request body is not valid JSON.",
             UnsupportedMediaType => "The request body must be sent as application/json.",
             PayloadTooLarge => "The request body is too large.",
             UnknownFields(_) => "The request body has fields this operation does not accept.",
@@ -159,7 +172,8 @@ impl ApiError {
             RateLimited { .. } => "Too many requests; retry later.",
             ServiceUnavailable(_) => "The service is temporarily unavailable.",
             Internal(_) => "An unexpected error occurred.",
-        }
+        };
+        text.into()
     }
 
     /// Turn the error into the response the client sees. Unexpected errors are logged here, with
@@ -177,12 +191,13 @@ impl ApiError {
             ApiError::UnknownFields(e) | ApiError::Validation(e) => Some(e.as_slice()),
             _ => None,
         };
+        let detail = self.detail();
         let body = Problem {
             type_: problem_type(self.code()),
             title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             code: self.code(),
-            detail: self.detail(),
+            detail: &detail,
             errors,
         };
         let mut response = crate::http::json_response_with_type(status, &body, "application/problem+json");
@@ -220,8 +235,9 @@ impl ApiError {
 /// Results of handler steps.
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// The constraint that makes emails unique, case-insensitively (see migrations/V1__init.sql).
-pub const EMAIL_UNIQUE_CONSTRAINT: &str = "users_email_lower_key";
+/// The constraint that makes emails unique through their canonical form (see
+/// migrations/V3__canonical_email.sql and `users::canonical_email`).
+pub const EMAIL_UNIQUE_CONSTRAINT: &str = "users_email_canonical_key";
 
 impl From<tokio_postgres::Error> for ApiError {
     /// Map database errors: known constraint violations become client errors; a lost or refused

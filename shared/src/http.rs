@@ -98,7 +98,7 @@ pub fn parse_json_bytes<T: RequestBody>(bytes: &[u8]) -> ApiResult<T> {
     }
     let text = std::str::from_utf8(bytes)
         .map_err(|_| ApiError::field("body", "invalid_encoding", "The body must be UTF-8."))?;
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let value = parse_strict(text)?;
     let serde_json::Value::Object(map) = &value else {
         return Err(ApiError::field(
             "body",
@@ -141,6 +141,110 @@ pub fn parse_json_bytes<T: RequestBody>(bytes: &[u8]) -> ApiResult<T> {
         let field = missing_field_name(&inner).unwrap_or(field);
         ApiError::Validation(vec![FieldError::new(field, code, message)])
     })
+}
+
+/// Parse JSON text into a value, refusing a key that appears twice in one object, at any depth
+/// (400 `malformed_json` naming the key and where it is). serde_json keeps the last of two equal
+/// keys without a word, so `{"email":"a@x","email":"b@x"}` would mean whatever the parser that
+/// reads it decides; a proxy or log that keeps the first would disagree with us. The check is part
+/// of the parse, so it comes before any field is looked at.
+fn parse_strict(text: &str) -> ApiResult<serde_json::Value> {
+    use serde::de::DeserializeSeed;
+    let duplicate = std::cell::RefCell::new(None);
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let parsed = StrictValue {
+        duplicate: &duplicate,
+        path: String::new(),
+    }
+    .deserialize(&mut deserializer)
+    .and_then(|value| deserializer.end().map(|()| value));
+    parsed.map_err(|e| match duplicate.into_inner() {
+        Some((key, path)) => ApiError::DuplicateKey { key, path },
+        None => ApiError::MalformedJson(e.to_string()),
+    })
+}
+
+/// A JSON value whose objects have no repeated key; the first repeated key found (and its path)
+/// is left in `duplicate`. serde_json's own depth limit (128) still bounds the recursion.
+struct StrictValue<'a> {
+    duplicate: &'a std::cell::RefCell<Option<(String, String)>>,
+    path: String,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for StrictValue<'_> {
+    type Value = serde_json::Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for StrictValue<'_> {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(StrictValue {
+            duplicate: self.duplicate,
+            path: format!("{}[{}]", self.path, items.len()),
+        })? {
+            items.push(item);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let path = if self.path.is_empty() {
+                key.clone()
+            } else {
+                format!("{}.{key}", self.path)
+            };
+            if object.contains_key(&key) {
+                *self.duplicate.borrow_mut() = Some((key, path));
+                return Err(serde::de::Error::custom("duplicate key"));
+            }
+            let value = map.next_value_seed(StrictValue {
+                duplicate: self.duplicate,
+                path,
+            })?;
+            object.insert(key, value);
+        }
+        Ok(serde_json::Value::Object(object))
+    }
 }
 
 fn missing_field_name(message: &str) -> Option<String> {
@@ -252,6 +356,49 @@ pub fn query_param(req: &Request, name: &str, max_len: usize) -> ApiResult<Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Sample {
+        a: serde_json::Value,
+        #[serde(default)]
+        b: Option<serde_json::Value>,
+    }
+
+    impl RequestBody for Sample {
+        const FIELDS: &'static [&'static str] = &["a", "b"];
+    }
+
+    fn duplicate_detail(json: &str) -> Option<String> {
+        match parse_json_bytes::<Sample>(json.as_bytes()) {
+            Err(e) if e.code() == "malformed_json" && e.status() == StatusCode::BAD_REQUEST => {
+                let response = e.into_response();
+                let Body::Text(text) = response.body() else { return None };
+                let v: serde_json::Value = serde_json::from_str(text).ok()?;
+                Some(v["detail"].as_str()?.to_owned())
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_are_malformed_at_every_depth_and_named() {
+        for (json, key) in [
+            (r#"{"a":1,"a":2}"#, r#""a""#),
+            (r#"{"a":{"x":1,"y":{"z":1,"z":1}}}"#, r#""z""#),
+            (r#"{"a":[1,{"k":1},{"k":[],"k":{}}]}"#, r#""k""#),
+            // Unknown fields too: duplicates are refused before any field is looked at.
+            (r#"{"a":1,"c":1,"c":2}"#, r#""c""#),
+            (r#"{"a":1,"":1,"":2}"#, r#""""#),
+            // Escapes that spell the same key.
+            (r#"{"a":1,"a":2}"#, r#""a""#),
+        ] {
+            let detail = duplicate_detail(json).unwrap_or_else(|| panic!("{json} must be malformed_json"));
+            assert!(detail.contains(key), "{json}: {detail}");
+        }
+        // Distinct keys, and equal keys in different objects, are fine.
+        assert!(parse_json_bytes::<Sample>(br#"{"a":[{"k":1},{"k":2}],"b":{"k":3}}"#).is_ok());
+    }
 
     #[test]
     fn path_segment_fallback() {

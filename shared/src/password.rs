@@ -1,13 +1,16 @@
 //! Password policy and argon2id hashing.
 //!
 //! Hashing is CPU-bound (tens of milliseconds), so it runs on one of a fixed set of hashing
-//! threads, one per core, and never stalls the async runtime. A login for an unknown email verifies against a dummy hash made with the
-//! same parameters, so the unknown-email and wrong-password branches cost the same time.
+//! threads, one per core, and never stalls the async runtime. A login for an unknown email verifies
+//! against a dummy hash made with the same parameters, so the unknown-email and wrong-password
+//! branches cost the same time; a stored hash with older, cheaper parameters (the cost was raised
+//! since) is padded to the measured time of a verification at the current ones.
 
 use std::collections::HashSet;
 use std::num::NonZeroUsize;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use argon2::password_hash::{Output, ParamsString, PasswordHash, Salt, SaltString};
@@ -80,7 +83,7 @@ pub fn check_policy(
             "This password is too common.",
         ));
     }
-    if lowered.trim() == email.trim().to_lowercase() {
+    if crate::users::canonical_email(pw) == crate::users::canonical_email(email) {
         return Err(FieldError::new(
             field,
             "password_equals_email",
@@ -122,6 +125,10 @@ struct Inner {
     /// after the first free and then keep each thread's freed buffer in that thread's arena,
     /// so a warm instance grew by a buffer per blocking thread (measured: +190 MiB).
     buffers: Mutex<Vec<Vec<Block>>>,
+    /// How long a verification at the configured parameters takes on this instance (a moving
+    /// average of the real and dummy ones): what a verification against a cheaper, older hash is
+    /// padded to.
+    current_cost: Mutex<Option<Duration>>,
 }
 
 /// What a verification found.
@@ -146,6 +153,7 @@ impl Passwords {
                 threads: cores,
                 permits: Arc::new(Semaphore::new(cores)),
                 buffers: Mutex::new(Vec::new()),
+                current_cost: Mutex::new(None),
             }),
         })
     }
@@ -160,27 +168,56 @@ impl Passwords {
     /// so that both cases do the same work.
     #[tracing::instrument(skip_all)]
     pub async fn verify(&self, password: SecretString, stored: Option<String>) -> anyhow::Result<Verified> {
-        self.blocking(move |inner| {
-            let normalized = normalize(password.expose_secret());
-            let known = stored.is_some();
-            let hash_text = stored.as_deref().unwrap_or(&inner.dummy_hash);
-            let parsed = match PasswordHash::new(hash_text) {
-                Ok(p) => p,
-                Err(_) => {
-                    // A corrupt stored hash must not be distinguishable by timing either.
-                    let _ = inner.verify_text(&inner.dummy_hash, &normalized);
-                    tracing::error!("stored password hash is not a valid PHC string");
-                    return Ok(Verified {
-                        matches: false,
-                        needs_rehash: false,
-                    });
+        let (verified, pad) = self
+            .blocking(move |inner| {
+                let normalized = normalize(password.expose_secret());
+                // An instance's first verification also times one at the configured parameters
+                // (whatever the branch, so the first login costs the same on every branch).
+                if inner.current_cost().is_none() {
+                    inner.timed_dummy(&normalized);
                 }
-            };
-            let matches = inner.verify_parsed(&parsed, &normalized) && known;
-            let needs_rehash = matches && weaker_than(&parsed, &inner.params);
-            Ok(Verified { matches, needs_rehash })
-        })
-        .await
+                let known = stored.is_some();
+                let hash_text = stored.as_deref().unwrap_or(&inner.dummy_hash);
+                let parsed = match PasswordHash::new(hash_text) {
+                    Ok(p) => p,
+                    Err(_) => {
+                        // A corrupt stored hash must not be distinguishable by timing either.
+                        inner.timed_dummy(&normalized);
+                        tracing::error!("stored password hash is not a valid PHC string");
+                        let refused = Verified {
+                            matches: false,
+                            needs_rehash: false,
+                        };
+                        return Ok((refused, Duration::ZERO));
+                    }
+                };
+                let cheaper = known && weaker_than(&parsed, &inner.params);
+                let started = Instant::now();
+                let matches = inner.verify_parsed(&parsed, &normalized) && known;
+                let took = started.elapsed();
+                let pad = if cheaper {
+                    // A hash made before the cost was raised verifies faster than the dummy an
+                    // unknown email gets: make up the difference, so the time does not tell that
+                    // the account exists (and has an old hash).
+                    inner.current_cost().unwrap_or_default().saturating_sub(took)
+                } else {
+                    inner.record_cost(took);
+                    Duration::ZERO
+                };
+                Ok((
+                    Verified {
+                        matches,
+                        needs_rehash: matches && cheaper,
+                    },
+                    pad,
+                ))
+            })
+            .await?;
+        // Waited out here, not on a hashing thread, which is free for the next hash meanwhile.
+        if !pad.is_zero() {
+            tokio::time::sleep(pad).await;
+        }
+        Ok(verified)
     }
 
     /// Run `work` on a hashing thread once one of the per-thread permits is free (waiters are
@@ -285,6 +322,33 @@ impl Inner {
             hash: Some(output),
         }
         .to_string())
+    }
+
+    fn current_cost(&self) -> Option<Duration> {
+        *self
+            .current_cost
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Fold one timing of a verification at the configured parameters into the moving average
+    /// (weight 1/8: steady under noise, follows a change of load within a few dozen logins).
+    fn record_cost(&self, took: Duration) {
+        let mut cost = self
+            .current_cost
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *cost = Some(match *cost {
+            None => took,
+            Some(average) => (average * 7 + took) / 8,
+        });
+    }
+
+    /// Verify against the dummy hash (configured parameters) and record how long it took.
+    fn timed_dummy(&self, password: &SecretString) {
+        let started = Instant::now();
+        let _ = self.verify_text(&self.dummy_hash, password);
+        self.record_cost(started.elapsed());
     }
 
     fn verify_text(&self, hash: &str, password: &SecretString) -> bool {
@@ -496,6 +560,41 @@ mod tests {
                 needs_rehash: true
             }
         );
+        Ok(())
+    }
+
+    /// After a cost raise, a wrong password for an account whose hash still has the old, cheaper
+    /// parameters takes as long as an unknown email (verified at the current parameters).
+    #[tokio::test]
+    async fn a_stale_cheaper_hash_takes_as_long_as_an_unknown_email() -> anyhow::Result<()> {
+        let old = Passwords::new(owasp())?;
+        let stale = old.hash(normalize("correct horse battery staple")).await?;
+        let raised = Passwords::new(Argon2Settings {
+            memory_kib: OWASP_MIN_MEMORY_KIB * 4,
+            ..owasp()
+        })?;
+        let time = |stored: Option<String>| {
+            let raised = raised.clone();
+            async move {
+                let start = std::time::Instant::now();
+                let v = raised.verify(secret("wrong horse battery staple"), stored).await?;
+                assert!(!v.matches);
+                anyhow::Ok(start.elapsed())
+            }
+        };
+        // Warm up (the first verification of an instance also times the current parameters).
+        time(None).await?;
+        time(Some(stale.clone())).await?;
+        let (mut unknown, mut stale_times) = (Vec::new(), Vec::new());
+        for _ in 0..7 {
+            unknown.push(time(None).await?);
+            stale_times.push(time(Some(stale.clone())).await?);
+        }
+        unknown.sort();
+        stale_times.sort();
+        let (u, s) = (unknown[3], stale_times[3]);
+        // Unpadded, the stale hash costs a quarter of the current one.
+        assert!(s.as_secs_f64() >= 0.8 * u.as_secs_f64(), "stale {s:?} vs unknown {u:?}");
         Ok(())
     }
 

@@ -27,6 +27,8 @@ pub enum Bucket {
     SignupIp,
     /// Refreshes per session.
     RefreshSession,
+    /// Refresh attempts per client address, whatever the token (unknown ones included).
+    RefreshIp,
 }
 
 impl Bucket {
@@ -37,6 +39,7 @@ impl Bucket {
             Bucket::LoginIp => "login_ip",
             Bucket::SignupIp => "signup_ip",
             Bucket::RefreshSession => "refresh_session",
+            Bucket::RefreshIp => "refresh_ip",
         }
     }
 
@@ -48,16 +51,29 @@ impl Bucket {
 /// The longest a back-off window may grow to, as a multiple of the configured window.
 const MAX_BACKOFF_FACTOR: i64 = 4;
 
-/// The counter key of an email: case and surrounding spaces do not make a new counter, and the
-/// address itself is not stored.
+/// The counter key of an email: the SHA-256 of its canonical form
+/// ([`crate::users::canonical_email`]), so no spelling of one account makes a new counter, and
+/// the address itself is not stored.
 pub fn email_key(email: &str) -> String {
-    let digest = Sha256::digest(email.trim().to_lowercase().as_bytes());
+    let digest = Sha256::digest(crate::users::canonical_email(email).as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The counter key of a client address (`unknown` when the event carries none).
+///
+/// IPv6 clients are counted per /64 prefix (`2001:db8:1:2::/64`), not per address: a /64 is the
+/// smallest network a subscriber is given, and every host in it picks its own addresses (privacy
+/// extensions rotate them), so one client can present 2^64 different addresses. An IPv4 address
+/// written as IPv4-mapped IPv6 (`::ffff:192.0.2.7`) is the IPv4 address.
 pub fn ip_key(ip: Option<IpAddr>) -> String {
-    ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+    match ip.map(|ip| ip.to_canonical()) {
+        None => "unknown".to_owned(),
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        Some(IpAddr::V6(v6)) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            format!("{}/64", std::net::Ipv6Addr::from(prefix))
+        }
+    }
 }
 
 const HIT: &str = "
@@ -109,27 +125,38 @@ fn shift_placeholders(sql: &str, offset: usize) -> String {
     out
 }
 
-/// [`hit_in_turn`]'s statement: the second counter is only counted when the first is within its
-/// limit. Data-modifying CTEs: the second upsert reads the first's `RETURNING`.
-static IN_TURN: LazyLock<String> = LazyLock::new(|| {
+/// A statement that counts one event against a first counter and, only if that is within its
+/// limit, against a second one whose row comes from `second_source` (a `SELECT` of the five
+/// values `bucket, key, window_start, window_end, count, strikes` with `$1..$6` numbered as for
+/// [`HIT`] and `{first_max}` for the first counter's limit). Data-modifying CTEs: the second
+/// upsert reads the first's `RETURNING`; no row for the second (nothing to count) is fine.
+fn in_turn_sql(second_source: &str) -> String {
     let first = HIT.replace(
         "{source}",
         "VALUES ($1, $2, now(), now() + $3 * interval '1 second', 1, 0)",
     );
-    let second = shift_placeholders(
-        &HIT.replace(
-            "{source}",
-            "SELECT $1, $2, now(), now() + $3 * interval '1 second', 1, 0 WHERE (SELECT count FROM first) <= {first_max}",
-        ),
-        6,
-    )
-    .replace("{first_max}", "$4");
+    let second = shift_placeholders(&HIT.replace("{source}", second_source), 6).replace("{first_max}", "$4");
     format!(
         "WITH first AS ({first}),
               second AS ({second})
          SELECT f.count AS first_count, f.retry_after AS first_retry_after,
                 s.count AS second_count, s.retry_after AS second_retry_after
            FROM first f LEFT JOIN second s ON true"
+    )
+}
+
+/// [`hit_in_turn`]'s statement.
+static IN_TURN: LazyLock<String> = LazyLock::new(|| {
+    in_turn_sql(
+        "SELECT $1, $2, now(), now() + $3 * interval '1 second', 1, 0 WHERE (SELECT count FROM first) <= {first_max}",
+    )
+});
+
+/// [`hit_refresh`]'s statement: the second counter is the session of the presented token's hash.
+static REFRESH_IN_TURN: LazyLock<String> = LazyLock::new(|| {
+    in_turn_sql(
+        "SELECT $1, session_id::text, now(), now() + $3 * interval '1 second', 1, 0
+           FROM refresh_tokens WHERE token_hash = $2 AND (SELECT count FROM first) <= {first_max}",
     )
 });
 
@@ -143,13 +170,57 @@ pub async fn hit_in_turn(pool: &Pool, settings: &DbSettings, first: Counter<'_>,
         (first.bucket, first.key) != (second.bucket, second.key),
         "hit_in_turn needs two different counters"
     );
-    let [w1, m1] = window_and_max(first.limit);
-    let [w2, m2] = window_and_max(second.limit);
-    let (b1, b2) = (first.bucket.backoff(), second.bucket.backoff());
-    let rows = db::query(
+    in_turn(
         pool,
         settings,
         &IN_TURN,
+        first,
+        (second.bucket, &second.key, Type::TEXT, second.limit),
+    )
+    .await
+}
+
+/// Count one refresh attempt against the client address (`ip_key`) and, only if that is within
+/// its limit, against the session of the presented token (by its hash; nothing when the token
+/// matches no row), in one statement. The address is counted whatever the token, so guesses that
+/// match nothing are throttled too. Refuses (429 with `Retry-After`) for either over its limit.
+pub async fn hit_refresh(
+    pool: &Pool,
+    settings: &DbSettings,
+    ip_key: &str,
+    token_hash: &[u8],
+    per_ip: Limit,
+    per_session: Limit,
+) -> ApiResult<()> {
+    in_turn(
+        pool,
+        settings,
+        &REFRESH_IN_TURN,
+        Counter {
+            bucket: Bucket::RefreshIp,
+            key: ip_key,
+            limit: per_ip,
+        },
+        (Bucket::RefreshSession, &token_hash, Type::BYTEA, per_session),
+    )
+    .await
+}
+
+async fn in_turn(
+    pool: &Pool,
+    settings: &DbSettings,
+    sql: &str,
+    first: Counter<'_>,
+    second: (Bucket, &(dyn tokio_postgres::types::ToSql + Sync), Type, Limit),
+) -> ApiResult<()> {
+    let (second_bucket, second_key, second_key_type, second_limit) = second;
+    let [w1, m1] = window_and_max(first.limit);
+    let [w2, m2] = window_and_max(second_limit);
+    let (b1, b2) = (first.bucket.backoff(), second_bucket.backoff());
+    let rows = db::query(
+        pool,
+        settings,
+        sql,
         &[
             (&first.bucket.name(), Type::TEXT),
             (&first.key, Type::TEXT),
@@ -157,8 +228,8 @@ pub async fn hit_in_turn(pool: &Pool, settings: &DbSettings, first: Counter<'_>,
             (&m1, Type::INT8),
             (&b1, Type::BOOL),
             (&MAX_BACKOFF_FACTOR, Type::INT8),
-            (&second.bucket.name(), Type::TEXT),
-            (&second.key, Type::TEXT),
+            (&second_bucket.name(), Type::TEXT),
+            (second_key, second_key_type),
             (&w2, Type::INT8),
             (&m2, Type::INT8),
             (&b2, Type::BOOL),
@@ -177,7 +248,7 @@ pub async fn hit_in_turn(pool: &Pool, settings: &DbSettings, first: Counter<'_>,
     )?;
     if let Some(count) = row.try_get::<_, Option<i32>>("second_count")? {
         let retry_after: Option<i64> = row.try_get("second_retry_after")?;
-        over_limit(second.bucket, count, retry_after.unwrap_or(1), m2)?;
+        over_limit(second_bucket, count, retry_after.unwrap_or(1), m2)?;
     }
     Ok(())
 }
@@ -195,26 +266,6 @@ fn over_limit(bucket: Bucket, count: i32, retry_after: i64, max: i64) -> ApiResu
         });
     }
     Ok(())
-}
-
-/// Like [`hit`], keyed by the session of a refresh token (by its hash); nothing is counted for an
-/// unknown token, which fails anyway.
-pub async fn hit_refresh_session(pool: &Pool, settings: &DbSettings, token_hash: &[u8], limit: Limit) -> ApiResult<()> {
-    let sql = HIT.replace(
-        "{source}",
-        "SELECT $1, session_id::text, now(), now() + $3 * interval '1 second', 1, 0
-           FROM refresh_tokens WHERE token_hash = $2",
-    );
-    check(
-        pool,
-        settings,
-        &sql,
-        Bucket::RefreshSession,
-        &token_hash,
-        Type::BYTEA,
-        limit,
-    )
-    .await
 }
 
 async fn check(
@@ -263,6 +314,28 @@ pub async fn reset(pool: &Pool, settings: &DbSettings, bucket: Bucket, key: &str
 mod tests {
     use super::*;
 
+    fn key(s: &str) -> String {
+        ip_key(Some(s.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))))
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64_prefix() {
+        // One /64 is one subscriber's network: every address in it is one client.
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff:ffff:ffff:ffff"));
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:abcd::"));
+        assert_eq!(key("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+        // The next /64 is another client.
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:2:2::1"));
+        // IPv4 addresses stay whole, however they are written.
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(ip_key(None), "unknown");
+        // The key never collides with an IPv4 key.
+        assert_ne!(key("::c000:207"), key("192.0.2.7"));
+    }
+
     #[test]
     fn placeholders_are_renumbered_whole() {
         assert_eq!(
@@ -273,10 +346,12 @@ mod tests {
     }
 
     #[test]
-    fn the_in_turn_statement_numbers_twelve_parameters() {
-        for n in 1..=12 {
-            assert!(IN_TURN.contains(&format!("${n}")), "${n} missing");
+    fn the_in_turn_statements_number_twelve_parameters() {
+        for sql in [&*IN_TURN, &*REFRESH_IN_TURN] {
+            for n in 1..=12 {
+                assert!(sql.contains(&format!("${n}")), "${n} missing");
+            }
+            assert!(!sql.contains("$13") && !sql.contains('{'), "{sql}");
         }
-        assert!(!IN_TURN.contains("$13") && !IN_TURN.contains('{'), "{}", *IN_TURN);
     }
 }

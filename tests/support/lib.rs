@@ -207,6 +207,7 @@ pub fn test_config() -> Config {
     limits.login_attempts_per_ip = generous(limits.login_attempts_per_ip);
     limits.login_failures_per_account = generous(limits.login_failures_per_account);
     limits.refreshes_per_session = generous(limits.refreshes_per_session);
+    limits.refreshes_per_ip = generous(limits.refreshes_per_ip);
     config
 }
 

@@ -9,7 +9,7 @@ use shared::error::{ApiError, ApiResult, Challenge};
 use shared::http::{RequestBody, empty_response, json_response, parse_json, respond};
 use shared::password::check_policy;
 use shared::ratelimit::{self, Bucket};
-use shared::users::User;
+use shared::users::{LAST_ADMIN, User, lock_active_admins};
 use shared::{AppState, db};
 use tokio_postgres::types::Type;
 
@@ -110,28 +110,76 @@ async fn change_password(state: &AppState, caller: &Caller, req: &Request) -> Ap
          SELECT id FROM updated",
         db::LIVE_CALLER
     );
-    let rows = db::caller_query(&state.pool, &state.config.db, caller, &sql, &[(&new_hash, Type::TEXT)]).await?;
-    if rows.is_empty() {
-        return Err(dead_session());
-    }
-    tracing::info!("password changed; other sessions revoked");
-    Ok(empty_response(StatusCode::NO_CONTENT))
+    let settings = &state.config.db;
+    db::bounded(settings, async {
+        let mut client = db::conn(&state.pool).await?;
+        let tx = client.transaction().await?;
+        // Lock the user row first, in a statement of its own: a login whose session step holds
+        // the row (share lock) finishes before this goes on, and the revocation below, a new
+        // statement with a new snapshot, then sees and revokes the session it made. A login
+        // reaching its session step after this lock waits, then finds the new hash and opens none.
+        db::run(
+            &tx,
+            settings,
+            "SELECT id FROM users WHERE id = $1 FOR UPDATE",
+            &[(&caller.user_id, Type::UUID)],
+        )
+        .await?;
+        let rows = db::run(
+            &tx,
+            settings,
+            &sql,
+            &[
+                (&caller.session_id, Type::UUID),
+                (&caller.user_id, Type::UUID),
+                (&new_hash, Type::TEXT),
+            ],
+        )
+        .await?;
+        if rows.is_empty() {
+            return Err(dead_session());
+        }
+        tx.commit().await?;
+        tracing::info!("password changed; other sessions revoked");
+        Ok(empty_response(StatusCode::NO_CONTENT))
+    })
+    .await
 }
 
 #[tracing::instrument(skip_all, fields(user_id = %caller.user_id))]
 async fn delete(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Response<Body>> {
     let body: DeleteBody = parse_json(req)?;
     let (user, stored) = load(state, caller).await?;
+    // The password first: a stolen access token alone learns nothing, not even "last admin".
     check_password(state, &user.email, body.password, stored).await?;
-    // Sessions, refresh tokens and tasks go with the user (ON DELETE CASCADE).
-    let sql = format!(
-        "WITH {} DELETE FROM users u USING caller c WHERE u.id = c.user_id RETURNING u.id",
-        db::LIVE_CALLER
-    );
-    let rows = db::caller_query(&state.pool, &state.config.db, caller, &sql, &[]).await?;
-    if rows.is_empty() {
-        return Err(dead_session());
-    }
-    tracing::info!("account deleted");
-    Ok(empty_response(StatusCode::NO_CONTENT))
+    let settings = &state.config.db;
+    db::bounded(settings, async {
+        let mut client = db::conn(&state.pool).await?;
+        let tx = client.transaction().await?;
+        // Under the same row locks, taken in the same order, as the admin routes: an admin
+        // deleting itself while another admin is demoted or deletes itself leaves one of them.
+        let admins = lock_active_admins(&tx, settings).await?;
+        if admins.contains(&caller.user_id) && admins.len() <= 1 {
+            return Err(LAST_ADMIN);
+        }
+        // Sessions, refresh tokens and tasks go with the user (ON DELETE CASCADE).
+        let sql = format!(
+            "WITH {} DELETE FROM users u USING caller c WHERE u.id = c.user_id RETURNING u.id",
+            db::LIVE_CALLER
+        );
+        let rows = db::run(
+            &tx,
+            settings,
+            &sql,
+            &[(&caller.session_id, Type::UUID), (&caller.user_id, Type::UUID)],
+        )
+        .await?;
+        if rows.is_empty() {
+            return Err(dead_session());
+        }
+        tx.commit().await?;
+        tracing::info!("account deleted");
+        Ok(empty_response(StatusCode::NO_CONTENT))
+    })
+    .await
 }

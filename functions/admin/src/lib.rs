@@ -17,6 +17,7 @@ use shared::http::{
     RequestBody, double_option, empty_response, json_response, parse_json, path_param, query_param, respond,
 };
 use shared::roles::Role;
+use shared::users::{LAST_ADMIN, canonical_email, lock_active_admins};
 use shared::{AppState, cursor, db};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
@@ -108,7 +109,7 @@ fn check_admin(rows: &[Row]) -> ApiResult<()> {
 async fn list(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Response<Body>> {
     let mut errors = Vec::new();
     let page = cursor::page_params(req, &mut errors)?;
-    let email = query_param(req, "email", MAX_EMAIL_FILTER_LEN)?.map(|e| e.trim().to_lowercase());
+    let email = query_param(req, "email", MAX_EMAIL_FILTER_LEN)?.map(|e| canonical_email(&e));
     if email.as_deref().is_some_and(|e| e.contains('\0')) {
         errors.push(FieldError::new(
             "email",
@@ -122,11 +123,12 @@ async fn list(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Res
     let (after_time, after_id) = page.after.map_or((None, None), |(t, id)| (Some(t), Some(id)));
     let limit = page.limit;
     let fetch = limit + 1;
-    // The email filter is a case-insensitive substring match (position(), so no LIKE escaping).
+    // The email filter is a substring of the canonical form (the same case folding and NFKC as
+    // login and signup; position(), so no LIKE escaping).
     // One statement text per combination of filters (four), as in the tasks list: each prepared
     // statement's generic plan has only the conditions it needs; unused parameters are ignored.
     let email_filter = if email.is_some() {
-        "AND position($3 in lower(email)) > 0"
+        "AND position($3 in email_canonical) > 0"
     } else {
         ""
     };
@@ -190,11 +192,6 @@ async fn get(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Response<
     Ok(json_response(StatusCode::OK, &user))
 }
 
-const LAST_ADMIN: ApiError = ApiError::Conflict {
-    code: "last_admin",
-    detail: "This change would leave no active admin.",
-};
-
 /// The user a change is about, locked for the rest of the transaction.
 struct Target {
     role: Role,
@@ -234,14 +231,7 @@ async fn begin_admin_change(tx: &Transaction<'_>, settings: &DbSettings, caller:
     )
     .await?;
     check_admin(&rows)?;
-    let admins = db::run(
-        tx,
-        settings,
-        "SELECT id FROM users WHERE role = 'admin' AND NOT disabled ORDER BY id FOR UPDATE",
-        &[],
-    )
-    .await?;
-    Ok(admins.len() as i64)
+    Ok(lock_active_admins(tx, settings).await?.len() as i64)
 }
 
 #[tracing::instrument(skip_all, fields(admin_id = %caller.user_id, user_id = %id))]

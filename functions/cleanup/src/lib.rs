@@ -1,10 +1,11 @@
-//! Scheduled clean-up (EventBridge, hourly): delete dead sessions and old consumed refresh-token
-//! rows in bounded batches, so no run holds locks for long or outlives its timeout.
+//! Scheduled clean-up (EventBridge, hourly): delete dead sessions and old rate-limit counters in
+//! bounded batches, so no run holds locks for long or outlives its timeout.
 //!
-//! Kept: consumed refresh tokens of live sessions for `retention` (a replay within it is still
-//! recognised as reuse and revokes the session); revoked or expired sessions for `retention` too
-//! (for investigation), after which they go, with their tokens (ON DELETE CASCADE); rate-limit
-//! counters whose window ended over `retention` ago.
+//! Consumed refresh tokens are never deleted on their own: they live exactly as long as their
+//! session, so a rotated token replayed at any time while the session lives is recognised as reuse
+//! and revokes it (RFC 9700 4.14.2). Revoked or expired sessions are kept for `retention` (for
+//! investigation), after which they go, with their tokens (ON DELETE CASCADE). Rate-limit counters
+//! go once their window ended over `retention` ago.
 
 use std::time::Duration;
 
@@ -32,8 +33,8 @@ impl Default for CleanupSettings {
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CleanupReport {
+    /// Dead sessions deleted, each with its refresh tokens (consumed or not).
     pub sessions_deleted: u64,
-    pub refresh_tokens_deleted: u64,
     pub rate_limits_deleted: u64,
 }
 
@@ -44,12 +45,6 @@ DELETE FROM sessions WHERE id IN (
         OR LEAST(idle_expires_at, absolute_expires_at) < now() - $1 * interval '1 second'
      LIMIT $2)";
 
-const DELETE_CONSUMED: &str = "
-DELETE FROM refresh_tokens WHERE token_hash IN (
-    SELECT token_hash FROM refresh_tokens
-     WHERE consumed_at IS NOT NULL AND consumed_at < now() - $1 * interval '1 second'
-     LIMIT $2)";
-
 const DELETE_RATE_LIMITS: &str = "
 DELETE FROM rate_limits WHERE (bucket, key) IN (
     SELECT bucket, key FROM rate_limits WHERE window_end < now() - $1 * interval '1 second' LIMIT $2)";
@@ -57,7 +52,7 @@ DELETE FROM rate_limits WHERE (bucket, key) IN (
 pub async fn run(pool: &Pool, db_settings: &DbSettings, settings: CleanupSettings) -> ApiResult<CleanupReport> {
     let mut report = CleanupReport::default();
     let retention = settings.retention.as_secs() as i64;
-    for (sql, counter) in [(DELETE_SESSIONS, 0), (DELETE_CONSUMED, 1), (DELETE_RATE_LIMITS, 2)] {
+    for (sql, counter) in [(DELETE_SESSIONS, 0), (DELETE_RATE_LIMITS, 1)] {
         for _ in 0..settings.max_batches {
             let deleted = db::bounded(db_settings, async {
                 let client = db::conn(pool).await?;
@@ -68,7 +63,6 @@ pub async fn run(pool: &Pool, db_settings: &DbSettings, settings: CleanupSetting
             .await?;
             match counter {
                 0 => report.sessions_deleted += deleted,
-                1 => report.refresh_tokens_deleted += deleted,
                 _ => report.rate_limits_deleted += deleted,
             }
             if (deleted as i64) < settings.batch_size {

@@ -15,7 +15,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 .map_err(|e| lambda_runtime::Error::from(e.to_string()))?;
             Ok::<_, lambda_runtime::Error>(serde_json::json!({
                 "sessions_deleted": report.sessions_deleted,
-                "refresh_tokens_deleted": report.refresh_tokens_deleted,
                 "rate_limits_deleted": report.rate_limits_deleted,
             }))
         }

@@ -12,9 +12,10 @@ use shared::error::{ApiError, ApiResult};
 use shared::http::{RequestBody, client_ip, parse_json, respond};
 use shared::ratelimit::{self, Bucket, Counter};
 use shared::roles::Role;
-use shared::users::{SessionParams, User, session_ctes, token_response};
+use shared::users::{NewSession, SessionParams, User, canonical_email, session_ctes, token_response};
 use shared::{AppState, db};
 use tokio_postgres::types::Type;
+use uuid::Uuid;
 
 #[derive(Deserialize)]
 pub struct LoginBody {
@@ -33,7 +34,9 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
 #[tracing::instrument(name = "login", skip_all)]
 async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     let body: LoginBody = parse_json(&req)?;
-    let email = body.email.trim().to_owned();
+    // The one canonical form: the account looked up and the account counter are the same
+    // whatever the spelling (case, NFKC, surrounding spaces).
+    let email = canonical_email(&body.email);
 
     // Throttle before any hashing: per client address, then per account. The account counter is
     // keyed by the normalised email whether or not an account exists, so unknown emails are
@@ -62,12 +65,13 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
         &state.pool,
         &state.config.db,
         "SELECT id, email, role, created_at, password_hash, disabled
-           FROM users WHERE lower(email) = lower($1)",
+           FROM users WHERE email_canonical = $1",
         &[(&email, Type::TEXT)],
     )
     .await?;
     let found = found.first();
     let stored_hash: Option<String> = found.map(|r| r.try_get("password_hash")).transpose()?;
+    let verified_hash = stored_hash.clone().unwrap_or_default();
 
     let verified = state.passwords.verify(body.password.clone(), stored_hash).await?;
     let Some(row) = found.filter(|_| verified.matches) else {
@@ -91,12 +95,37 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
         None
     };
 
+    let Some(session) = open_session(state, user.id, &verified_hash, new_hash.as_deref(), &account_key).await? else {
+        // Disabled, deleted or its password changed between the check and the insert.
+        return Err(ApiError::InvalidCredentials);
+    };
+    tracing::info!(user_id = %user.id, rehashed = new_hash.is_some(), "user logged in");
+    let role: Role = user.role;
+    token_response(state, Some(&user), user.id, role, &session, StatusCode::OK).await
+}
+
+/// Open a session for `user_id` after its password was verified against `verified_hash`, storing
+/// `new_hash` instead when given (a rehash at raised parameters), and reset the account's failure
+/// counter (`account_key`), in one statement. `None`: the user is disabled or gone, or its
+/// password hash is no longer the one verified (a password change committed while argon2 ran).
+///
+/// The user row is share-locked: a password change in flight (row updated, not yet committed)
+/// makes this wait and then re-check the row, finding the new hash, so no session; and a password
+/// change arriving after this lock waits for this statement to commit, then revokes the session it
+/// made (account: the revocation runs as a statement of its own after the row lock).
+pub async fn open_session(
+    state: &AppState,
+    user_id: Uuid,
+    verified_hash: &str,
+    new_hash: Option<&str>,
+    account_key: &str,
+) -> ApiResult<Option<NewSession>> {
     let session = SessionParams::new(state)?;
-    // The session is only created if the user is still enabled at this instant. In the same
-    // statement (one round trip fewer per login): the password was right, so this account's
-    // failure count starts again.
+    // The session is only created if the user is still enabled and still has the verified hash
+    // at this instant. In the same statement (one round trip fewer per login): the password was
+    // right, so this account's failure count starts again.
     let sql = format!(
-        "WITH target AS (SELECT id FROM users WHERE id = $1 AND NOT disabled),
+        "WITH target AS (SELECT id FROM users WHERE id = $1 AND NOT disabled AND password_hash = $9 FOR SHARE),
          rehash AS (UPDATE users SET password_hash = $6, updated_at = now()
                      WHERE id = (SELECT id FROM target) AND $6::text IS NOT NULL),
          {},
@@ -110,7 +139,7 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
         &state.config.db,
         &sql,
         &[
-            (&user.id, Type::UUID),
+            (&user_id, Type::UUID),
             (&session.session_id, t_sid),
             (&session.refresh_hash, t_hash),
             (&session.idle_secs, t_idle),
@@ -118,15 +147,9 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
             (&new_hash, Type::TEXT),
             (&Bucket::LoginAccount.name(), Type::TEXT),
             (&account_key, Type::TEXT),
+            (&verified_hash, Type::TEXT),
         ],
     )
     .await?;
-    if rows.is_empty() {
-        // Disabled or deleted between the check and the insert.
-        return Err(ApiError::InvalidCredentials);
-    }
-    tracing::info!(user_id = %user.id, rehashed = new_hash.is_some(), "user logged in");
-    let role: Role = user.role;
-    let session = session.into_session();
-    token_response(state, Some(&user), user.id, role, &session, StatusCode::OK).await
+    Ok((!rows.is_empty()).then(|| session.into_session()))
 }

@@ -11,7 +11,7 @@ use lambda_http::{Body, Request, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use shared::error::{ApiError, ApiResult};
-use shared::http::{RequestBody, parse_json, respond};
+use shared::http::{RequestBody, client_ip, parse_json, respond};
 use shared::roles::Role;
 use shared::tokens::{hash_refresh_token, new_refresh_token};
 use shared::users::{NewSession, token_response};
@@ -76,11 +76,16 @@ async fn refresh(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
         return Err(ApiError::InvalidRefreshToken);
     }
     let presented_hash = hash_refresh_token(&presented);
-    shared::ratelimit::hit_refresh_session(
+    // Per client address first (every attempt, whatever the token: guesses that match no row
+    // count too), then per session of the presented token, in one statement.
+    let limits = &state.config.rate_limits;
+    shared::ratelimit::hit_refresh(
         &state.pool,
         &state.config.db,
+        &shared::ratelimit::ip_key(client_ip(&req)),
         &presented_hash,
-        state.config.rate_limits.refreshes_per_session,
+        limits.refreshes_per_ip,
+        limits.refreshes_per_session,
     )
     .await?;
     let successor = new_refresh_token()?;

@@ -8,7 +8,7 @@ use shared::error::{ApiError, ApiResult, FieldError};
 use shared::http::{RequestBody, client_ip, parse_json, respond};
 use shared::ratelimit::{self, Bucket};
 use shared::roles::Role;
-use shared::users::{SessionParams, User, normalize_email, session_ctes, token_response};
+use shared::users::{SessionParams, User, canonical_email, normalize_email, session_ctes, token_response};
 use shared::{AppState, db};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
@@ -62,7 +62,7 @@ async fn signup(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     // all. A concurrent signup with the same email loses on the unique index: 409 email_taken.
     let sql = format!(
         "WITH new_user AS (
-            INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3)
+            INSERT INTO users (id, email, email_canonical, password_hash) VALUES ($1, $2, $8, $3)
             RETURNING id, email, role, created_at),
          {}
          SELECT id, email, role, created_at FROM new_user",
@@ -81,6 +81,7 @@ async fn signup(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
             (&session.refresh_hash, t_hash),
             (&session.idle_secs, t_idle),
             (&session.absolute_secs, t_abs),
+            (&canonical_email(&email), Type::TEXT),
         ],
     )
     .await?;

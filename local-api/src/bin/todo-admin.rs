@@ -33,10 +33,11 @@ async fn main() -> anyhow::Result<()> {
         ["grant-admin", email] => {
             let client = shared::db::connect(&url, &config.db).await?;
             let email = email.trim().to_owned();
+            let canonical = shared::users::canonical_email(&email);
             let rows = client
                 .query_typed(
-                    "UPDATE users SET role = 'admin', updated_at = now() WHERE lower(email) = lower($1) RETURNING id",
-                    &[(&email, Type::TEXT)],
+                    "UPDATE users SET role = 'admin', updated_at = now() WHERE email_canonical = $1 RETURNING id",
+                    &[(&canonical, Type::TEXT)],
                 )
                 .await?;
             match rows.first() {
