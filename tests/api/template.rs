@@ -1305,6 +1305,91 @@ fn data_functions_trust_the_authorizer_and_hold_no_key() {
     assert!(p.contains("TasksFunction trusts the authorizer but is given JwtSigningKeySecret"), "{p}");
 }
 
+/// The code half of the keyless data functions: `JWT_TRUST_AUTHORIZER_CONTEXT=true` starts with
+/// no key at all, serves a request that carries the authorizer's context, and refuses (401) one
+/// without it even when its token is valid, since nothing can check that token (fail closed).
+#[tokio::test]
+async fn a_function_that_trusts_the_authorizer_holds_no_key_and_fails_closed() {
+    use shared::config::EnvReader;
+    use shared::secrets::{KeySource, tokens_from_source};
+
+    let env = |vars: &'static [(&'static str, &'static str)]| {
+        EnvReader::new(move |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned()))
+    };
+    let api = api_tests::spawn_api().await;
+    let settings = shared::state::token_settings(&api.state.config);
+    for alg in ALGORITHMS {
+        let vars: &'static [(&str, &str)] = match alg {
+            "HS256" => &[("JWT_TRUST_AUTHORIZER_CONTEXT", "true"), ("JWT_ALGORITHM", "HS256")],
+            _ => &[("JWT_TRUST_AUTHORIZER_CONTEXT", "true"), ("JWT_ALGORITHM", "EdDSA")],
+        };
+        let e = env(vars);
+        assert_eq!(KeySource::from_env(&e), KeySource::AuthorizerContext);
+        let keyless = tokens_from_source(KeySource::from_env(&e), &e, None, settings.clone())
+            .await
+            .unwrap_or_else(|err| panic!("[{alg}] no key is needed: {err:#}"));
+        assert!(keyless.snapshot().verifying_keys().is_empty(), "[{alg}] holds no key");
+        assert!(
+            keyless.issue(Uuid::new_v4(), Uuid::new_v4(), Role::User).is_err(),
+            "[{alg}] cannot sign"
+        );
+    }
+    // A value that is neither true nor false stops start-up.
+    let e = env(&[("JWT_TRUST_AUTHORIZER_CONTEXT", "yes"), ("JWT_SECRET", "0123456789abcdef0123456789abcdef")]);
+    let err = tokens_from_source(KeySource::from_env(&e), &e, None, settings.clone())
+        .await
+        .err()
+        .expect("`yes` is refused");
+    assert!(format!("{err:#}").contains("JWT_TRUST_AUTHORIZER_CONTEXT"), "{err:#}");
+
+    // A real account and token, from the normal (keyed) local API on the same database.
+    let r = http()
+        .post(api.url("/auth/signup"))
+        .json(&serde_json::json!({"email": format!("keyless-{}@example.com", Uuid::new_v4()), "password": "Quartz-Lantern-93-Mosaic"}))
+        .send()
+        .await
+        .expect("signup");
+    assert_eq!(r.status(), 201);
+    let body: serde_json::Value = r.json().await.expect("json");
+    let token = body["access_token"].as_str().expect("access_token").to_owned();
+    let claims = api.state.tokens.verify(&token).expect("a valid token");
+
+    let e = env(&[("JWT_TRUST_AUTHORIZER_CONTEXT", "true")]);
+    let tokens = tokens_from_source(KeySource::from_env(&e), &e, None, settings)
+        .await
+        .expect("keyless tokens");
+    let state = shared::AppState::with_tokens(api.state.config.clone(), api.state.pool.clone(), tokens).expect("state");
+
+    let v1 = |with_context: bool| {
+        let text = include_str!("../fixtures/apigw-v1-list-tasks.json")
+            .replace("__SUB__", &claims.sub.to_string())
+            .replace("__SID__", &claims.sid.to_string())
+            .replace("__ROLE__", "user")
+            .replace("__TOKEN__", &token)
+            .replace("__EXP__", &(claims.exp).to_string());
+        let mut event: serde_json::Value = serde_json::from_str(&text).expect("fixture");
+        if !with_context {
+            event["requestContext"]["authorizer"] = serde_json::json!({});
+        }
+        let lambda: lambda_http::request::LambdaRequest = serde_json::from_value(event).expect("v1 event");
+        lambda_http::Request::from(lambda)
+    };
+    // Behind API Gateway: the authorizer's context is the caller.
+    assert_eq!(tasks::handle(&state, v1(true)).await.status(), 200);
+    // The same request without the context (a misrouted or direct invocation): 401.
+    assert_eq!(tasks::handle(&state, v1(false)).await.status(), 401);
+    // `cargo lambda watch`'s v2 event with a valid token: 401 here, since this function has no
+    // key (under watch the functions get JWT_SECRET and verify it).
+    let mut v2: serde_json::Value =
+        serde_json::from_str(include_str!("../fixtures/apigw-v2-list-tasks.json")).expect("fixture");
+    v2["headers"]["authorization"] = format!("Bearer {token}").into();
+    let lambda: lambda_http::request::LambdaRequest = serde_json::from_value(v2).expect("v2 event");
+    assert_eq!(tasks::handle(&state, lambda_http::Request::from(lambda)).await.status(), 401);
+    // ... and the keyed local API serves that same token.
+    let r = http().get(api.url("/tasks")).bearer_auth(&token).send().await.expect("GET");
+    assert_eq!(r.status(), 200);
+}
+
 #[test]
 fn only_the_secret_the_algorithm_uses_is_rotated() {
     for (alg, secret) in [("HS256", "JwtSigningKeySecret"), ("EdDSA", "JwtPrivateKeySecret")] {
