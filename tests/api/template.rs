@@ -159,7 +159,11 @@ fn template_for(algorithm: &str) -> Value {
 fn for_each_algorithm(check: fn(&Value) -> Vec<String>) -> Vec<String> {
     ALGORITHMS
         .iter()
-        .flat_map(|alg| check(&template_for(alg)).into_iter().map(move |p| format!("[{alg}] {p}")))
+        .flat_map(|alg| {
+            check(&template_for(alg))
+                .into_iter()
+                .map(move |p| format!("[{alg}] {p}"))
+        })
         .collect()
 }
 
@@ -1238,7 +1242,14 @@ fn secret_access_follows_the_algorithm() {
     assert_eq!(readers_of(&eddsa, "JwtSigningKeySecret"), Vec::<String>::new());
     assert_eq!(
         readers_of(&eddsa, "JwtJwksSecret"),
-        names(&["AuthorizerFunction", signup, login, refresh, "JwksFunction", "RotateKeyFunction"])
+        names(&[
+            "AuthorizerFunction",
+            signup,
+            login,
+            refresh,
+            "JwksFunction",
+            "RotateKeyFunction"
+        ])
     );
     // Every function still passes the least-privilege checks in both modes.
     assert_no_problems(for_each_algorithm(grant_problems));
@@ -1292,17 +1303,23 @@ fn data_functions_trust_the_authorizer_and_hold_no_key() {
     assert_no_problems(for_each_algorithm(trust_problems));
     // The check bites: a public route's function given the flag, a data function given the key.
     let p = problems_after(trust_problems, |t| {
-        at_mut(t, &["Resources", "LoginFunction", "Properties", "Environment", "Variables"])
-            .as_mapping_mut()
-            .expect("vars")
-            .insert("JWT_TRUST_AUTHORIZER_CONTEXT".into(), "true".into());
+        at_mut(
+            t,
+            &["Resources", "LoginFunction", "Properties", "Environment", "Variables"],
+        )
+        .as_mapping_mut()
+        .expect("vars")
+        .insert("JWT_TRUST_AUTHORIZER_CONTEXT".into(), "true".into());
         at_mut(t, &["Resources", "TasksFunction", "Properties", "Policies"])
             .as_sequence_mut()
             .expect("policies")
             .push(yaml("Statement: [{Effect: Allow, Action: secretsmanager:GetSecretValue, Resource: !Ref JwtSigningKeySecret}]"));
     });
     assert!(p.contains("LoginFunction: JWT_TRUST_AUTHORIZER_CONTEXT is true"), "{p}");
-    assert!(p.contains("TasksFunction trusts the authorizer but is given JwtSigningKeySecret"), "{p}");
+    assert!(
+        p.contains("TasksFunction trusts the authorizer but is given JwtSigningKeySecret"),
+        "{p}"
+    );
 }
 
 /// The code half of the keyless data functions: `JWT_TRUST_AUTHORIZER_CONTEXT=true` starts with
@@ -1335,11 +1352,13 @@ async fn a_function_that_trusts_the_authorizer_holds_no_key_and_fails_closed() {
         );
     }
     // A value that is neither true nor false stops start-up.
-    let e = env(&[("JWT_TRUST_AUTHORIZER_CONTEXT", "yes"), ("JWT_SECRET", "0123456789abcdef0123456789abcdef")]);
-    let err = tokens_from_source(KeySource::from_env(&e), &e, None, settings.clone())
-        .await
-        .err()
-        .expect("`yes` is refused");
+    let e = env(&[
+        ("JWT_TRUST_AUTHORIZER_CONTEXT", "yes"),
+        ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+    ]);
+    let Err(err) = tokens_from_source(KeySource::from_env(&e), &e, None, settings.clone()).await else {
+        panic!("`yes` is refused");
+    };
     assert!(format!("{err:#}").contains("JWT_TRUST_AUTHORIZER_CONTEXT"), "{err:#}");
 
     // A real account and token, from the normal (keyed) local API on the same database.
@@ -1384,9 +1403,17 @@ async fn a_function_that_trusts_the_authorizer_holds_no_key_and_fails_closed() {
         serde_json::from_str(include_str!("../fixtures/apigw-v2-list-tasks.json")).expect("fixture");
     v2["headers"]["authorization"] = format!("Bearer {token}").into();
     let lambda: lambda_http::request::LambdaRequest = serde_json::from_value(v2).expect("v2 event");
-    assert_eq!(tasks::handle(&state, lambda_http::Request::from(lambda)).await.status(), 401);
+    assert_eq!(
+        tasks::handle(&state, lambda_http::Request::from(lambda)).await.status(),
+        401
+    );
     // ... and the keyed local API serves that same token.
-    let r = http().get(api.url("/tasks")).bearer_auth(&token).send().await.expect("GET");
+    let r = http()
+        .get(api.url("/tasks"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("GET");
     assert_eq!(r.status(), 200);
 }
 
@@ -1396,7 +1423,11 @@ fn only_the_secret_the_algorithm_uses_is_rotated() {
         let t = template_for(alg);
         let rotated: Vec<String> = resources_of_type(&t, "AWS::SecretsManager::RotationSchedule")
             .values()
-            .map(|r| at(r, &["Properties", "SecretId"]).and_then(reference).expect("SecretId is a !Ref"))
+            .map(|r| {
+                at(r, &["Properties", "SecretId"])
+                    .and_then(reference)
+                    .expect("SecretId is a !Ref")
+            })
             .collect();
         assert_eq!(rotated, vec![secret.to_owned()], "[{alg}]");
     }
@@ -1435,9 +1466,9 @@ fn stage_problems(t: &serde_json::Value) -> Vec<String> {
     let props = &stage["Properties"];
     let settings = props["MethodSettings"].as_array().cloned().unwrap_or_default();
     let throttled = |path: &str| {
-        settings
-            .iter()
-            .any(|s| s["ResourcePath"] == path && s["ThrottlingRateLimit"].is_number() && s["ThrottlingBurstLimit"].is_number())
+        settings.iter().any(|s| {
+            s["ResourcePath"] == path && s["ThrottlingRateLimit"].is_number() && s["ThrottlingBurstLimit"].is_number()
+        })
     };
     for path in ["/*", "/~1auth~1signup", "/~1auth~1login", "/~1auth~1refresh"] {
         if !throttled(path) {
@@ -1446,7 +1477,10 @@ fn stage_problems(t: &serde_json::Value) -> Vec<String> {
     }
     let logs = &props["AccessLogSetting"]["Fn::If"];
     if logs[0] != "AccessLoggingEnabled" || logs[1]["DestinationArn"]["Fn::GetAtt"][0] != "ApiAccessLogGroup" {
-        problems.push(format!("stage {stage_id} has no access log setting: {}", props["AccessLogSetting"]));
+        problems.push(format!(
+            "stage {stage_id} has no access log setting: {}",
+            props["AccessLogSetting"]
+        ));
     }
     let associations = resources_of_json(t, "AWS::WAFv2::WebACLAssociation");
     let waf_on_stage = associations.iter().any(|(_, a)| {
@@ -1472,7 +1506,10 @@ fn the_deployed_api_has_exactly_one_stage_with_throttles_waf_and_logs() {
     let api = globals + text[globals..].find("\n  Api:\n").expect("Globals: Api");
     let function = api + text[api..].find("\n  Function:\n").expect("Globals: Function");
     let without = format!("{}{}", &text[..api], &text[function..]);
-    assert!(!without.contains("OpenApiVersion"), "OpenApiVersion moved: update this test");
+    assert!(
+        !without.contains("OpenApiVersion"),
+        "OpenApiVersion moved: update this test"
+    );
     let path = std::env::temp_dir().join(format!("todo-api-template-{}.yaml", Uuid::new_v4()));
     std::fs::write(&path, without).expect("write temp template");
     let bad = transform(&path, &[]);
@@ -1485,7 +1522,12 @@ fn the_deployed_api_has_exactly_one_stage_with_throttles_waf_and_logs() {
 fn managed_policies(t: &serde_json::Value) -> BTreeSet<String> {
     resources_of_json(t, "AWS::IAM::Role")
         .into_iter()
-        .flat_map(|(_, r)| r["Properties"]["ManagedPolicyArns"].as_array().cloned().unwrap_or_default())
+        .flat_map(|(_, r)| {
+            r["Properties"]["ManagedPolicyArns"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
         .map(|arn| arn.as_str().map_or_else(|| arn.to_string(), str::to_owned))
         .collect()
 }
@@ -1518,7 +1560,11 @@ fn no_wildcard_resource_that_the_readme_does_not_explain() {
     let basic = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole";
     let xray = "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess";
     let default = managed_policies(transformed());
-    assert_eq!(default, BTreeSet::from([basic.to_owned()]), "managed policies by default");
+    assert_eq!(
+        default,
+        BTreeSet::from([basic.to_owned()]),
+        "managed policies by default"
+    );
     let traced = transform(&workspace_root().join("template.yaml"), &[("LambdaTracing", "Active")]);
     assert_eq!(
         managed_policies(&traced),
@@ -1527,7 +1573,10 @@ fn no_wildcard_resource_that_the_readme_does_not_explain() {
     );
     for arn in [basic, xray] {
         let name = arn.rsplit('/').next().expect("policy name");
-        assert!(readme.contains(name), "README.md must say why {name} (Resource \"*\") is there");
+        assert!(
+            readme.contains(name),
+            "README.md must say why {name} (Resource \"*\") is there"
+        );
     }
     for t in [transformed(), &traced] {
         for (id, role) in resources_of_json(t, "AWS::IAM::Role") {
@@ -1572,7 +1621,14 @@ fn validation_expression() -> regex::Regex {
     let default = str_at(api, &["Properties", "Auth", "DefaultAuthorizer"]).expect("DefaultAuthorizer");
     let expr = str_at(
         api,
-        &["Properties", "Auth", "Authorizers", default, "Identity", "ValidationExpression"],
+        &[
+            "Properties",
+            "Auth",
+            "Authorizers",
+            default,
+            "Identity",
+            "ValidationExpression",
+        ],
     )
     .expect("the authorizer has a ValidationExpression");
     regex::Regex::new(expr).expect("the ValidationExpression compiles")
@@ -1582,8 +1638,16 @@ fn validation_expression() -> regex::Regex {
 fn the_gateway_the_local_api_and_the_functions_parse_bearer_alike() {
     let gateway = validation_expression();
     for (header, valid) in BEARER_HEADERS {
-        assert_eq!(gateway.is_match(header), *valid, "API Gateway's ValidationExpression on {header:?}");
-        assert_eq!(local_api::bearer_header_valid(header), *valid, "local API on {header:?}");
+        assert_eq!(
+            gateway.is_match(header),
+            *valid,
+            "API Gateway's ValidationExpression on {header:?}"
+        );
+        assert_eq!(
+            local_api::bearer_header_valid(header),
+            *valid,
+            "local API on {header:?}"
+        );
         assert_eq!(
             shared::tokens::bearer_token(header),
             valid.then(|| &header[7..]),
@@ -1610,7 +1674,13 @@ async fn every_path_accepts_the_scheme_in_any_case() {
     let body: serde_json::Value = r.json().await.expect("json");
     let token = body["access_token"].as_str().expect("access_token").to_owned();
 
-    for (scheme, accepted) in [("Bearer", true), ("bearer", true), ("BEARER", true), ("bEaReR", true), ("Basic", false)] {
+    for (scheme, accepted) in [
+        ("Bearer", true),
+        ("bearer", true),
+        ("BEARER", true),
+        ("bEaReR", true),
+        ("Basic", false),
+    ] {
         let header = format!("{scheme} {token}");
         // The deployed gateway.
         let mut event = aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequest::default();
@@ -1695,9 +1765,13 @@ fn every_gateway_response_type_is_a_complete_problem() {
             Some(5),
             "{kind}: exactly type, title, status, code, detail"
         );
-        assert_eq!(r.headers.get("cache-control").map(String::as_str), Some("no-store"), "{kind}");
         assert_eq!(
-            r.headers.get("www-authenticate").is_some(),
+            r.headers.get("cache-control").map(String::as_str),
+            Some("no-store"),
+            "{kind}"
+        );
+        assert_eq!(
+            r.headers.contains_key("www-authenticate"),
             *status == 401,
             "{kind}: WWW-Authenticate on exactly the 401s"
         );
@@ -1717,7 +1791,12 @@ fn gateway_responses_the_functions_also_produce_are_the_same_bytes() {
         ("DEFAULT_5XX", ApiError::Internal(anyhow::anyhow!("boom"))),
     ] {
         let local = error.into_response();
-        assert_same_body(kind, &gateway_response(&t, kind), local.status().as_u16(), &body_text(local));
+        assert_same_body(
+            kind,
+            &gateway_response(&t, kind),
+            local.status().as_u16(),
+            &body_text(local),
+        );
     }
 }
 
@@ -1768,11 +1847,16 @@ fn argon2_functions_have_reserved_concurrency_and_capacity_sized_throttles() {
     assert!(reserved > 0, "argon2 functions are capped by default");
     let resolved = resolve(&t, &[]);
     let argon2 = argon2_functions(&resolved);
-    assert!(argon2.len() >= 3, "signup, login and account hash passwords: {argon2:?}");
+    assert!(
+        argon2.len() >= 3,
+        "signup, login and account hash passwords: {argon2:?}"
+    );
     for name in &argon2 {
         let f = &functions(&resolved)[name];
         assert_eq!(
-            at(f, &["Properties", "ReservedConcurrentExecutions"]).and_then(reference).as_deref(),
+            at(f, &["Properties", "ReservedConcurrentExecutions"])
+                .and_then(reference)
+                .as_deref(),
             Some("Argon2ReservedConcurrency"),
             "{name} runs argon2id: it needs ReservedConcurrentExecutions"
         );
@@ -1780,7 +1864,7 @@ fn argon2_functions_have_reserved_concurrency_and_capacity_sized_throttles() {
     // 0 means "do not reserve" (accounts with a small concurrency quota): the property goes away.
     let off = resolve(&t, &[("Argon2ReservedConcurrency", "0")]);
     for name in &argon2 {
-        assert!(at(&functions(&off)[name], &["Properties", "ReservedConcurrentExecutions"]).is_none());
+        assert!(at(functions(&off)[name], &["Properties", "ReservedConcurrentExecutions"]).is_none());
     }
 
     // The throttles of the password-taking POST routes never promise more than the reserved
@@ -1795,11 +1879,18 @@ fn argon2_functions_have_reserved_concurrency_and_capacity_sized_throttles() {
             .and_then(|s| at(s, &["ThrottlingRateLimit"]).and_then(Value::as_u64))
     };
     let stage_rate = rate_of("/*").expect("a stage-wide throttle");
-    for e in api_events(&resolved).iter().filter(|e| argon2.contains(&e.function) && e.method == "POST") {
+    for e in api_events(&resolved)
+        .iter()
+        .filter(|e| argon2.contains(&e.function) && e.method == "POST")
+    {
         let path = e.path.replace('/', "~1");
         let rate = rate_of(&format!("/{path}"))
             .unwrap_or_else(|| panic!("POST {} runs argon2id: it needs a method throttle", e.path));
-        assert!(rate <= reserved * 5, "POST {}: {rate}/s is more than {reserved} instances hash", e.path);
+        assert!(
+            rate <= reserved * 5,
+            "POST {}: {rate}/s is more than {reserved} instances hash",
+            e.path
+        );
         assert!(rate <= stage_rate);
     }
 }
@@ -1813,7 +1904,9 @@ fn waf_rate_rules_per_address_on_auth_are_on_by_default() {
     let [(_, acl)] = acl.iter().collect::<Vec<_>>()[..] else {
         panic!("one web ACL by default, found {:?}", acl.keys());
     };
-    let rules = at(acl, &["Properties", "Rules"]).and_then(Value::as_sequence).expect("rules");
+    let rules = at(acl, &["Properties", "Rules"])
+        .and_then(Value::as_sequence)
+        .expect("rules");
     let auth_rule = rules.iter().find(|r| {
         let rate = at(r, &["Statement", "RateBasedStatement"]);
         let scope = rate.and_then(|s| at(s, &["ScopeDownStatement", "ByteMatchStatement"]));
@@ -1860,7 +1953,10 @@ fn secrets_outlive_the_stack_and_outputs_are_partition_neutral() {
     }
     for (name, output) in mapping_at(&t, &["Outputs"]).expect("Outputs") {
         let text = format!("{output:?}");
-        assert!(!text.contains("amazonaws.com"), "{name:?}: use ${{AWS::URLSuffix}}: {text}");
+        assert!(
+            !text.contains("amazonaws.com"),
+            "{name:?}: use ${{AWS::URLSuffix}}: {text}"
+        );
     }
     let samconfig = std::fs::read_to_string(workspace_root().join("samconfig.toml")).expect("samconfig.toml");
     assert!(
