@@ -87,7 +87,8 @@ L += ["", "| function | seconds | bootstrap | file |", "|---|---|---|---|"]
 for r in rows:
     fn, binary, secs, size, arch = r.split("|")
     L.append(f"| {fn} (`{binary}`) | {secs} | {mib(int(size))} | {arch} |")
-L += ["", end]
+total = sum(int(r.split("|")[2]) for r in rows)
+L += ["", f"{len(rows)} builds, {total} s in all ({total / 60:.0f} min).", "", end]
 section = "\n".join(L)
 if md == "-":
     print(section)
