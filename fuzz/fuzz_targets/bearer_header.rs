@@ -15,7 +15,7 @@ use shared::tokens::bearer_token;
 
 /// `ValidationExpression` of the TOKEN authorizer in template.yaml.
 static GATEWAY: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^Bearer [-0-9A-Za-z._~+/]+=*$").expect("the expression compiles"));
+    LazyLock::new(|| Regex::new(r"^[Bb][Ee][Aa][Rr][Ee][Rr] [-0-9A-Za-z._~+/]+=*$").expect("the expression compiles"));
 
 const METHOD_ARN: &str = "arn:aws:execute-api:eu-west-1:123456789012:abc123/v1/GET/tasks";
 

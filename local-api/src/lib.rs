@@ -39,17 +39,12 @@ use tokio::net::TcpListener;
 /// The fake account and API id in local method ARNs.
 const LOCAL_ARN_PREFIX: &str = "arn:aws:execute-api:local:000000000000:local/local";
 
-/// API Gateway's identity-source check on the `Authorization` header (see `template.yaml`):
-/// a header that does not look like `Bearer <token>` is refused before the authorizer runs.
+/// API Gateway's identity-source check on the `Authorization` header (`ValidationExpression` in
+/// `template.yaml`): a header that does not look like `Bearer <token>` (scheme in any case) is
+/// refused before the authorizer runs. The grammar is `shared::tokens::bearer_token`'s, so the
+/// gateway, the local API and the functions cannot disagree.
 pub fn bearer_header_valid(value: &str) -> bool {
-    let Some(token) = value.strip_prefix("Bearer ") else {
-        return false;
-    };
-    let body = token.trim_end_matches('=');
-    !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+    shared::tokens::bearer_token(value).is_some()
 }
 
 /// What the authorizer answered for one token: the policy, and the context handed to functions.
@@ -356,7 +351,8 @@ mod tests {
         assert!(bearer_header_valid("Bearer abc.def-ghi_jkl"));
         assert!(bearer_header_valid("Bearer abc=="));
         assert!(!bearer_header_valid("Bearer "));
-        assert!(!bearer_header_valid("bearer abc"));
+        assert!(bearer_header_valid("bearer abc"), "the scheme is case-insensitive");
+        assert!(bearer_header_valid("BEARER abc"));
         assert!(!bearer_header_valid("Bearer a b"));
         assert!(!bearer_header_valid("Basic abc"));
     }

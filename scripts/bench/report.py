@@ -545,6 +545,13 @@ def main():
       f"hash per core runs at once ({cores} here), each with its own {argon2_mib:.0f} MiB buffer.")
     w("")
 
+    # ---- sam build: written by scripts/sam-build.sh (minutes per function, run apart): kept as is
+    if out_md.exists():
+        m = re.search(r"<!-- sam-build:begin -->.*?<!-- sam-build:end -->", out_md.read_text(), re.S)
+        if m:
+            w(m.group(0))
+            w("")
+
     # ---- mechanisms (code facts, checked by hand; the figures above say how much they cost in this run)
     w("## What drives these figures")
     w("")

@@ -28,6 +28,21 @@ pub enum KeySource {
     /// The environment, for local runs and tests: `JWT_SECRET` (and `JWT_SECRET_PREVIOUS`) for
     /// HS256, `JWT_PRIVATE_KEY` (and `JWT_PRIVATE_KEY_PREVIOUS`, PEM) for EdDSA.
     Env,
+    /// `JWT_TRUST_AUTHORIZER_CONTEXT=true` (deployed data functions): no key at all. The caller
+    /// comes from the authorizer's context, which API Gateway puts on every request of a route
+    /// with the TOKEN authorizer; a request without that context finds no key to verify its
+    /// token with and is refused (401), so a missing authorizer fails closed. Lets the data
+    /// functions run without read access to the HMAC key (template.yaml).
+    AuthorizerContext,
+}
+
+/// `JWT_TRUST_AUTHORIZER_CONTEXT`: `true` or `false` (default); anything else stops start-up.
+pub fn trust_authorizer_context(env: &EnvReader<'_>) -> anyhow::Result<bool> {
+    match env.get("JWT_TRUST_AUTHORIZER_CONTEXT").as_deref().map(str::trim) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => bail!("JWT_TRUST_AUTHORIZER_CONTEXT: must be true or false (got {other:?})"),
+    }
 }
 
 /// `JWT_ALGORITHM`: `HS256` (default) or `EdDSA`. Nothing else is ever accepted.
@@ -51,6 +66,9 @@ impl KeySource {
     /// (issuers) or `JWT_JWKS_ARN` (verifiers); HS256 reads `JWT_SECRET_ARN`; either falls back to
     /// the environment keys for local runs. An unknown algorithm is refused by the loader.
     pub fn from_env(env: &EnvReader<'_>) -> Self {
+        if matches!(trust_authorizer_context(env), Ok(true)) {
+            return KeySource::AuthorizerContext;
+        }
         if matches!(algorithm_from_env(env), Ok(Algorithm::EdDSA)) {
             if let Some(arn) = env.get("JWT_PRIVATE_KEY_ARN") {
                 return KeySource::PrivateKey {
@@ -71,7 +89,7 @@ impl KeySource {
 
     /// Whether reading this source needs a Secrets Manager client.
     pub fn remote(&self) -> bool {
-        !matches!(self, KeySource::Env)
+        !matches!(self, KeySource::Env | KeySource::AuthorizerContext)
     }
 }
 
@@ -233,6 +251,9 @@ pub async fn load_keys(source: &KeySource, env: &EnvReader<'_>, client: Option<&
             Ok(order_for_signing(current, created, previous, key_activation(env)))
         }
         KeySource::Jwks { .. } => bail!("a JWKS holds public keys only: it cannot sign"),
+        KeySource::AuthorizerContext => {
+            bail!("JWT_TRUST_AUTHORIZER_CONTEXT=true: this function holds no key and cannot sign")
+        }
         KeySource::SecretsManager { arn } => {
             let client = client.ok_or_else(|| anyhow!("no Secrets Manager client"))?;
             let current = get_secret(client, arn, "AWSCURRENT")
@@ -282,6 +303,8 @@ pub async fn load_jwks(client: &Client, arn: &str) -> anyhow::Result<Jwks> {
 /// The keys of `source`: what signs (if anything) and what verifies.
 pub async fn load_token_keys(source: &KeySource, env: &EnvReader<'_>, client: Option<&Client>) -> anyhow::Result<Keys> {
     match source {
+        // Nothing signs and nothing verifies: every token this function would check itself fails.
+        KeySource::AuthorizerContext => Ok(Keys::verify_only(algorithm_from_env(env)?, Vec::new())),
         KeySource::Jwks { arn } => {
             let client = client.ok_or_else(|| anyhow!("no Secrets Manager client"))?;
             let keys = load_jwks(client, arn).await?.verifying_keys()?;
@@ -315,11 +338,12 @@ pub async fn tokens_from_source(
     settings: TokenSettings,
 ) -> anyhow::Result<Tokens> {
     let configured = algorithm_from_env(env)?;
+    trust_authorizer_context(env)?;
     let keys = load_token_keys(&source, env, client.as_ref()).await?;
     let expected = match source {
         KeySource::PrivateKey { .. } | KeySource::Jwks { .. } => Algorithm::EdDSA,
         KeySource::SecretsManager { .. } => Algorithm::HS256,
-        KeySource::Env => configured,
+        KeySource::Env | KeySource::AuthorizerContext => configured,
     };
     if keys.algorithm != expected || keys.algorithm != configured {
         bail!(
@@ -329,7 +353,7 @@ pub async fn tokens_from_source(
     }
     let activation_secs = key_activation(env).as_secs();
     let reload: Option<crate::tokens::Reload> = match (&source, client) {
-        (KeySource::Env, _) | (_, None) => None,
+        (KeySource::Env | KeySource::AuthorizerContext, _) | (_, None) => None,
         (_, Some(client)) => Some(Box::new(move || {
             let (source, client) = (source.clone(), client.clone());
             Box::pin(async move {

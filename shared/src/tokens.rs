@@ -596,9 +596,19 @@ pub fn hash_refresh_token(token: &SecretString) -> Vec<u8> {
     Sha256::digest(token.expose_secret().as_bytes()).to_vec()
 }
 
-/// Take the token out of an `Authorization: Bearer <token>` value.
+/// Take the token out of an `Authorization: Bearer <token>` value: the one grammar every path
+/// uses (the functions, the authorizer, the local API's identity check, and `cargo lambda watch`),
+/// and the one API Gateway's `ValidationExpression` in template.yaml spells as a regex:
+/// `^[Bb][Ee][Aa][Rr][Ee][Rr] [-0-9A-Za-z._~+/]+=*$`. The scheme is case-insensitive (RFC 7235
+/// section 2.1), one space follows it, and the token is an RFC 7235 `token68`.
 pub fn bearer_token(header_value: &str) -> Option<&str> {
-    let (scheme, token) = header_value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' ')).then_some(token)
+    // `split_at_checked` is None for a value shorter than "Bearer " or split inside a character.
+    let (scheme, token) = header_value.split_at_checked(7)?;
+    let scheme_ok = scheme[..6].eq_ignore_ascii_case("bearer") && scheme.ends_with(' ');
+    let body = token.trim_end_matches('=');
+    let token68 = !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'));
+    (scheme_ok && token68).then_some(token)
 }

@@ -2,11 +2,16 @@
 //! crates, the Gateway Responses the local API imitates, and least-privilege secret access.
 //!
 //! The template is parsed as plain YAML; CloudFormation short tags (`!Ref`, `!GetAtt`, `!Sub`,
-//! `!If`, ...) come through as tagged values and are understood where they matter.
+//! `!If`, ...) come through as tagged values and are understood where they matter. Checks that
+//! depend on parameters run on the template *resolved* for given values (conditions evaluated,
+//! `!If` chosen, `AWS::NoValue` dropped), once per value that matters; checks of what SAM really
+//! deploys (stages, managed policies) run on the SAM transform's output (`scripts/sam-transform.py`,
+//! the same translator CloudFormation runs, offline).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use serde_yaml_ng::value::TaggedValue;
 use serde_yaml_ng::{Mapping, Value};
 use shared::error::ApiError;
 use shared::roles::{Access, ROUTES, Role};
@@ -38,6 +43,174 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 
 fn mapping_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Mapping> {
     at(v, path).and_then(Value::as_mapping)
+}
+
+// --- conditions and parameters ------------------------------------------------------------
+
+/// Parameter values: the template's defaults, with `overrides` on top.
+fn parameters(t: &Value, overrides: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (name, p) in mapping_at(t, &["Parameters"]).into_iter().flatten() {
+        let default = match at(p, &["Default"]) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::Bool(b)) => b.to_string(),
+            _ => String::new(),
+        };
+        out.insert(name.as_str().expect("parameter names are strings").to_owned(), default);
+    }
+    for (name, value) in overrides {
+        assert!(out.contains_key(*name), "template.yaml has no parameter {name}");
+        out.insert((*name).to_owned(), (*value).to_owned());
+    }
+    out
+}
+
+/// The argument of a short-tag function (`!Ref x` → `x`), if `v` is that function.
+fn tagged<'a>(v: &'a Value, tag: &str) -> Option<&'a Value> {
+    match v {
+        Value::Tagged(t) if t.tag == tag => Some(&t.value),
+        _ => None,
+    }
+}
+
+fn scalar(v: &Value, params: &BTreeMap<String, String>) -> String {
+    if let Some(name) = tagged(v, "Ref").and_then(Value::as_str) {
+        return params
+            .get(name)
+            .unwrap_or_else(|| panic!("condition refers to {name}, not a parameter"))
+            .clone();
+    }
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => panic!("cannot evaluate {other:?} in a condition"),
+    }
+}
+
+fn condition_expr(t: &Value, v: &Value, params: &BTreeMap<String, String>) -> bool {
+    let args = |tag| tagged(v, tag).and_then(Value::as_sequence);
+    if let Some(a) = args("Equals") {
+        scalar(&a[0], params) == scalar(&a[1], params)
+    } else if let Some(a) = args("Not") {
+        !condition_expr(t, &a[0], params)
+    } else if let Some(a) = args("And") {
+        a.iter().all(|x| condition_expr(t, x, params))
+    } else if let Some(a) = args("Or") {
+        a.iter().any(|x| condition_expr(t, x, params))
+    } else if let Some(name) = tagged(v, "Condition").and_then(Value::as_str) {
+        condition(t, name, params)
+    } else {
+        panic!("unknown condition function {v:?}")
+    }
+}
+
+fn condition(t: &Value, name: &str, params: &BTreeMap<String, String>) -> bool {
+    let c = at(t, &["Conditions", name]).unwrap_or_else(|| panic!("no condition {name}"));
+    condition_expr(t, c, params)
+}
+
+fn resolve_value(t: &Value, v: &Value, params: &BTreeMap<String, String>) -> Option<Value> {
+    if let Some(args) = tagged(v, "If").and_then(Value::as_sequence) {
+        let name = args[0].as_str().expect("!If names a condition");
+        let chosen = if condition(t, name, params) { &args[1] } else { &args[2] };
+        return resolve_value(t, chosen, params);
+    }
+    if tagged(v, "Ref").and_then(Value::as_str) == Some("AWS::NoValue") {
+        return None;
+    }
+    Some(match v {
+        Value::Mapping(m) => Value::Mapping(
+            m.iter()
+                .filter_map(|(k, x)| resolve_value(t, x, params).map(|x| (k.clone(), x)))
+                .collect(),
+        ),
+        Value::Sequence(seq) => Value::Sequence(seq.iter().filter_map(|x| resolve_value(t, x, params)).collect()),
+        Value::Tagged(tv) => Value::Tagged(Box::new(TaggedValue {
+            tag: tv.tag.clone(),
+            value: resolve_value(t, &tv.value, params).unwrap_or(Value::Null),
+        })),
+        other => other.clone(),
+    })
+}
+
+/// The template as CloudFormation sees it for these parameter values (the rest at their
+/// defaults): conditions evaluated, `!If` chosen, `AWS::NoValue` dropped, resources whose
+/// condition is false removed.
+fn resolve(t: &Value, overrides: &[(&str, &str)]) -> Value {
+    let params = parameters(t, overrides);
+    let mut out = resolve_value(t, t, &params).expect("a template");
+    if let Some(resources) = out.get_mut("Resources").and_then(Value::as_mapping_mut) {
+        resources.retain(|_, r| str_at(r, &["Condition"]).is_none_or(|c| condition(t, c, &params)));
+    }
+    out
+}
+
+/// The values of `JwtAlgorithm`: every check of secret access runs for each.
+const ALGORITHMS: [&str; 2] = ["HS256", "EdDSA"];
+
+/// The template resolved for `JwtAlgorithm = algorithm`.
+fn template_for(algorithm: &str) -> Value {
+    resolve(&template(), &[("JwtAlgorithm", algorithm)])
+}
+
+/// `check` on the template resolved for each algorithm, its problems prefixed with the algorithm.
+fn for_each_algorithm(check: fn(&Value) -> Vec<String>) -> Vec<String> {
+    ALGORITHMS
+        .iter()
+        .flat_map(|alg| {
+            check(&template_for(alg))
+                .into_iter()
+                .map(move |p| format!("[{alg}] {p}"))
+        })
+        .collect()
+}
+
+// --- the SAM transform's output --------------------------------------------------------------
+
+/// The Python that has cfn-lint (and so aws-sam-translator): `TODO_API_PYTHON`, else the venv
+/// `scripts/test.sh` makes (`$TODO_API_STATE_DIR` or `~/.cache/todo-api`), else `python3`.
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("TODO_API_PYTHON") {
+        return p.into();
+    }
+    let state = std::env::var_os("TODO_API_STATE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/todo-api")));
+    state
+        .map(|s| s.join("venv/bin/python"))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| "python3".into())
+}
+
+/// `template_path` through the SAM transform, with these parameter values, as JSON.
+fn transform(template_path: &Path, overrides: &[(&str, &str)]) -> serde_json::Value {
+    let script = workspace_root().join("scripts/sam-transform.py");
+    let mut cmd = std::process::Command::new(python());
+    cmd.arg(&script).arg(template_path);
+    for (k, v) in overrides {
+        cmd.arg(format!("{k}={v}"));
+    }
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!(
+            "running {} {}: {e} (scripts/test.sh makes the venv with cfn-lint; or set TODO_API_PYTHON)",
+            python().display(),
+            script.display()
+        )
+    });
+    assert!(
+        out.status.success(),
+        "the SAM transform failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the transform prints JSON")
+}
+
+/// template.yaml through the SAM transform with the default parameter values (computed once).
+fn transformed() -> &'static serde_json::Value {
+    static T: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    T.get_or_init(|| transform(&workspace_root().join("template.yaml"), &[]))
 }
 
 /// The logical id a value points at: `!Ref X`, `{Ref: X}`, `!GetAtt X.Attr`,
@@ -352,25 +525,6 @@ fn every_api_event_attaches_to_the_api_with_the_jwt_authorizer() {
             .is_none(),
         "the authorizer function must not serve routes itself"
     );
-    // The local API re-implements this expression (local_api::bearer_header_valid): change both.
-    assert_eq!(
-        str_at(authorizer, &["Identity", "ValidationExpression"]),
-        Some("^Bearer [-0-9A-Za-z._~+/]+=*$"),
-        "ValidationExpression changed: update local_api::bearer_header_valid to match, then this test"
-    );
-    for (header, valid) in [
-        ("Bearer abc.DEF-123_~+/x==", true),
-        ("Bearer a", true),
-        ("Bearer ", false),
-        ("Bearer ==", false),
-        ("Bearer a=b", false),
-        ("bearer abc", false),
-        ("Bearer  abc", false),
-        ("Bearer abc ", false),
-        ("Basic abc", false),
-    ] {
-        assert_eq!(local_api::bearer_header_valid(header), valid, "{header:?}");
-    }
 }
 
 #[test]
@@ -788,12 +942,23 @@ fn authorizer_problems(t: &Value) -> Vec<String> {
     if env_vars(f).is_some_and(|v| v.contains_key("DATABASE_URL_SECRET_ARN")) {
         problems.push(format!("{name} must not read the database URL"));
     }
-    // ... and it does read the signing key.
-    match secret_named_by(t, "JWT_SECRET_ARN") {
+    // ... and it does read the verification key of the configured algorithm: the HMAC key
+    // (HS256) or the public JWKS (EdDSA), whichever variable the resolved template gives it.
+    let vars: Vec<&str> = ["JWT_SECRET_ARN", "JWT_JWKS_ARN"]
+        .into_iter()
+        .filter(|v| env_vars(f).is_some_and(|vars| vars.contains_key(*v)))
+        .collect();
+    let [var] = vars[..] else {
+        problems.push(format!(
+            "{name} must have exactly one of JWT_SECRET_ARN, JWT_JWKS_ARN, found {vars:?}"
+        ));
+        return problems;
+    };
+    match secret_named_by(t, var) {
         Ok(key) => {
             let reads = get_secret_value_resources(&name, f, &mut problems);
             if !reads.iter().any(|r| reference(r).as_deref() == Some(key.as_str())) {
-                problems.push(format!("{name} has no GetSecretValue on the signing key {key}"));
+                problems.push(format!("{name} has no GetSecretValue on its verification key {key}"));
             }
         }
         Err(e) => problems.push(e),
@@ -850,12 +1015,12 @@ fn no_function_gets_a_secret_as_a_plain_environment_variable() {
 
 #[test]
 fn the_authorizer_never_touches_the_database_secret() {
-    assert_no_problems(authorizer_problems(&template()));
+    assert_no_problems(for_each_algorithm(authorizer_problems));
 }
 
 #[test]
 fn every_secret_arn_variable_has_a_get_secret_value_grant_on_exactly_that_secret() {
-    assert_no_problems(grant_problems(&template()));
+    assert_no_problems(for_each_algorithm(grant_problems));
 }
 
 // --- the checks themselves catch drift -----------------------------------------------------
@@ -870,9 +1035,9 @@ fn yaml(text: &str) -> Value {
     serde_yaml_ng::from_str(text).expect("test yaml")
 }
 
-/// Apply `edit` to a copy of the real template and return what `check` reports.
+/// Apply `edit` to a copy of the real template (resolved for HS256) and return what `check` reports.
 fn problems_after(check: fn(&Value) -> Vec<String>, edit: impl FnOnce(&mut Value)) -> String {
-    let mut t = template();
+    let mut t = template_for("HS256");
     edit(&mut t);
     check(&t).join("\n")
 }
@@ -1004,41 +1169,798 @@ fn the_checks_catch_drift() {
 }
 
 /// EdDSA mode: only the functions that issue tokens (and the rotation function) may read the
-/// private key; every other function verifies with the public JWKS.
+/// private key; every other function verifies with the public JWKS or holds no key. HS256 mode:
+/// nobody may read it.
 #[test]
 fn only_token_issuers_can_read_the_private_key() {
-    let t = template();
-    let private = secret_named_by(&t, "JWT_PRIVATE_KEY_ARN").expect("a private key secret");
-    let issuers = [
-        "SignupFunction",
-        "LoginFunction",
-        "RefreshFunction",
-        "RotateKeyFunction",
-    ];
-    let mut readers = Vec::new();
-    for (name, f) in functions(&t) {
-        let mut problems = Vec::new();
-        let reads = get_secret_value_resources(&name, f, &mut problems);
-        if reads.iter().any(|r| reference(r).as_deref() == Some(private.as_str())) {
-            readers.push(name.clone());
+    for alg in ALGORITHMS {
+        let t = template_for(alg);
+        let private = "JwtPrivateKeySecret";
+        let mut readers = Vec::new();
+        for (name, f) in functions(&t) {
+            let mut problems = Vec::new();
+            let reads = get_secret_value_resources(&name, f, &mut problems);
+            if reads.iter().any(|r| reference(r).as_deref() == Some(private)) {
+                readers.push(name.clone());
+            }
+            if !ISSUERS.contains(&name.as_str()) && name != "RotateKeyFunction" {
+                assert!(
+                    !at(f, &["Properties"]).is_some_and(|p| mentions(p, private)),
+                    "[{alg}] {name} must not be given the private key in any form"
+                );
+            }
         }
-        if !issuers.contains(&name.as_str()) {
-            assert!(
-                !at(f, &["Properties"]).is_some_and(|p| mentions(p, &private)),
-                "{name} must not be given the private key in any form"
-            );
+        readers.sort();
+        let expected: Vec<String> = match alg {
+            "EdDSA" => {
+                let mut e: Vec<String> = ISSUERS.iter().map(|s| s.to_string()).collect();
+                e.push("RotateKeyFunction".into());
+                e.sort();
+                e
+            }
+            _ => Vec::new(),
+        };
+        assert_eq!(readers, expected, "[{alg}] readers of the private key");
+    }
+}
+
+// --- secret access by algorithm ------------------------------------------------------------
+
+/// The functions that sign access tokens.
+const ISSUERS: [&str; 3] = ["SignupFunction", "LoginFunction", "RefreshFunction"];
+
+/// Functions whose policies mention `secret` in any form, sorted.
+fn readers_of(t: &Value, secret: &str) -> Vec<String> {
+    functions(t)
+        .into_iter()
+        .filter(|(_, f)| at(f, &["Properties", "Policies"]).is_some_and(|p| mentions(p, secret)))
+        .map(|(name, _)| name)
+        .collect()
+}
+
+fn names(list: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// HS256: only the issuers, the authorizer and the rotation function can read the HMAC key;
+/// EdDSA: nobody can, the verifiers read only the JWKS. The data functions read no key in
+/// either mode.
+#[test]
+fn secret_access_follows_the_algorithm() {
+    let [signup, login, refresh] = ISSUERS;
+    let hs256 = template_for("HS256");
+    assert_eq!(
+        readers_of(&hs256, "JwtSigningKeySecret"),
+        names(&["AuthorizerFunction", signup, login, refresh, "RotateKeyFunction"])
+    );
+    assert_eq!(readers_of(&hs256, "JwtPrivateKeySecret"), Vec::<String>::new());
+    assert_eq!(readers_of(&hs256, "JwtJwksSecret"), Vec::<String>::new());
+
+    let eddsa = template_for("EdDSA");
+    assert_eq!(readers_of(&eddsa, "JwtSigningKeySecret"), Vec::<String>::new());
+    assert_eq!(
+        readers_of(&eddsa, "JwtJwksSecret"),
+        names(&[
+            "AuthorizerFunction",
+            signup,
+            login,
+            refresh,
+            "JwksFunction",
+            "RotateKeyFunction"
+        ])
+    );
+    // Every function still passes the least-privilege checks in both modes.
+    assert_no_problems(for_each_algorithm(grant_problems));
+}
+
+/// The functions every route of which has the TOKEN authorizer (no public route).
+fn bearer_only_functions() -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for f in ROUTES.iter().map(|r| format!("{:?}Function", r.function)) {
+        if ROUTES
+            .iter()
+            .filter(|r| format!("{:?}Function", r.function) == f)
+            .all(|r| r.access != Access::Public)
+        {
+            out.insert(f);
         }
     }
-    readers.sort();
-    let mut expected: Vec<String> = issuers.iter().map(|s| s.to_string()).collect();
-    expected.sort();
-    assert_eq!(readers, expected);
-    let authorizer = functions(&t)
-        .get("AuthorizerFunction")
-        .map(|f| env_vars(f).is_some_and(|v| v.contains_key("JWT_JWKS_ARN")));
+    out
+}
+
+/// `JWT_TRUST_AUTHORIZER_CONTEXT=true` is safe only where API Gateway always runs the authorizer
+/// first: exactly the functions that serve only Bearer routes have it, and they hold no key.
+fn trust_problems(t: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let bearer_only = bearer_only_functions();
+    for (name, f) in functions(t) {
+        let trusts = env_vars(f)
+            .and_then(|v| v.get("JWT_TRUST_AUTHORIZER_CONTEXT"))
+            .and_then(Value::as_str)
+            == Some("true");
+        if trusts != bearer_only.contains(&name) {
+            problems.push(format!(
+                "{name}: JWT_TRUST_AUTHORIZER_CONTEXT is {trusts}, but it {} only Bearer routes",
+                if trusts { "does not serve" } else { "serves" }
+            ));
+        }
+        if trusts {
+            for secret in ["JwtSigningKeySecret", "JwtPrivateKeySecret", "JwtJwksSecret"] {
+                if at(f, &["Properties"]).is_some_and(|p| mentions(p, secret)) {
+                    problems.push(format!("{name} trusts the authorizer but is given {secret}"));
+                }
+            }
+        }
+    }
+    problems
+}
+
+#[test]
+fn data_functions_trust_the_authorizer_and_hold_no_key() {
+    assert!(!bearer_only_functions().is_empty());
+    assert_no_problems(for_each_algorithm(trust_problems));
+    // The check bites: a public route's function given the flag, a data function given the key.
+    let p = problems_after(trust_problems, |t| {
+        at_mut(
+            t,
+            &["Resources", "LoginFunction", "Properties", "Environment", "Variables"],
+        )
+        .as_mapping_mut()
+        .expect("vars")
+        .insert("JWT_TRUST_AUTHORIZER_CONTEXT".into(), "true".into());
+        at_mut(t, &["Resources", "TasksFunction", "Properties", "Policies"])
+            .as_sequence_mut()
+            .expect("policies")
+            .push(yaml("Statement: [{Effect: Allow, Action: secretsmanager:GetSecretValue, Resource: !Ref JwtSigningKeySecret}]"));
+    });
+    assert!(p.contains("LoginFunction: JWT_TRUST_AUTHORIZER_CONTEXT is true"), "{p}");
+    assert!(
+        p.contains("TasksFunction trusts the authorizer but is given JwtSigningKeySecret"),
+        "{p}"
+    );
+}
+
+/// The code half of the keyless data functions: `JWT_TRUST_AUTHORIZER_CONTEXT=true` starts with
+/// no key at all, serves a request that carries the authorizer's context, and refuses (401) one
+/// without it even when its token is valid, since nothing can check that token (fail closed).
+#[tokio::test]
+async fn a_function_that_trusts_the_authorizer_holds_no_key_and_fails_closed() {
+    use shared::config::EnvReader;
+    use shared::secrets::{KeySource, tokens_from_source};
+
+    let env = |vars: &'static [(&'static str, &'static str)]| {
+        EnvReader::new(move |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned()))
+    };
+    let api = api_tests::spawn_api().await;
+    let settings = shared::state::token_settings(&api.state.config);
+    for alg in ALGORITHMS {
+        let vars: &'static [(&str, &str)] = match alg {
+            "HS256" => &[("JWT_TRUST_AUTHORIZER_CONTEXT", "true"), ("JWT_ALGORITHM", "HS256")],
+            _ => &[("JWT_TRUST_AUTHORIZER_CONTEXT", "true"), ("JWT_ALGORITHM", "EdDSA")],
+        };
+        let e = env(vars);
+        assert_eq!(KeySource::from_env(&e), KeySource::AuthorizerContext);
+        let keyless = tokens_from_source(KeySource::from_env(&e), &e, None, settings.clone())
+            .await
+            .unwrap_or_else(|err| panic!("[{alg}] no key is needed: {err:#}"));
+        assert!(keyless.snapshot().verifying_keys().is_empty(), "[{alg}] holds no key");
+        assert!(
+            keyless.issue(Uuid::new_v4(), Uuid::new_v4(), Role::User).is_err(),
+            "[{alg}] cannot sign"
+        );
+    }
+    // A value that is neither true nor false stops start-up.
+    let e = env(&[
+        ("JWT_TRUST_AUTHORIZER_CONTEXT", "yes"),
+        ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+    ]);
+    let Err(err) = tokens_from_source(KeySource::from_env(&e), &e, None, settings.clone()).await else {
+        panic!("`yes` is refused");
+    };
+    assert!(format!("{err:#}").contains("JWT_TRUST_AUTHORIZER_CONTEXT"), "{err:#}");
+
+    // A real account and token, from the normal (keyed) local API on the same database.
+    let r = http()
+        .post(api.url("/auth/signup"))
+        .json(&serde_json::json!({"email": format!("keyless-{}@example.com", Uuid::new_v4()), "password": "Quartz-Lantern-93-Mosaic"}))
+        .send()
+        .await
+        .expect("signup");
+    assert_eq!(r.status(), 201);
+    let body: serde_json::Value = r.json().await.expect("json");
+    let token = body["access_token"].as_str().expect("access_token").to_owned();
+    let claims = api.state.tokens.verify(&token).expect("a valid token");
+
+    let e = env(&[("JWT_TRUST_AUTHORIZER_CONTEXT", "true")]);
+    let tokens = tokens_from_source(KeySource::from_env(&e), &e, None, settings)
+        .await
+        .expect("keyless tokens");
+    let state = shared::AppState::with_tokens(api.state.config.clone(), api.state.pool.clone(), tokens).expect("state");
+
+    let v1 = |with_context: bool| {
+        let text = include_str!("../fixtures/apigw-v1-list-tasks.json")
+            .replace("__SUB__", &claims.sub.to_string())
+            .replace("__SID__", &claims.sid.to_string())
+            .replace("__ROLE__", "user")
+            .replace("__TOKEN__", &token)
+            .replace("__EXP__", &(claims.exp).to_string());
+        let mut event: serde_json::Value = serde_json::from_str(&text).expect("fixture");
+        if !with_context {
+            event["requestContext"]["authorizer"] = serde_json::json!({});
+        }
+        let lambda: lambda_http::request::LambdaRequest = serde_json::from_value(event).expect("v1 event");
+        lambda_http::Request::from(lambda)
+    };
+    // Behind API Gateway: the authorizer's context is the caller.
+    assert_eq!(tasks::handle(&state, v1(true)).await.status(), 200);
+    // The same request without the context (a misrouted or direct invocation): 401.
+    assert_eq!(tasks::handle(&state, v1(false)).await.status(), 401);
+    // `cargo lambda watch`'s v2 event with a valid token: 401 here, since this function has no
+    // key (under watch the functions get JWT_SECRET and verify it).
+    let mut v2: serde_json::Value =
+        serde_json::from_str(include_str!("../fixtures/apigw-v2-list-tasks.json")).expect("fixture");
+    v2["headers"]["authorization"] = format!("Bearer {token}").into();
+    let lambda: lambda_http::request::LambdaRequest = serde_json::from_value(v2).expect("v2 event");
     assert_eq!(
-        authorizer,
-        Some(true),
-        "the authorizer verifies with the public JWKS in EdDSA mode"
+        tasks::handle(&state, lambda_http::Request::from(lambda)).await.status(),
+        401
+    );
+    // ... and the keyed local API serves that same token.
+    let r = http()
+        .get(api.url("/tasks"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn only_the_secret_the_algorithm_uses_is_rotated() {
+    for (alg, secret) in [("HS256", "JwtSigningKeySecret"), ("EdDSA", "JwtPrivateKeySecret")] {
+        let t = template_for(alg);
+        let rotated: Vec<String> = resources_of_type(&t, "AWS::SecretsManager::RotationSchedule")
+            .values()
+            .map(|r| {
+                at(r, &["Properties", "SecretId"])
+                    .and_then(reference)
+                    .expect("SecretId is a !Ref")
+            })
+            .collect();
+        assert_eq!(rotated, vec![secret.to_owned()], "[{alg}]");
+    }
+}
+
+// --- what SAM deploys: one stage, managed policies -------------------------------------------
+
+fn resources_of_json<'a>(t: &'a serde_json::Value, type_: &str) -> Vec<(&'a String, &'a serde_json::Value)> {
+    t["Resources"]
+        .as_object()
+        .expect("Resources")
+        .iter()
+        .filter(|(_, r)| r["Type"] == type_)
+        .collect()
+}
+
+/// Every stage the transform deploys: `AWS::ApiGateway::Stage` resources, and the stage a
+/// `Deployment` with a `StageName` creates on its own (SAM's "Stage" without OpenApiVersion).
+fn stage_problems(t: &serde_json::Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (id, d) in resources_of_json(t, "AWS::ApiGateway::Deployment") {
+        if let Some(name) = d["Properties"].get("StageName") {
+            problems.push(format!(
+                "deployment {id} creates stage {name} of its own: no throttles, WAF or access logs"
+            ));
+        }
+    }
+    let stages = resources_of_json(t, "AWS::ApiGateway::Stage");
+    let [(stage_id, stage)] = stages[..] else {
+        problems.push(format!(
+            "expected exactly one AWS::ApiGateway::Stage, found {:?}",
+            stages.iter().map(|(id, _)| id).collect::<Vec<_>>()
+        ));
+        return problems;
+    };
+    let props = &stage["Properties"];
+    let settings = props["MethodSettings"].as_array().cloned().unwrap_or_default();
+    let throttled = |path: &str| {
+        settings.iter().any(|s| {
+            s["ResourcePath"] == path && s["ThrottlingRateLimit"].is_number() && s["ThrottlingBurstLimit"].is_number()
+        })
+    };
+    for path in ["/*", "/~1auth~1signup", "/~1auth~1login", "/~1auth~1refresh"] {
+        if !throttled(path) {
+            problems.push(format!("stage {stage_id} has no throttle on {path}"));
+        }
+    }
+    let logs = &props["AccessLogSetting"]["Fn::If"];
+    if logs[0] != "AccessLoggingEnabled" || logs[1]["DestinationArn"]["Fn::GetAtt"][0] != "ApiAccessLogGroup" {
+        problems.push(format!(
+            "stage {stage_id} has no access log setting: {}",
+            props["AccessLogSetting"]
+        ));
+    }
+    let associations = resources_of_json(t, "AWS::WAFv2::WebACLAssociation");
+    let waf_on_stage = associations.iter().any(|(_, a)| {
+        a["Properties"]["ResourceArn"]["Fn::Sub"]
+            .as_str()
+            .is_some_and(|arn| arn.contains(&format!("/stages/${{{stage_id}}}")))
+            && a["Properties"]["WebACLArn"]["Fn::GetAtt"][0] == "WebAcl"
+    });
+    if !waf_on_stage {
+        problems.push(format!("no WAF web ACL association names stage {stage_id}"));
+    }
+    problems
+}
+
+#[test]
+fn the_deployed_api_has_exactly_one_stage_with_throttles_waf_and_logs() {
+    assert_no_problems(stage_problems(transformed()));
+
+    // Without OpenApiVersion the transform adds the unprotected "Stage": the check sees it.
+    let text = std::fs::read_to_string(workspace_root().join("template.yaml")).expect("template");
+    // Drop the whole `Globals: Api:` block (OpenApiVersion is all it holds).
+    let globals = text.find("\nGlobals:\n").expect("Globals");
+    let api = globals + text[globals..].find("\n  Api:\n").expect("Globals: Api");
+    let function = api + text[api..].find("\n  Function:\n").expect("Globals: Function");
+    let without = format!("{}{}", &text[..api], &text[function..]);
+    assert!(
+        !without.contains("OpenApiVersion"),
+        "OpenApiVersion moved: update this test"
+    );
+    let path = std::env::temp_dir().join(format!("todo-api-template-{}.yaml", Uuid::new_v4()));
+    std::fs::write(&path, without).expect("write temp template");
+    let bad = transform(&path, &[]);
+    let _ = std::fs::remove_file(&path);
+    let p = stage_problems(&bad).join("\n");
+    assert!(p.contains("creates stage \"Stage\" of its own"), "{p}");
+}
+
+/// Managed policies on the roles SAM makes, for these parameter values.
+fn managed_policies(t: &serde_json::Value) -> BTreeSet<String> {
+    resources_of_json(t, "AWS::IAM::Role")
+        .into_iter()
+        .flat_map(|(_, r)| {
+            r["Properties"]["ManagedPolicyArns"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|arn| arn.as_str().map_or_else(|| arn.to_string(), str::to_owned))
+        .collect()
+}
+
+/// Every `Resource` of every inline statement, through `Fn::If` branches.
+fn inline_resources(v: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            if m.contains_key("Effect") {
+                match m.get("Resource") {
+                    Some(serde_json::Value::Array(a)) => out.extend(a.iter().cloned()),
+                    Some(r) => out.push(r.clone()),
+                    None => {}
+                }
+            } else {
+                m.values().for_each(|x| inline_resources(x, out));
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| inline_resources(x, out)),
+        _ => {}
+    }
+}
+
+/// No inline statement on `*`, and the only managed policies (whose `*` SAM adds and we cannot
+/// scope) are the ones the README explains: the basic execution role always, X-Ray only when
+/// `LambdaTracing=Active` asks for it.
+#[test]
+fn no_wildcard_resource_that_the_readme_does_not_explain() {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
+    let basic = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole";
+    let xray = "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess";
+    let default = managed_policies(transformed());
+    assert_eq!(
+        default,
+        BTreeSet::from([basic.to_owned()]),
+        "managed policies by default"
+    );
+    let traced = transform(&workspace_root().join("template.yaml"), &[("LambdaTracing", "Active")]);
+    assert_eq!(
+        managed_policies(&traced),
+        BTreeSet::from([basic.to_owned(), xray.to_owned()]),
+        "managed policies with LambdaTracing=Active"
+    );
+    for arn in [basic, xray] {
+        let name = arn.rsplit('/').next().expect("policy name");
+        assert!(
+            readme.contains(name),
+            "README.md must say why {name} (Resource \"*\") is there"
+        );
+    }
+    for t in [transformed(), &traced] {
+        for (id, role) in resources_of_json(t, "AWS::IAM::Role") {
+            let mut resources = Vec::new();
+            inline_resources(&role["Properties"]["Policies"], &mut resources);
+            for r in resources {
+                assert!(
+                    r.as_str().is_none_or(|s| !s.contains('*')),
+                    "{id}: an inline statement on {r}"
+                );
+            }
+        }
+    }
+}
+
+// --- the Bearer scheme: the gateway, the local API and the functions agree ----------------------
+
+/// `Authorization` values and whether they carry a Bearer token. The scheme is case-insensitive
+/// (RFC 7235 section 2.1); the rest is API Gateway's identity validation.
+const BEARER_HEADERS: &[(&str, bool)] = &[
+    ("Bearer abc.DEF-123_~+/x==", true),
+    ("Bearer a", true),
+    ("bearer abc", true),
+    ("BEARER abc", true),
+    ("bEaReR abc", true),
+    ("Bearer ", false),
+    ("Bearer ==", false),
+    ("Bearer a=b", false),
+    ("Bearer  abc", false),
+    ("Bearer abc ", false),
+    ("Bearer a b", false),
+    ("Bearer\tabc", false),
+    ("Bearerabc", false),
+    ("Basic abc", false),
+    ("Bearer é", false),
+    ("", false),
+];
+
+fn validation_expression() -> regex::Regex {
+    let t = template();
+    let api = api_resource(&t);
+    let default = str_at(api, &["Properties", "Auth", "DefaultAuthorizer"]).expect("DefaultAuthorizer");
+    let expr = str_at(
+        api,
+        &[
+            "Properties",
+            "Auth",
+            "Authorizers",
+            default,
+            "Identity",
+            "ValidationExpression",
+        ],
+    )
+    .expect("the authorizer has a ValidationExpression");
+    regex::Regex::new(expr).expect("the ValidationExpression compiles")
+}
+
+#[test]
+fn the_gateway_the_local_api_and_the_functions_parse_bearer_alike() {
+    let gateway = validation_expression();
+    for (header, valid) in BEARER_HEADERS {
+        assert_eq!(
+            gateway.is_match(header),
+            *valid,
+            "API Gateway's ValidationExpression on {header:?}"
+        );
+        assert_eq!(
+            local_api::bearer_header_valid(header),
+            *valid,
+            "local API on {header:?}"
+        );
+        assert_eq!(
+            shared::tokens::bearer_token(header),
+            valid.then(|| &header[7..]),
+            "the functions (and cargo lambda watch) on {header:?}"
+        );
+    }
+}
+
+/// A real token under each spelling of the scheme through the three paths a request can take:
+/// the deployed gateway (identity validation, then the authorizer), the local API over HTTP, and
+/// a function called as `cargo lambda watch` calls it (v2 event, no authorizer context).
+#[tokio::test]
+async fn every_path_accepts_the_scheme_in_any_case() {
+    let gateway = validation_expression();
+    let api = api_tests::spawn_api().await;
+    let client = http();
+    let r = client
+        .post(api.url("/auth/signup"))
+        .json(&serde_json::json!({"email": format!("bearer-{}@example.com", Uuid::new_v4()), "password": "Quartz-Lantern-93-Mosaic"}))
+        .send()
+        .await
+        .expect("signup");
+    assert_eq!(r.status(), 201);
+    let body: serde_json::Value = r.json().await.expect("json");
+    let token = body["access_token"].as_str().expect("access_token").to_owned();
+
+    for (scheme, accepted) in [
+        ("Bearer", true),
+        ("bearer", true),
+        ("BEARER", true),
+        ("bEaReR", true),
+        ("Basic", false),
+    ] {
+        let header = format!("{scheme} {token}");
+        // The deployed gateway.
+        let mut event = aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequest::default();
+        event.type_ = Some("TOKEN".into());
+        event.authorization_token = Some(header.clone());
+        event.method_arn = Some("arn:aws:execute-api:eu-west-1:123456789012:abc123/v1/GET/tasks".into());
+        let gateway_ok = gateway.is_match(&header) && authorizer::handle(&api.state.tokens, &event).is_ok();
+        assert_eq!(gateway_ok, accepted, "API Gateway with {scheme:?}");
+        // The local API.
+        let r = client
+            .get(api.url("/tasks"))
+            .header("authorization", &header)
+            .send()
+            .await
+            .expect("GET /tasks");
+        assert_eq!(r.status() == 200, accepted, "local API with {scheme:?}: {}", r.status());
+        // cargo lambda watch: the function verifies the token itself.
+        let mut v2: serde_json::Value =
+            serde_json::from_str(include_str!("../fixtures/apigw-v2-list-tasks.json")).expect("fixture");
+        v2["headers"]["authorization"] = header.clone().into();
+        let lambda: lambda_http::request::LambdaRequest = serde_json::from_value(v2).expect("v2 event");
+        let response = tasks::handle(&api.state, lambda_http::Request::from(lambda)).await;
+        assert_eq!(
+            response.status() == 200,
+            accepted,
+            "cargo lambda watch with {scheme:?}: {}",
+            response.status()
+        );
+    }
+}
+
+// --- complete gateway responses ------------------------------------------------------------
+
+/// Every response type API Gateway (REST) has besides the two defaults, with the status this API
+/// answers it with.
+const GATEWAY_RESPONSE_TYPES: &[(&str, u64)] = &[
+    ("ACCESS_DENIED", 403),
+    ("API_CONFIGURATION_ERROR", 500),
+    ("AUTHORIZER_CONFIGURATION_ERROR", 500),
+    ("AUTHORIZER_FAILURE", 500),
+    ("BAD_REQUEST_BODY", 400),
+    ("BAD_REQUEST_PARAMETERS", 400),
+    ("EXPIRED_TOKEN", 403),
+    ("INTEGRATION_FAILURE", 502),
+    ("INTEGRATION_TIMEOUT", 504),
+    ("INVALID_API_KEY", 403),
+    ("INVALID_SIGNATURE", 403),
+    ("MISSING_AUTHENTICATION_TOKEN", 404),
+    ("QUOTA_EXCEEDED", 429),
+    ("REQUEST_TOO_LARGE", 413),
+    ("RESOURCE_NOT_FOUND", 404),
+    ("THROTTLED", 429),
+    ("UNAUTHORIZED", 401),
+    ("UNSUPPORTED_MEDIA_TYPE", 415),
+    ("WAF_FILTERED", 403),
+    ("DEFAULT_4XX", 400),
+    ("DEFAULT_5XX", 500),
+];
+
+#[test]
+fn every_gateway_response_type_is_a_complete_problem() {
+    let t = template();
+    let responses = mapping_at(api_resource(&t), &["Properties", "GatewayResponses"]).expect("GatewayResponses");
+    let listed: BTreeSet<&str> = responses.keys().filter_map(Value::as_str).collect();
+    let known: BTreeSet<&str> = GATEWAY_RESPONSE_TYPES.iter().map(|(k, _)| *k).collect();
+    assert_eq!(listed, known, "GatewayResponses must list every response type");
+    let mut codes = BTreeMap::new();
+    for (kind, status) in GATEWAY_RESPONSE_TYPES {
+        let r = gateway_response(&t, kind);
+        assert_eq!(r.status, Some(*status), "{kind}: StatusCode");
+        let body = parse_json(kind, &r.body.replace("$context.error.messageString", r#""a message""#));
+        let code = body["code"].as_str().unwrap_or_else(|| panic!("{kind}: no code"));
+        assert_eq!(body["status"].as_u64(), Some(*status), "{kind}: body status");
+        assert_eq!(body["type"], shared::error::problem_type(code), "{kind}: type");
+        let reason = http::StatusCode::from_u16(*status as u16)
+            .expect("status")
+            .canonical_reason();
+        assert_eq!(body["title"].as_str(), reason, "{kind}: title is the reason phrase");
+        assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{kind}: detail");
+        assert_eq!(
+            body.as_object().map(|o| o.len()),
+            Some(5),
+            "{kind}: exactly type, title, status, code, detail"
+        );
+        assert_eq!(
+            r.headers.get("cache-control").map(String::as_str),
+            Some("no-store"),
+            "{kind}"
+        );
+        assert_eq!(
+            r.headers.contains_key("www-authenticate"),
+            *status == 401,
+            "{kind}: WWW-Authenticate on exactly the 401s"
+        );
+        // One code means one thing: the same code never comes with two statuses.
+        if let Some(other) = codes.insert(code.to_owned(), *status) {
+            assert_eq!(other, *status, "code {code} is used with two statuses");
+        }
+    }
+}
+
+#[test]
+fn gateway_responses_the_functions_also_produce_are_the_same_bytes() {
+    let t = template();
+    for (kind, error) in [
+        ("UNSUPPORTED_MEDIA_TYPE", ApiError::UnsupportedMediaType),
+        ("RESOURCE_NOT_FOUND", ApiError::NoRoute),
+        ("DEFAULT_5XX", ApiError::Internal(anyhow::anyhow!("boom"))),
+    ] {
+        let local = error.into_response();
+        assert_same_body(
+            kind,
+            &gateway_response(&t, kind),
+            local.status().as_u16(),
+            &body_text(local),
+        );
+    }
+}
+
+#[tokio::test]
+async fn request_too_large_gateway_response_matches_the_local_api() {
+    let t = template();
+    let gateway = gateway_response(&t, "REQUEST_TOO_LARGE");
+    let api = api_tests::spawn_api().await;
+    let r = http()
+        .post(api.url("/auth/login"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; shared::http::MAX_BODY_BYTES + 1])
+        .send()
+        .await
+        .expect("POST");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let body = r.text().await.expect("body");
+    assert_same_body("REQUEST_TOO_LARGE", &gateway, status, &body);
+    assert_standard_headers("REQUEST_TOO_LARGE", &gateway, &headers);
+}
+
+// --- blast radius ----------------------------------------------------------------------------
+
+/// Functions that run argon2id: their crate uses the password hasher.
+fn argon2_functions(t: &Value) -> Vec<String> {
+    let root = workspace_root();
+    functions(t)
+        .into_iter()
+        .filter(|(_, f)| {
+            let binary = str_at(f, &["Metadata", "BuildProperties", "Binary"]).expect("Binary");
+            let src = root.join("functions").join(binary).join("src");
+            std::fs::read_dir(&src)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|s| s.contains("passwords")))
+        })
+        .map(|(name, _)| name)
+        .collect()
+}
+
+#[test]
+fn argon2_functions_have_reserved_concurrency_and_capacity_sized_throttles() {
+    let t = template();
+    let params = parameters(&t, &[]);
+    let reserved: u64 = params["Argon2ReservedConcurrency"].parse().expect("a number");
+    assert!(reserved > 0, "argon2 functions are capped by default");
+    let resolved = resolve(&t, &[]);
+    let argon2 = argon2_functions(&resolved);
+    assert!(
+        argon2.len() >= 3,
+        "signup, login and account hash passwords: {argon2:?}"
+    );
+    for name in &argon2 {
+        let f = &functions(&resolved)[name];
+        assert_eq!(
+            at(f, &["Properties", "ReservedConcurrentExecutions"])
+                .and_then(reference)
+                .as_deref(),
+            Some("Argon2ReservedConcurrency"),
+            "{name} runs argon2id: it needs ReservedConcurrentExecutions"
+        );
+    }
+    // 0 means "do not reserve" (accounts with a small concurrency quota): the property goes away.
+    let off = resolve(&t, &[("Argon2ReservedConcurrency", "0")]);
+    for name in &argon2 {
+        assert!(at(functions(&off)[name], &["Properties", "ReservedConcurrentExecutions"]).is_none());
+    }
+
+    // The throttles of the password-taking POST routes never promise more than the reserved
+    // instances can hash: one hash takes >= 0.2 s on 512 MB, so 5 per second per instance.
+    let settings = at(api_resource(&resolved), &["Properties", "MethodSettings"])
+        .and_then(Value::as_sequence)
+        .expect("MethodSettings");
+    let rate_of = |path: &str| {
+        settings
+            .iter()
+            .find(|s| str_at(s, &["ResourcePath"]) == Some(path))
+            .and_then(|s| at(s, &["ThrottlingRateLimit"]).and_then(Value::as_u64))
+    };
+    let stage_rate = rate_of("/*").expect("a stage-wide throttle");
+    for e in api_events(&resolved)
+        .iter()
+        .filter(|e| argon2.contains(&e.function) && e.method == "POST")
+    {
+        let path = e.path.replace('/', "~1");
+        let rate = rate_of(&format!("/{path}"))
+            .unwrap_or_else(|| panic!("POST {} runs argon2id: it needs a method throttle", e.path));
+        assert!(
+            rate <= reserved * 5,
+            "POST {}: {rate}/s is more than {reserved} instances hash",
+            e.path
+        );
+        assert!(rate <= stage_rate);
+    }
+}
+
+#[test]
+fn waf_rate_rules_per_address_on_auth_are_on_by_default() {
+    let t = template();
+    assert_eq!(parameters(&t, &[])["EnableWaf"], "true", "WAF is the default");
+    let on = resolve(&t, &[]);
+    let acl = resources_of_type(&on, "AWS::WAFv2::WebACL");
+    let [(_, acl)] = acl.iter().collect::<Vec<_>>()[..] else {
+        panic!("one web ACL by default, found {:?}", acl.keys());
+    };
+    let rules = at(acl, &["Properties", "Rules"])
+        .and_then(Value::as_sequence)
+        .expect("rules");
+    let auth_rule = rules.iter().find(|r| {
+        let rate = at(r, &["Statement", "RateBasedStatement"]);
+        let scope = rate.and_then(|s| at(s, &["ScopeDownStatement", "ByteMatchStatement"]));
+        rate.and_then(|s| str_at(s, &["AggregateKeyType"])) == Some("IP")
+            && scope.and_then(|s| str_at(s, &["PositionalConstraint"])) == Some("STARTS_WITH")
+            && scope
+                .and_then(|s| at(s, &["SearchString"]))
+                .and_then(|v| tagged(v, "Sub"))
+                .and_then(Value::as_str)
+                == Some("/${StageName}/auth/")
+    });
+    let auth_rule = auth_rule.expect("a per-address rate rule scoped to /<stage>/auth/");
+    assert!(at(auth_rule, &["Action", "Block"]).is_some());
+    assert_eq!(resources_of_type(&on, "AWS::WAFv2::WebACLAssociation").len(), 1);
+    // ... and a parameter turns it off.
+    let off = resolve(&t, &[("EnableWaf", "false")]);
+    assert!(resources_of_type(&off, "AWS::WAFv2::WebACL").is_empty());
+    assert!(resources_of_type(&off, "AWS::WAFv2::WebACLAssociation").is_empty());
+}
+
+#[test]
+fn every_function_has_a_log_group_with_retention() {
+    let t = template();
+    let groups = resources_of_type(&t, "AWS::Logs::LogGroup");
+    for name in functions(&t).keys() {
+        let found = groups.values().any(|g| {
+            at(g, &["Properties", "LogGroupName"])
+                .and_then(|v| tagged(v, "Sub"))
+                .and_then(Value::as_str)
+                == Some(format!("/aws/lambda/${{{name}}}").as_str())
+                && at(g, &["Properties", "RetentionInDays"]).is_some()
+        });
+        assert!(found, "{name} has no log group with a retention");
+    }
+}
+
+#[test]
+fn secrets_outlive_the_stack_and_outputs_are_partition_neutral() {
+    let t = template();
+    for (name, secret) in resources_of_type(&t, "AWS::SecretsManager::Secret") {
+        for policy in ["DeletionPolicy", "UpdateReplacePolicy"] {
+            assert_eq!(str_at(secret, &[policy]), Some("Retain"), "{name}: {policy}");
+        }
+    }
+    for (name, output) in mapping_at(&t, &["Outputs"]).expect("Outputs") {
+        let text = format!("{output:?}");
+        assert!(
+            !text.contains("amazonaws.com"),
+            "{name:?}: use ${{AWS::URLSuffix}}: {text}"
+        );
+    }
+    let samconfig = std::fs::read_to_string(workspace_root().join("samconfig.toml")).expect("samconfig.toml");
+    assert!(
+        !samconfig.lines().any(|l| l.trim_start().starts_with("beta_features")),
+        "samconfig.toml: no beta_features (no feature in use needs one)"
     );
 }
