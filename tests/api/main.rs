@@ -8,6 +8,7 @@ mod database;
 mod e2e_admin;
 mod e2e_auth;
 mod e2e_limits;
+mod e2e_quota;
 mod e2e_sessions;
 mod e2e_tasks;
 mod handler_events;
