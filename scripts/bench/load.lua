@@ -31,8 +31,11 @@ local users = 0
 local password = ""
 local path = "/tasks"
 local counter = 0
+-- refresh: a FIFO of live refresh tokens, queue[queue_head .. queue_tail - 1] (explicit indices:
+-- `#` is undefined on a table with holes).
 local queue = {}
 local queue_head = 1
+local queue_tail = 1
 statuses = {}
 
 function init(args)
@@ -55,12 +58,13 @@ function init(args)
       for line in io.lines(args[2]) do
          if #line > 0 then
             if i % nthreads == (thread_id or 0) then
-               table.insert(queue, line)
+               queue[queue_tail] = line
+               queue_tail = queue_tail + 1
             end
             i = i + 1
          end
       end
-      if #queue == 0 then
+      if queue_tail == 1 then
          error("no refresh tokens for thread " .. tostring(thread_id) .. " in " .. tostring(args[2]))
       end
    elseif mode == "signup" then
@@ -82,7 +86,7 @@ function request()
       -- An empty queue (an answer without a successor) sends a token that cannot be live: it is
       -- answered 401 and counted as non-2xx.
       local token = "none"
-      if queue_head <= #queue then
+      if queue_head < queue_tail then
          token = queue[queue_head]
          queue[queue_head] = nil
          queue_head = queue_head + 1
@@ -116,7 +120,8 @@ function response(status, headers, body)
    if mode == "refresh" and status == 200 then
       local successor = string.match(body, '"refresh_token"%s*:%s*"([^"]+)"')
       if successor then
-         table.insert(queue, successor)
+         queue[queue_tail] = successor
+         queue_tail = queue_tail + 1
       end
    end
 end
