@@ -39,7 +39,8 @@
 #       are micro, small (section 2), coldstart, scale (section 3), sizes. Any of scale, growth,
 #       wide, burst, auth, explain seeds the scaled database.
 #   BENCH_QUICK=1 scripts/bench.sh   everything at small scale: 3 s runs, 2,000 users, a burst of
-#       200, 1 cold start per binary, no criterion (any knob above still overrides).
+#       200, 200 connections, 1 cold start per binary, no criterion, the debug build
+#       (BENCH_PROFILE=release|dev); any knob above still overrides.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/lib/common.sh
@@ -105,7 +106,15 @@ command -v python3 >/dev/null 2>&1 || apt_install python3
 target_dir="$(cargo metadata --format-version 1 --no-deps --offline 2>/dev/null \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' || true)"
 [[ -n "$target_dir" ]] || target_dir="$PWD/target"
-bin="$target_dir/release"
+# BENCH_PROFILE=dev (the default of BENCH_QUICK=1) runs the debug build: for checking the script
+# without the long fat-LTO release build; its figures are not the code's.
+profile="${BENCH_PROFILE:-}"
+[[ -n "$profile" ]] || { [[ "$quick" == 1 ]] && profile=dev || profile=release; }
+case "$profile" in
+    release) bin="$target_dir/release"; build_flags=(--release) ;;
+    dev) bin="$target_dir/debug"; build_flags=() ;;
+    *) echo "BENCH_PROFILE must be release or dev" >&2; exit 2 ;;
+esac
 R="$target_dir/bench-run"
 rm -rf "$R"
 mkdir -p "$R/wrk" "$R/coldstart" "$R/logs" "$R/criterion"
@@ -198,7 +207,7 @@ api_env_text() {
 # start_api DB_URL PORT LOG [POOL_SIZE] : start the release local API; sets api_pid once it answers.
 start_api() {
     local url="$1" port="$2" logf="$3" pool="${4:-$pool_size}"
-    note_cmd "$(api_env_text "$url" "$port" "$pool") target/release/local-api &"
+    note_cmd "$(api_env_text "$url" "$port" "$pool") ${bin/#"$target_dir"/target}/local-api &"
     DATABASE_URL="$url" PORT="$port" RUST_LOG=warn DB_POOL_SIZE="$pool" \
         "$bin/local-api" >"$logf" 2>&1 &
     api_pid=$!
@@ -287,7 +296,7 @@ command -v curl >/dev/null 2>&1 || apt_install curl
 # --- build ---------------------------------------------------------------------------------
 
 section "Build"
-run cargo build --release --locked --workspace --bins
+run cargo build "${build_flags[@]}" --locked --workspace --bins
 
 # --- 1. micro-benchmarks -------------------------------------------------------------------
 
@@ -502,7 +511,7 @@ fi
 
 if want sizes; then
     section "Binary sizes"
-    note_cmd "stat -c %s target/release/<binary>"
+    note_cmd "stat -c %s ${bin/#"$target_dir"/target}/<binary>"
     : >"$R/sizes.txt"
     for name in "${lambdas[@]}" local-api todo-admin; do
         [[ -f "$bin/$name" ]] && printf '%s %s\n' "$name" "$(stat -c %s "$bin/$name")" >>"$R/sizes.txt"
@@ -530,6 +539,7 @@ refresh_sessions=$refresh_sessions
 nofile=$(ulimit -n)
 only=$only
 quick=$quick
+profile=$profile
 elapsed_s=$((SECONDS - t0))
 EOF
 

@@ -407,7 +407,8 @@ def growth_sections(w, R, runs, cold, cfg, cores):
               f"On Lambda every login runs in its own instance (one request per instance), so the burst needs {n:,} "
               "concurrent instances (within the account's concurrency limit), each with enough CPU for one login: Lambda "
               f"gives CPU in proportion to memory (one vCPU at {LAMBDA_MB_PER_VCPU:,} MB), so {t_api * 1e3:.1f} ms of CPU within "
-              f"200 ms less a cold start ({cold_ms:.0f} ms measured for login, section 4) needs at least "
+              + (f"200 ms less a cold start ({cold_ms:.0f} ms measured for login, section 4) needs at least "
+                 if lg else "200 ms (no cold start counted: section 4 did not run) needs at least ")
               + (f"**{math.ceil(mb)} MB** per instance, {n:,} × {mb / LAMBDA_MB_PER_VCPU:.2f} ≈ "
                  f"**{n * mb / LAMBDA_MB_PER_VCPU:,.0f} vCPUs** for the burst." if mb else "more than the budget allows.")
               + " At 128 MB a login takes about "
@@ -523,6 +524,11 @@ def main():
         w(f"> **The machine was busy during this run** (1-minute load average {load1_before:.2f} before measuring, "
           f"{load1_after:.2f} after, on {cores} cores): other work competed for the CPU, so throughput is "
           "understated and tail latencies overstated. Re-run on an idle machine for figures to quote.")
+        w("")
+    if cfg.get("profile") == "dev" or cfg.get("only") or cfg.get("quick") == "1":
+        w(f"> **A check of the script, not a measurement:** profile `{cfg.get('profile', 'release')}`, sections "
+          f"`{cfg.get('only') or 'all'}`, quick mode {'on' if cfg.get('quick') == '1' else 'off'}. Quote only a full "
+          "`scripts/bench.sh` run (release build, every section).")
         w("")
     w("The load generator (wrk), the local API and PostgreSQL share the same cores, so every load figure "
       "includes the cost of generating the load and of the database.")

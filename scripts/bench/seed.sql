@@ -6,7 +6,7 @@
 -- with a description. Ids are random UUIDs (the API makes UUIDv7s; lookups do not care).
 -- For the growth runs, heavy@bench.example gets H tasks (-v heavy_tasks=H, default 0) and
 -- empty@bench.example none. Every user's task counter (task_counts, what the quota reads) is set
--- from the rows, as the API keeps it.
+-- from the rows, as the API keeps it. Every user gets one live session.
 \set ON_ERROR_STOP on
 \if :{?heavy_tasks}
 \else
@@ -41,6 +41,13 @@ SELECT gen_random_uuid(), u.id, format('heavy task %s', t), NULL, t % 3 = 0,
        now() - make_interval(secs => t), now() - make_interval(secs => t)
   FROM users u CROSS JOIN generate_series(1, :heavy_tasks) AS t
  WHERE u.email = 'heavy@bench.example';
+
+-- One live session per user, as if each had logged in once: the "live caller" lookup then runs
+-- against a sessions table of the users' size, as it would deployed.
+INSERT INTO sessions (id, user_id, created_at, last_refreshed_at, idle_expires_at, absolute_expires_at)
+SELECT gen_random_uuid(), u.id, now() - interval '1 hour', now() - interval '1 hour',
+       now() + interval '6 days', now() + interval '29 days'
+  FROM users u;
 
 INSERT INTO task_counts (user_id, n)
 SELECT user_id, count(*) FROM tasks GROUP BY user_id
