@@ -24,5 +24,7 @@ CREATE INDEX users_active_admins_idx ON users (id) WHERE role = 'admin' AND NOT 
 
 -- 4. Logout-all, a password change and disabling a user revoke the user's live sessions: this
 --    index reaches exactly those, not every session the user ever had (revoked ones stay until
---    the hourly cleanup).
-CREATE INDEX sessions_user_live_idx ON sessions (user_id) WHERE revoked_at IS NULL;
+--    the hourly cleanup). It carries the session id too, so the "live caller" lookup of every
+--    Bearer request (s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL), which the planner
+--    may answer from this index, finds its one entry instead of walking the user's sessions.
+CREATE INDEX sessions_user_live_idx ON sessions (user_id, id) WHERE revoked_at IS NULL;

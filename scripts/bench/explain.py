@@ -60,8 +60,8 @@ def drive(api, password, db_url, out):
     admin = login(api, "benchadmin@bench.example", password)
     ht = heavy["access_token"]
     at = admin["access_token"]
-    # The cursor of a deep page: page 450 of 9,000 tasks is found by walking; a cursor from the
-    # 50th page is deep enough to show the index walk starts at the cursor, not the top.
+    # A cursor 5,000 tasks deep (50 pages of 100): the plan shows the index walk starting at the
+    # cursor, not at the top of the user's tasks.
     cursor = None
     for _ in range(50):
         _, page = call(api, "GET", "/tasks?limit=100" + (f"&cursor={urllib.parse.quote(cursor)}" if cursor else ""), ht)
@@ -72,7 +72,12 @@ def drive(api, password, db_url, out):
     created = []
     steps = []
 
-    def step(name, fn):
+    def step(name, fn, prepare=None):
+        # What a step needs (fresh sessions, user ids) is made before its marker, so only the
+        # step's own requests fall between its marker and the next.
+        if prepare:
+            marker(db_url, -1)  # what follows belongs to no step
+            prepare()
         marker(db_url, len(steps))
         steps.append({"name": name})
         steps[-1]["statuses"] = [fn(i) for i in range(REPEAT)]
@@ -95,22 +100,23 @@ def drive(api, password, db_url, out):
     step("POST /auth/login", lambda i: (sessions.append(login(api, f"bench{100 + i}@bench.example", password)), 200)[1])
     step("POST /auth/refresh", lambda i: call(api, "POST", "/auth/refresh", body={"refresh_token": sessions[i]["refresh_token"]})[0])
     step("POST /auth/signup", lambda i: call(api, "POST", "/auth/signup", body={"email": f"explain{i}.{int(time.time())}@bench.example", "password": password})[0])
-    step("POST /auth/logout", lambda i: call(api, "POST", "/auth/logout", login(api, f"bench{200 + i}@bench.example", password)["access_token"])[0])
-    step("POST /auth/logout-all", lambda i: call(api, "POST", "/auth/logout-all", login(api, f"bench{300 + i}@bench.example", password)["access_token"])[0])
+    fresh = {}
+
+    def logins(first):
+        return lambda: fresh.update({first + i: login(api, f"bench{first + i}@bench.example", password) for i in range(REPEAT)})
+
+    step("POST /auth/logout", lambda i: call(api, "POST", "/auth/logout", fresh[200 + i]["access_token"])[0], logins(200))
+    step("POST /auth/logout-all", lambda i: call(api, "POST", "/auth/logout-all", fresh[300 + i]["access_token"])[0], logins(300))
     step("GET /admin/users (first page)", lambda i: call(api, "GET", "/admin/users", at)[0])
     step("GET /admin/users?email=… (substring filter)", lambda i: call(api, "GET", "/admin/users?email=bench4242", at)[0])
-    users = {}
-
     def user_id(n):
-        if n not in users:
-            users[n] = login(api, f"bench{n}@bench.example", password)["user"]["id"]
-        return users[n]
+        return fresh[n]["user"]["id"]
 
-    step("GET /admin/users/{id}", lambda i: call(api, "GET", f"/admin/users/{user_id(400 + i)}", at)[0])
+    step("GET /admin/users/{id}", lambda i: call(api, "GET", f"/admin/users/{user_id(400 + i)}", at)[0], logins(400))
     step("PATCH /admin/users/{id}", lambda i: call(api, "PATCH", f"/admin/users/{user_id(400 + i)}", at, {"disabled": True})[0])
     step("DELETE /admin/users/{id} (user with 10 tasks)", lambda i: call(api, "DELETE", f"/admin/users/{user_id(400 + i)}", at)[0])
     step("DELETE /auth/me (user with 10 tasks)", lambda i: call(
-        api, "DELETE", "/auth/me", login(api, f"bench{500 + i}@bench.example", password)["access_token"], {"password": password})[0])
+        api, "DELETE", "/auth/me", fresh[500 + i]["access_token"], {"password": password})[0], logins(500))
     marker(db_url, len(steps))
     with open(out, "w") as f:
         json.dump({"steps": steps}, f)
@@ -119,7 +125,7 @@ def drive(api, password, db_url, out):
 # --- collect -------------------------------------------------------------------------------
 
 ENTRY = re.compile(r"LOG:  duration: ([\d.]+) ms  plan:$")
-MARKER = re.compile(r"explain-step:(\d+)")
+MARKER = re.compile(r"explain-step:(-?\d+)")
 PLAN_LINE = re.compile(r"\((actual|cost=|never executed)")
 
 
@@ -163,7 +169,7 @@ def collect(log_file, offset, drive_json, out_md):
         if m:
             step = int(m.group(1))
             continue
-        if step is not None:
+        if step is not None and step >= 0:
             by_step.setdefault(step, []).append((d, block))
     L = []
     for k, s in enumerate(steps):
