@@ -420,7 +420,7 @@ def growth_sections(w, R, runs, cold, cfg, cores):
         w("")
         w(f"Every statement each request sends, as PostgreSQL ran it, in the scaled database ({int(cfg.get('scale_users', '0') or 0):,} "
           f"users, {int(cfg.get('scale_users', '0') or 0) * int(cfg.get('tasks_per_user', '0') or 0) + heavy:,} tasks, one user "
-          f"with {heavy:,}): `auto_explain` (ANALYZE, BUFFERS, triggers, nested statements) turned on for that database only, "
+          f"with {heavy:,}, one live session per user): `auto_explain` (ANALYZE, BUFFERS, triggers, nested statements) turned on for that database only, "
           "a local API with one pooled connection, each request repeated 7 times and the last repetition's statements shown "
           "(prepared statements are planned for their parameters five times, then may keep a generic plan). Collected by "
           "`scripts/bench/explain.py` from the server log, so these are the statements as the code sends them. What to look "
