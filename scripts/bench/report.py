@@ -446,6 +446,7 @@ def cost_section(w, runs, cold):
         rows.append((name, ms, peak))
     if not rows:
         return
+    worst = max(rows, key=lambda r: r[2])
     w(f"## 8. Cost per million requests (AWS Lambda arm64 and API Gateway REST, prices of {PRICES_DATE})")
     w("")
     w(f"Prices, US East (N. Virginia), first tier, looked up on {PRICES_DATE}: Lambda arm64 ${LAMBDA_ARM_GB_S:.10f} per GB-second "
@@ -456,13 +457,17 @@ def cost_section(w, runs, cold):
       f"full core of this machine) scaled to the CPU share Lambda gives the memory setting ({LAMBDA_MB_PER_VCPU:,} MB = "
       "one vCPU): an upper bound, since the part spent waiting for PostgreSQL does not stretch with less CPU (and a "
       "database across the network adds its round trips, at the same GB-second price). For CPU-bound work the "
-      "memory setting does not change the cost: half the memory runs twice as long. Peak memory (VmHWM, cold or after "
-      "the warm events) fits in 128 MB for every function. Each Bearer request also invokes the authorizer when API "
-      "Gateway's cache (300 s per token) misses: add its row per miss.")
+      "memory setting does not change the cost: half the memory runs twice as long. "
+      + (f"Peak memory (VmHWM, cold or after the warm events) fits in 128 MB for every function (largest: {worst[0]}, "
+         f"{worst[2]:.1f} MiB). " if worst[2] < LAMBDA_MEMORY_MB[0] else
+         f"Peak memory (VmHWM) of {worst[0]} is {worst[2]:.1f} MiB, over 128 MB: that function needs 256 MB. ")
+      + "Each Bearer request also invokes the authorizer when API Gateway's cache (300 s per token) misses: add its "
+      "row per miss.")
     w("")
     w("| function | warm event (full core) | peak memory | billed at 128 MB | at 256 MB | Lambda $ per million (128 MB) | "
       "Lambda $ per million (256 MB) | with API Gateway REST (128 MB) |")
     w("|---|---|---|---|---|---|---|---|")
+    gateway_most, lambda_most = [], []
     for name, ms, peak in rows:
         cells = []
         for mb in LAMBDA_MEMORY_MB:
@@ -470,11 +475,16 @@ def cost_section(w, runs, cold):
             cost = LAMBDA_PER_MILLION + billed / 1e3 * mb / 1024 * LAMBDA_ARM_GB_S * 1e6
             cells.append((billed, cost))
         gw = 0.0 if name == "authorizer" else APIGW_REST_PER_MILLION
+        if gw:
+            (gateway_most if gw > cells[0][1] else lambda_most).append(name)
         w(f"| {name} | {ms:.1f} ms | {peak:.1f} MiB | {cells[0][0]} ms | {cells[1][0]} ms | ${cells[0][1]:.2f} | "
           f"${cells[1][1]:.2f} | ${cells[0][1] + gw:.2f} |")
     w("")
-    w(f"API Gateway's ${APIGW_REST_PER_MILLION:.2f} per million is most of the bill for every function but login and signup "
-      "(argon2id), whose duration is the next largest item.")
+    txt = f"API Gateway's ${APIGW_REST_PER_MILLION:.2f} per million is most of the bill (128 MB) for "
+    txt += ", ".join(gateway_most) if gateway_most else "no function"
+    if lambda_most:
+        txt += f"; Lambda's own charge is the larger part for {', '.join(lambda_most)}"
+    w(txt + ".")
     w("")
 
 
