@@ -92,7 +92,11 @@ async fn ten_concurrent_creates_at_quota_minus_five_end_exactly_at_the_quota() {
             (5, 5, QUOTA),
             "round {round}: exactly 5 of 10 concurrent creates fit, and the user ends at the quota"
         );
-        assert_eq!(counter, Some(QUOTA as i32), "round {round}: the counter equals the real count");
+        assert_eq!(
+            counter,
+            Some(QUOTA as i32),
+            "round {round}: the counter equals the real count"
+        );
     }
 }
 
@@ -114,7 +118,14 @@ async fn the_counter_follows_every_create_and_delete() {
 
     // Refused creates (validation) and refused deletes (another user's task, a missing one, twice
     // the same) leave the counter alone; a delete decrements it.
-    let r = send(&api, Method::POST, "/tasks", Some(&a.access_token), Some(&json!({ "title": "" }))).await;
+    let r = send(
+        &api,
+        Method::POST,
+        "/tasks",
+        Some(&a.access_token),
+        Some(&json!({ "title": "" })),
+    )
+    .await;
     assert_eq!(r.status, 422, "{}", r.body);
     let theirs_path = format!("/tasks/{}", theirs["id"].as_str().expect("id"));
     send(&api, Method::DELETE, &theirs_path, Some(&a.access_token), None)
@@ -125,7 +136,9 @@ async fn the_counter_follows_every_create_and_delete() {
         .await
         .problem(404, "not_found");
     let first = format!("/tasks/{}", ids[0]);
-    send(&api, Method::DELETE, &first, Some(&a.access_token), None).await.expect(204);
+    send(&api, Method::DELETE, &first, Some(&a.access_token), None)
+        .await
+        .expect(204);
     send(&api, Method::DELETE, &first, Some(&a.access_token), None)
         .await
         .problem(404, "not_found");
@@ -141,9 +154,15 @@ async fn the_counter_follows_every_create_and_delete() {
     for i in 0..3 {
         let (api, token) = (api.clone(), a.access_token.clone());
         tasks.spawn(async move {
-            send(&api, Method::POST, "/tasks", Some(&token), Some(&json!({ "title": format!("n{i}") })))
-                .await
-                .status
+            send(
+                &api,
+                Method::POST,
+                "/tasks",
+                Some(&token),
+                Some(&json!({ "title": format!("n{i}") })),
+            )
+            .await
+            .status
         });
     }
     while let Some(status) = tasks.join_next().await {
