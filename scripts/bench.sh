@@ -329,8 +329,12 @@ wait_quiet() {
     done
     log "load average $(cut -d' ' -f1-3 /proc/loadavg) after waiting ${waited}s for a quiet machine"
 }
-note_cmd "# wait (at most 120 s) for the 1-minute load average to fall below 0.5"
-wait_quiet
+if [[ "$quick" == 1 ]]; then
+    log "quick mode: not waiting for a quiet machine"
+else
+    note_cmd "# wait (at most 120 s) for the 1-minute load average to fall below 0.5"
+    wait_quiet
+fi
 cp /proc/loadavg "$R/load_measure.txt"
 
 # --- 2. load on a nearly empty database ----------------------------------------------------
