@@ -445,6 +445,12 @@ if (( need_large )); then
         if [[ -z "$pg_log" ]]; then
             pg_log="$(psql -X -A -t -w "$base_url" -c "SELECT CASE WHEN pg_current_logfile() LIKE '/%' THEN pg_current_logfile() ELSE current_setting('data_directory') || '/' || pg_current_logfile() END" 2>/dev/null || true)"
         fi
+        if [[ -z "$pg_log" ]]; then
+            # Debian's packaged server logs to /var/log/postgresql/postgresql-<major>-<cluster>.log
+            # (no logging collector, so pg_current_logfile() is empty).
+            major="$(psql -X -A -t -w "$base_url" -c "SHOW server_version_num" 2>/dev/null | cut -c1-2 || true)"
+            pg_log="$(ls -t /var/log/postgresql/postgresql-"$major"-*.log 2>/dev/null | head -n 1 || true)"
+        fi
         if [[ -n "$pg_log" && -r "$pg_log" ]]; then
             for setting in "session_preload_libraries = 'auto_explain'" "auto_explain.log_min_duration = 0" \
                 "auto_explain.log_analyze = on" "auto_explain.log_buffers = on" "auto_explain.log_triggers = on" \
