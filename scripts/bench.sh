@@ -12,7 +12,13 @@
 # 4. cold start: spawn to first answer of every Lambda binary against a fake Runtime API
 #    (scripts/bench/coldstart.py), and of the local API; peak RSS (VmHWM) of each, cold and after
 #    a warm run of 20 events;
-# 5. release binary sizes.
+# 5. release binary sizes;
+# 6. growth per user (in the scaled database): POST /tasks for a user with 0 tasks and for one
+#    with BENCH_HEAVY_TASKS (9,000), GET /tasks first page and a deep page (cursor at the end) of
+#    that user; the seed plan's load: GET /tasks at BENCH_WIDE_CONNS (1000) connections and a
+#    burst of BENCH_BURST (1000) concurrent logins of as many different accounts, each once
+#    (scripts/bench/burst.py); refresh at 64 and signup at 4 connections; the plan PostgreSQL runs
+#    for every hot statement (auto_explain, scripts/bench/explain.py).
 #
 # Needs PostgreSQL (started or installed by ensure_postgres) and wrk (installed with apt-get when
 # missing). Makes its own databases (todo_bench_*), starts its own local API processes on free
@@ -25,7 +31,16 @@
 # BENCH_SMALL_USERS (100, each with the same 10 tasks), BENCH_COLD_RUNS (5 per binary),
 # BENCH_WARM_EVENTS (20 events in a row for one more process of each Lambda binary),
 # BENCH_SKIP_MICRO=1 (keep the previous run's micro-benchmark figures out: skips section 1),
-# BENCH_OUT (default BENCHMARKS.md).
+# BENCH_HEAVY_TASKS (9000), BENCH_WIDE_CONNS (1000), BENCH_BURST (1000 logins),
+# BENCH_OUT (default BENCHMARKS.md; target/bench-run/BENCHMARKS.md for a partial or quick run).
+#
+# Partial and quick runs (figures for checking the script, not for quoting):
+#   BENCH_ONLY=growth,wide,burst,auth,explain scripts/bench.sh   only these sections; the others
+#       are micro, small (section 2), coldstart, scale (section 3), sizes. Any of scale, growth,
+#       wide, burst, auth, explain seeds the scaled database.
+#   BENCH_QUICK=1 scripts/bench.sh   everything at small scale: 3 s runs, 2,000 users, a burst of
+#       200, 200 connections, 1 cold start per binary, no criterion, the debug build
+#       (BENCH_PROFILE=release|dev); any knob above still overrides.
 set -euo pipefail
 
 # --help: the comment block above, as usage.
@@ -40,6 +55,11 @@ source scripts/lib/common.sh
 # shellcheck source=scripts/lib/postgres.sh
 source scripts/lib/postgres.sh
 
+quick="${BENCH_QUICK:-0}"
+if [[ "$quick" == 1 ]]; then
+    : "${BENCH_DURATION:=3s}" "${BENCH_SCALE_USERS:=2000}" "${BENCH_BURST:=200}" "${BENCH_COLD_RUNS:=1}"
+    : "${BENCH_WARM_EVENTS:=3}" "${BENCH_SKIP_MICRO:=1}" "${BENCH_WIDE_CONNS:=200}"
+fi
 duration="${BENCH_DURATION:-15s}"
 pool_size="${BENCH_DB_POOL_SIZE:-16}"
 scale_users="${BENCH_SCALE_USERS:-100000}"
@@ -47,8 +67,37 @@ tasks_per_user="${BENCH_SCALE_TASKS_PER_USER:-10}"
 small_users="${BENCH_SMALL_USERS:-100}"
 cold_runs="${BENCH_COLD_RUNS:-5}"
 warm_events="${BENCH_WARM_EVENTS:-20}"
+heavy_tasks="${BENCH_HEAVY_TASKS:-9000}"
+wide_conns="${BENCH_WIDE_CONNS:-1000}"
+burst="${BENCH_BURST:-1000}"
 token_users=64
-out_md="${BENCH_OUT:-BENCHMARKS.md}"
+# Refresh tokens for the refresh run: two per connection (each wrk thread keeps its own queue).
+refresh_sessions=128
+only="${BENCH_ONLY:-}"
+if [[ -n "$only" || "$quick" == 1 ]]; then
+    out_md="${BENCH_OUT:-}"
+else
+    out_md="${BENCH_OUT:-BENCHMARKS.md}"
+fi
+# want SECTION : whether this run includes SECTION (every section unless BENCH_ONLY lists some).
+want() {
+    [[ -z "$only" ]] && return 0
+    [[ ",$only," == *",$1,"* ]]
+}
+for s_ in ${only//,/ }; do
+    [[ "$s_" =~ ^(micro|small|coldstart|scale|sizes|growth|wide|burst|auth|explain)$ ]] \
+        || { echo "BENCH_ONLY: unknown section '$s_'" >&2; exit 2; }
+done
+[[ "${BENCH_SKIP_MICRO:-0}" == 1 ]] && only_micro=0 || only_micro=1
+# The 1000-connection run and the login burst hold one socket per connection in wrk, the local
+# API and burst.py: raise the open-file limit to the hard limit (or 65536, whichever is lower).
+hard_nofile="$(ulimit -Hn)"
+if [[ "$hard_nofile" == unlimited ]] || (( hard_nofile > 65536 )); then hard_nofile=65536; fi
+ulimit -n "$hard_nofile" 2>/dev/null || true
+if (( $(ulimit -n) < wide_conns + 64 || $(ulimit -n) < burst + 64 )); then
+    echo "the open-file limit ($(ulimit -n)) is too low for $wide_conns connections / a burst of $burst; raise the hard limit" >&2
+    exit 1
+fi
 # The largest value the configuration accepts for a rate limit (1..1,000,000): the load runs
 # would otherwise be answered 429 after a few seconds.
 rate_max=1000000
@@ -64,7 +113,15 @@ command -v python3 >/dev/null 2>&1 || apt_install python3
 target_dir="$(cargo metadata --format-version 1 --no-deps --offline 2>/dev/null \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' || true)"
 [[ -n "$target_dir" ]] || target_dir="$PWD/target"
-bin="$target_dir/release"
+# BENCH_PROFILE=dev (the default of BENCH_QUICK=1) runs the debug build: for checking the script
+# without the long fat-LTO release build; its figures are not the code's.
+profile="${BENCH_PROFILE:-}"
+[[ -n "$profile" ]] || { [[ "$quick" == 1 ]] && profile=dev || profile=release; }
+case "$profile" in
+    release) bin="$target_dir/release"; build_flags=(--release) ;;
+    dev) bin="$target_dir/debug"; build_flags=() ;;
+    *) echo "BENCH_PROFILE must be release or dev" >&2; exit 2 ;;
+esac
 R="$target_dir/bench-run"
 rm -rf "$R"
 mkdir -p "$R/wrk" "$R/coldstart" "$R/logs" "$R/criterion"
@@ -142,19 +199,23 @@ jwt_secret="$(head -c 48 /dev/urandom | base64 -w0)"
 export JWT_SECRET="$jwt_secret"
 export RATE_LOGIN_ACCOUNT_FAILURES=$rate_max RATE_LOGIN_IP_ATTEMPTS=$rate_max RATE_SIGNUP_IP=$rate_max \
     RATE_REFRESH_SESSION=$rate_max
+# The POST /tasks runs of one user create tens of thousands of tasks: the quota (a counter, the
+# same check at any value) is raised to the most the configuration accepts so they stay 201.
+task_quota_max=10000000
+export TASK_QUOTA_PER_USER=$task_quota_max
 unset JWT_SECRET_ARN DATABASE_URL_SECRET_ARN JWT_SECRET_PREVIOUS 2>/dev/null || true
 
 # api_env : the environment of every local API we start (printed into the commands section).
 api_env_text() {
-    printf 'DATABASE_URL=%s PORT=%s RUST_LOG=warn DB_POOL_SIZE=%s JWT_SECRET=<48 random bytes, base64> RATE_LOGIN_ACCOUNT_FAILURES=%s RATE_LOGIN_IP_ATTEMPTS=%s RATE_SIGNUP_IP=%s RATE_REFRESH_SESSION=%s' \
-        "$(mask_url "$1")" "$2" "$pool_size" "$rate_max" "$rate_max" "$rate_max" "$rate_max"
+    printf 'DATABASE_URL=%s PORT=%s RUST_LOG=warn DB_POOL_SIZE=%s JWT_SECRET=<48 random bytes, base64> RATE_LOGIN_ACCOUNT_FAILURES=%s RATE_LOGIN_IP_ATTEMPTS=%s RATE_SIGNUP_IP=%s RATE_REFRESH_SESSION=%s TASK_QUOTA_PER_USER=%s' \
+        "$(mask_url "$1")" "$2" "${3:-$pool_size}" "$rate_max" "$rate_max" "$rate_max" "$rate_max" "$task_quota_max"
 }
 
-# start_api DB_URL PORT LOG : start the release local API; sets api_pid once it answers.
+# start_api DB_URL PORT LOG [POOL_SIZE] : start the release local API; sets api_pid once it answers.
 start_api() {
-    local url="$1" port="$2" logf="$3"
-    note_cmd "$(api_env_text "$url" "$port") target/release/local-api &"
-    DATABASE_URL="$url" PORT="$port" RUST_LOG=warn DB_POOL_SIZE="$pool_size" \
+    local url="$1" port="$2" logf="$3" pool="${4:-$pool_size}"
+    note_cmd "$(api_env_text "$url" "$port" "$pool") ${bin/#"$target_dir"/target}/local-api &"
+    DATABASE_URL="$url" PORT="$port" RUST_LOG=warn DB_POOL_SIZE="$pool" \
         "$bin/local-api" >"$logf" 2>&1 &
     api_pid=$!
     pids+=("$api_pid")
@@ -200,6 +261,26 @@ db_backends() {
     done < <(psql -X -A -t -w "$base_url" -c "SELECT pid FROM pg_stat_activity WHERE datname = '$cur_db'" 2>/dev/null || true)
 }
 
+# cpu_begin / cpu_end FILE CLIENT_SECONDS : the CPU time the local API $api_pid and the
+# database's backends used between the two calls, and the load generator's (measured by the
+# caller), into FILE.
+cpu_begin() {
+    local pg_pids
+    mapfile -t pg_pids < <(db_backends)
+    cpu_api0="$(cpu_ticks "$api_pid")"
+    cpu_pg0="$(cpu_ticks "${pg_pids[@]}")"
+}
+cpu_end() {
+    local pg_pids api1 pg1
+    api1="$(cpu_ticks "$api_pid")"
+    mapfile -t pg_pids < <(db_backends)
+    pg1="$(cpu_ticks "${pg_pids[@]}")"
+    printf 'api_s=%s\npostgres_s=%s\nwrk_s=%s\nclk_tck=%s\n' \
+        "$(awk -v a="$cpu_api0" -v b="$api1" -v h="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", (b-a)/h}')" \
+        "$(awk -v a="$cpu_pg0" -v b="$pg1" -v h="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", (b-a)/h}')" \
+        "$2" "$(getconf CLK_TCK)" >"$1"
+}
+
 # wrk_run NAME CONNECTIONS URL MODE ARGS... : one bounded wrk run against the local API $api_pid;
 # raw output into $R/wrk/NAME.txt, where the CPU went into NAME.cpu, its memory after into NAME.rss.
 wrk_run() {
@@ -207,21 +288,11 @@ wrk_run() {
     shift 3
     local threads=2
     (( conns < threads )) && threads="$conns"
-    local pg_pids api0 pg0 api1 pg1 wrk_cpu
-    mapfile -t pg_pids < <(db_backends)
-    api0="$(cpu_ticks "$api_pid")"
-    pg0="$(cpu_ticks "${pg_pids[@]}")"
+    cpu_begin
     local TIMEFORMAT='%U %S'
     { time run wrk -t"$threads" -c"$conns" -d"$duration" --timeout 10s --latency \
         -s scripts/bench/load.lua "$url" -- "$@" >"$R/wrk/$name.txt"; } 2>"$R/wrk/$name.time"
-    api1="$(cpu_ticks "$api_pid")"
-    mapfile -t pg_pids < <(db_backends)
-    pg1="$(cpu_ticks "${pg_pids[@]}")"
-    wrk_cpu="$(tail -n 1 "$R/wrk/$name.time" | awk '{printf "%.2f", $1 + $2}')"
-    printf 'api_s=%s\npostgres_s=%s\nwrk_s=%s\nclk_tck=%s\n' \
-        "$(awk -v a="$api0" -v b="$api1" -v h="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", (b-a)/h}')" \
-        "$(awk -v a="$pg0" -v b="$pg1" -v h="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", (b-a)/h}')" \
-        "$wrk_cpu" "$(getconf CLK_TCK)" >"$R/wrk/$name.cpu"
+    cpu_end "$R/wrk/$name.cpu" "$(tail -n 1 "$R/wrk/$name.time" | awk '{printf "%.2f", $1 + $2}')"
     peak_rss "$api_pid" "$R/wrk/$name.rss"
     grep -E '^(Requests/sec|  Latency|BENCH_JSON)' "$R/wrk/$name.txt" | sed 's/^/    /' >&2 || true
     sed 's/^/    /' "$R/wrk/$name.cpu" >&2
@@ -232,11 +303,11 @@ command -v curl >/dev/null 2>&1 || apt_install curl
 # --- build ---------------------------------------------------------------------------------
 
 section "Build"
-run cargo build --release --locked --workspace --bins
+run cargo build "${build_flags[@]}" --locked --workspace --bins
 
 # --- 1. micro-benchmarks -------------------------------------------------------------------
 
-if [[ "${BENCH_SKIP_MICRO:-0}" != 1 ]]; then
+if [[ "$only_micro" == 1 ]] && want micro; then
     section "Micro-benchmarks (criterion)"
     run cargo bench --locked -p benchmarks --no-run
     note_cmd "CRITERION_HOME=\$R/criterion BENCH_PERCENTILES_OUT=\$R/percentiles.jsonl BENCH_THROUGHPUT_OUT=\$R/throughput.jsonl \\"
@@ -265,101 +336,204 @@ wait_quiet() {
     done
     log "load average $(cut -d' ' -f1-3 /proc/loadavg) after waiting ${waited}s for a quiet machine"
 }
-note_cmd "# wait (at most 120 s) for the 1-minute load average to fall below 0.5"
-wait_quiet
+if [[ "$quick" == 1 ]]; then
+    log "quick mode: not waiting for a quiet machine"
+else
+    note_cmd "# wait (at most 120 s) for the 1-minute load average to fall below 0.5"
+    wait_quiet
+fi
 cp /proc/loadavg "$R/load_measure.txt"
 
 # --- 2. load on a nearly empty database ----------------------------------------------------
 
-section "Load: nearly empty database ($small_users users, $((small_users * tasks_per_user)) tasks)"
-small_db="todo_bench_small_$$"
-large_db="todo_bench_large_$$"
-run psql -X -q -w "$base_url" -c "CREATE DATABASE $small_db"
-dbs+=("$small_db")
-small_url="$(db_url "$small_db")"
-cur_db="$small_db"
-port="$(free_port)"
-start_api "$small_url" "$port" "$R/logs/local-api-small.log"
-small_pid="$api_pid"
-api="http://127.0.0.1:$port"
-
-# One argon2id hash, made by the API itself at the configured parameters, for every seeded user.
-run curl -s -o /dev/null -w '%{http_code}\n' -X POST "$api/auth/signup" -H 'content-type: application/json' \
-    -d "{\"email\":\"hashsource@bench.example\",\"password\":\"$password\"}" >"$R/logs/signup.txt"
-hash="$(psql -X -A -t -w "$small_url" -c "SELECT password_hash FROM users WHERE email = 'hashsource@bench.example'")"
-[[ "$hash" == \$argon2id\$* ]] || die "no argon2id hash from the signup (got '$hash')"
-printf '%s\n' "$hash" | cut -d'$' -f1-4 >"$R/hash_params.txt"
-
-seed() { # seed DB_URL USERS NAME
-    local start=$SECONDS
-    note_cmd "psql -X -w -v users=$2 -v tasks_per_user=$tasks_per_user -v hash='<that hash>' -f scripts/bench/seed.sql $(mask_url "$1")"
-    psql -X -q -w -v users="$2" -v tasks_per_user="$tasks_per_user" -v hash="$hash" \
-        -f scripts/bench/seed.sql "$1" >"$R/logs/seed-$3.txt"
-    printf '%s\n' "$((SECONDS - start))" >"$R/seed_seconds_$3.txt"
-    psql -X -A -t -w "$1" -c "SELECT (SELECT count(*) FROM users) || ' ' || (SELECT count(*) FROM tasks)" \
-        >"$R/counts_$3.txt"
-}
-seed "$small_url" "$small_users" small
-run python3 scripts/bench/tokens.py "$api" "$token_users" "$password" "$R/tokens_small.txt"
-
-note_cmd "# warm-up (3 s, not reported)"
-wrk -t2 -c64 -d3s -s scripts/bench/load.lua "$api" -- get_tasks "$R/tokens_small.txt" >/dev/null
-wrk_run small_get_tasks 64 "$api" get_tasks "$R/tokens_small.txt"
-wrk_run small_post_tasks 64 "$api" post_tasks "$R/tokens_small.txt"
-wrk_run small_login 4 "$api" login "$small_users" "$password"
-note_cmd "grep -E '^(VmHWM|VmRSS)' /proc/<local-api pid>/status"
-peak_rss "$small_pid" "$R/rss_small.txt"
-
-# --- 4. cold start and peak memory of each function ----------------------------------------
-
-section "Cold start and peak memory"
-note_cmd "# the local API: spawn to first HTTP answer ($cold_runs runs, database already migrated)"
-DATABASE_URL="$small_url" RUST_LOG=warn DB_POOL_SIZE="$pool_size" \
-    run python3 scripts/bench/coldstart.py http "$bin/local-api" --runs "$cold_runs" \
-    --out "$R/coldstart/local-api.json" --log "$R/logs/coldstart-local-api.log" || log "local-api cold start: some runs failed"
-note_cmd "# every Lambda binary against the fake Runtime API (AWS_LAMBDA_RUNTIME_API=127.0.0.1:<port>, AWS_LAMBDA_FUNCTION_NAME=<fn>, AWS_LAMBDA_FUNCTION_MEMORY_SIZE=128, AWS_LAMBDA_FUNCTION_VERSION=\$LATEST, DATABASE_URL, JWT_SECRET, RUST_LOG unset: info)"
+need_large=0
+for s_ in scale growth wide burst auth explain; do want "$s_" && need_large=1; done
+need_small=0
+{ want small || want coldstart || (( need_large )); } && need_small=1
 lambdas=()
 for dir in functions/*/; do
     name="$(basename "$dir")"
     [[ -x "$bin/$name" ]] && lambdas+=("$name")
 done
-for name in "${lambdas[@]}"; do
-    DATABASE_URL="$small_url" \
-        run python3 scripts/bench/coldstart.py lambda "$name" "$bin/$name" --api "$api" \
-        --email bench1@bench.example --password "$password" --admin-email benchadmin@bench.example \
-        --runs "$cold_runs" --warm-events "$warm_events" --out "$R/coldstart/$name.json" --log "$R/logs/coldstart-$name.log" \
-        || log "$name cold start: some runs failed (log: $R/logs/coldstart-$name.log)"
-done
-stop_api "$small_pid"
 
-# --- 3. scale ------------------------------------------------------------------------------
+small_db="todo_bench_small_$$"
+large_db="todo_bench_large_$$"
+seed() { # seed DB_URL USERS NAME [HEAVY_TASKS]
+    local start=$SECONDS heavy="${4:-0}"
+    note_cmd "psql -X -w -v users=$2 -v tasks_per_user=$tasks_per_user -v heavy_tasks=$heavy -v hash='<that hash>' -f scripts/bench/seed.sql $(mask_url "$1")"
+    psql -X -q -w -v users="$2" -v tasks_per_user="$tasks_per_user" -v heavy_tasks="$heavy" -v hash="$hash" \
+        -f scripts/bench/seed.sql "$1" >"$R/logs/seed-$3.txt"
+    printf '%s\n' "$((SECONDS - start))" >"$R/seed_seconds_$3.txt"
+    psql -X -A -t -w "$1" -c "SELECT (SELECT count(*) FROM users) || ' ' || (SELECT count(*) FROM tasks)" \
+        >"$R/counts_$3.txt"
+}
 
-section "Scale: $scale_users users, $((scale_users * tasks_per_user)) tasks"
-run psql -X -q -w "$base_url" -c "CREATE DATABASE $large_db"
-dbs+=("$large_db")
-large_url="$(db_url "$large_db")"
-cur_db="$large_db"
-port="$(free_port)"
-start_api "$large_url" "$port" "$R/logs/local-api-large.log"
-large_pid="$api_pid"
-api="http://127.0.0.1:$port"
-seed "$large_url" "$scale_users" large
-run python3 scripts/bench/tokens.py "$api" "$token_users" "$password" "$R/tokens_large.txt"
-note_cmd "# warm-up (3 s, not reported)"
-wrk -t2 -c64 -d3s -s scripts/bench/load.lua "$api" -- get_tasks "$R/tokens_large.txt" >/dev/null
-wrk_run large_get_tasks 64 "$api" get_tasks "$R/tokens_large.txt"
-wrk_run large_login 4 "$api" login "$scale_users" "$password"
-peak_rss "$large_pid" "$R/rss_large.txt"
-stop_api "$large_pid"
+if (( need_small )); then
+    section "Load: nearly empty database ($small_users users, $((small_users * tasks_per_user)) tasks)"
+    run psql -X -q -w "$base_url" -c "CREATE DATABASE $small_db"
+    dbs+=("$small_db")
+    small_url="$(db_url "$small_db")"
+    cur_db="$small_db"
+    port="$(free_port)"
+    start_api "$small_url" "$port" "$R/logs/local-api-small.log"
+    small_pid="$api_pid"
+    api="http://127.0.0.1:$port"
+
+    # One argon2id hash, made by the API itself at the configured parameters, for every seeded user.
+    run curl -s -o /dev/null -w '%{http_code}\n' -X POST "$api/auth/signup" -H 'content-type: application/json' \
+        -d "{\"email\":\"hashsource@bench.example\",\"password\":\"$password\"}" >"$R/logs/signup.txt"
+    hash="$(psql -X -A -t -w "$small_url" -c "SELECT password_hash FROM users WHERE email = 'hashsource@bench.example'")"
+    [[ "$hash" == \$argon2id\$* ]] || die "no argon2id hash from the signup (got '$hash')"
+    printf '%s\n' "$hash" | cut -d'$' -f1-4 >"$R/hash_params.txt"
+
+    seed "$small_url" "$small_users" small
+    if want small; then
+        run python3 scripts/bench/tokens.py "$api" "$token_users" "$password" "$R/tokens_small.txt"
+        note_cmd "# warm-up (3 s, not reported)"
+        wrk -t2 -c64 -d3s -s scripts/bench/load.lua "$api" -- get_tasks "$R/tokens_small.txt" >/dev/null
+        wrk_run small_get_tasks 64 "$api" get_tasks "$R/tokens_small.txt"
+        wrk_run small_post_tasks 64 "$api" post_tasks "$R/tokens_small.txt"
+        wrk_run small_login 4 "$api" login "$small_users" "$password"
+        note_cmd "grep -E '^(VmHWM|VmRSS)' /proc/<local-api pid>/status"
+        peak_rss "$small_pid" "$R/rss_small.txt"
+    fi
+
+    # --- 4. cold start and peak memory of each function ------------------------------------
+
+    if want coldstart; then
+        section "Cold start and peak memory"
+        note_cmd "# the local API: spawn to first HTTP answer ($cold_runs runs, database already migrated)"
+        DATABASE_URL="$small_url" RUST_LOG=warn DB_POOL_SIZE="$pool_size" \
+            run python3 scripts/bench/coldstart.py http "$bin/local-api" --runs "$cold_runs" \
+            --out "$R/coldstart/local-api.json" --log "$R/logs/coldstart-local-api.log" || log "local-api cold start: some runs failed"
+        note_cmd "# every Lambda binary against the fake Runtime API (AWS_LAMBDA_RUNTIME_API=127.0.0.1:<port>, AWS_LAMBDA_FUNCTION_NAME=<fn>, AWS_LAMBDA_FUNCTION_MEMORY_SIZE=128, AWS_LAMBDA_FUNCTION_VERSION=\$LATEST, DATABASE_URL, JWT_SECRET, RUST_LOG unset: info)"
+        for name in "${lambdas[@]}"; do
+            DATABASE_URL="$small_url" \
+                run python3 scripts/bench/coldstart.py lambda "$name" "$bin/$name" --api "$api" \
+                --email bench1@bench.example --password "$password" --admin-email benchadmin@bench.example \
+                --runs "$cold_runs" --warm-events "$warm_events" --out "$R/coldstart/$name.json" --log "$R/logs/coldstart-$name.log" \
+                || log "$name cold start: some runs failed (log: $R/logs/coldstart-$name.log)"
+        done
+    fi
+    stop_api "$small_pid"
+fi
+
+# --- 3. scale; 6. growth per user, the seed plan's load, auth load, plans --------------------
+
+if (( need_large )); then
+    section "Scale: $scale_users users, $((scale_users * tasks_per_user)) tasks"
+    # Accounts by role: bench1..64 GET/POST tokens, 100..599 the plans' requests, 601.. the
+    # login burst, then the refresh sessions.
+    (( scale_users >= 600 + burst + refresh_sessions )) \
+        || die "BENCH_SCALE_USERS ($scale_users) must be at least $((600 + burst + refresh_sessions)) for a burst of $burst"
+    run psql -X -q -w "$base_url" -c "CREATE DATABASE $large_db"
+    dbs+=("$large_db")
+    large_url="$(db_url "$large_db")"
+    cur_db="$large_db"
+    port="$(free_port)"
+    start_api "$large_url" "$port" "$R/logs/local-api-large.log"
+    large_pid="$api_pid"
+    api="http://127.0.0.1:$port"
+    seed "$large_url" "$scale_users" large "$heavy_tasks"
+    run python3 scripts/bench/tokens.py "$api" "$token_users" "$password" "$R/tokens_large.txt"
+    note_cmd "# warm-up (3 s, not reported)"
+    wrk -t2 -c64 -d3s -s scripts/bench/load.lua "$api" -- get_tasks "$R/tokens_large.txt" >/dev/null
+    if want scale; then
+        wrk_run large_get_tasks 64 "$api" get_tasks "$R/tokens_large.txt"
+        wrk_run large_login 4 "$api" login "$scale_users" "$password"
+    fi
+
+    if want explain; then
+        # auto_explain for this database only, through a second local API with one pooled
+        # connection (each prepared statement is planned on one connection, as it stays): every
+        # statement's plan as the code sends it, with ANALYZE and BUFFERS, into the server log.
+        section "Plans of the hot statements (auto_explain, $((scale_users * tasks_per_user + heavy_tasks)) tasks)"
+        pg_log="${TODO_API_PG_LOG:-}"
+        if [[ -z "$pg_log" ]]; then
+            pg_log="$(psql -X -A -t -w "$base_url" -c "SELECT CASE WHEN pg_current_logfile() LIKE '/%' THEN pg_current_logfile() ELSE current_setting('data_directory') || '/' || pg_current_logfile() END" 2>/dev/null || true)"
+        fi
+        if [[ -z "$pg_log" ]]; then
+            # Debian's packaged server logs to /var/log/postgresql/postgresql-<major>-<cluster>.log
+            # (no logging collector, so pg_current_logfile() is empty).
+            major="$(psql -X -A -t -w "$base_url" -c "SHOW server_version_num" 2>/dev/null | cut -c1-2 || true)"
+            pg_log="$(ls -t /var/log/postgresql/postgresql-"$major"-*.log 2>/dev/null | head -n 1 || true)"
+        fi
+        if [[ -n "$pg_log" && -r "$pg_log" ]]; then
+            for setting in "session_preload_libraries = 'auto_explain'" "auto_explain.log_min_duration = 0" \
+                "auto_explain.log_analyze = on" "auto_explain.log_buffers = on" "auto_explain.log_triggers = on" \
+                "auto_explain.log_nested_statements = on" "auto_explain.log_format = text"; do
+                run psql -X -q -w "$base_url" -c "ALTER DATABASE $large_db SET $setting"
+            done
+            explain_port="$(free_port)"
+            start_api "$large_url" "$explain_port" "$R/logs/local-api-explain.log" 1
+            explain_pid="$api_pid"
+            log_offset="$(stat -c %s "$pg_log")"
+            run python3 scripts/bench/explain.py drive "http://127.0.0.1:$explain_port" "$password" "$large_url" "$R/explain-drive.json"
+            sleep 1
+            note_cmd "# the server log from byte $log_offset on"
+            run python3 scripts/bench/explain.py collect "$pg_log" "$log_offset" "$R/explain-drive.json" "$R/explain.md"
+            stop_api "$explain_pid"
+            api_pid="$large_pid"
+            run psql -X -q -w "$base_url" -c "ALTER DATABASE $large_db RESET ALL"
+        else
+            log "the server log is not readable here ('$pg_log'): plans not collected"
+        fi
+    fi
+
+    if want growth; then
+        section "Growth per user: 0 vs $heavy_tasks tasks"
+        run python3 scripts/bench/tokens.py "$api" 1 "$password" "$R/tokens_heavy.txt" --email heavy@bench.example
+        run python3 scripts/bench/tokens.py "$api" 1 "$password" "$R/tokens_empty.txt" --email empty@bench.example
+        run python3 scripts/bench/deep_cursor.py "$api" "$(head -n 1 "$R/tokens_heavy.txt")" "$R/deep_path.txt"
+        counters="SELECT string_agg(u.email || '=' || coalesce(k.n, 0), ' ' ORDER BY u.email)
+                    FROM users u LEFT JOIN task_counts k ON k.user_id = u.id
+                   WHERE u.email IN ('heavy@bench.example', 'empty@bench.example')"
+        psql -X -A -t -w "$large_url" -c "$counters" >"$R/growth_start_counts.txt"
+        # GET first: the POST runs add tasks to both users (newest first, so a deep cursor would
+        # still point at the end of the heavy user's list).
+        wrk_run growth_get_first 64 "$api" get_tasks "$R/tokens_heavy.txt"
+        wrk_run growth_get_deep 64 "$api" get_tasks "$R/tokens_heavy.txt" "$(cat "$R/deep_path.txt")"
+        wrk_run growth_post_empty 64 "$api" post_tasks "$R/tokens_empty.txt"
+        wrk_run growth_post_heavy 64 "$api" post_tasks "$R/tokens_heavy.txt"
+        psql -X -A -t -w "$large_url" -c "$counters" >"$R/growth_end_counts.txt"
+    fi
+
+    if want wide; then
+        section "The seed plan's load: GET /tasks at $wide_conns connections"
+        note_cmd "ulimit -n $(ulimit -n)"
+        wrk_run wide_get_tasks "$wide_conns" "$api" get_tasks "$R/tokens_large.txt"
+    fi
+
+    if want auth; then
+        section "Refresh (64 connections) and signup (4 connections)"
+        run python3 scripts/bench/tokens.py "$api" "$refresh_sessions" "$password" "$R/access_refresh.txt" \
+            --first "$((601 + burst))" --refresh-out "$R/refresh_tokens.txt"
+        wrk_run refresh 64 "$api" refresh "$R/refresh_tokens.txt" 2
+        wrk_run signup 4 "$api" signup "$password"
+    fi
+
+    if want burst; then
+        section "The seed plan's load: $burst concurrent logins of $burst different accounts"
+        cpu_begin
+        TIMEFORMAT='%U %S'
+        { time run python3 scripts/bench/burst.py "$api" 601 "$burst" "$password" "$R/burst.json" --timeout 120; } 2>"$R/burst.time"
+        cpu_end "$R/burst.cpu" "$(tail -n 1 "$R/burst.time" | awk '{printf "%.2f", $1 + $2}')"
+        peak_rss "$large_pid" "$R/burst.rss"
+    fi
+    peak_rss "$large_pid" "$R/rss_large.txt"
+    stop_api "$large_pid"
+fi
 
 # --- 5. sizes ------------------------------------------------------------------------------
 
-section "Binary sizes"
-note_cmd "stat -c %s target/release/<binary>"
-: >"$R/sizes.txt"
-for name in "${lambdas[@]}" local-api todo-admin; do
-    [[ -f "$bin/$name" ]] && printf '%s %s\n' "$name" "$(stat -c %s "$bin/$name")" >>"$R/sizes.txt"
-done
+if want sizes; then
+    section "Binary sizes"
+    note_cmd "stat -c %s ${bin/#"$target_dir"/target}/<binary>"
+    : >"$R/sizes.txt"
+    for name in "${lambdas[@]}" local-api todo-admin; do
+        [[ -f "$bin/$name" ]] && printf '%s %s\n' "$name" "$(stat -c %s "$bin/$name")" >>"$R/sizes.txt"
+    done
+fi
 
 cp /proc/loadavg "$R/load_after.txt"
 psql -X -A -t -w "$base_url" -c 'SHOW server_version' >"$R/pg_version.txt" 2>/dev/null || true
@@ -374,9 +548,19 @@ token_users=$token_users
 cold_runs=$cold_runs
 warm_events=$warm_events
 rate_max=$rate_max
+task_quota=$task_quota_max
+heavy_tasks=$heavy_tasks
+wide_conns=$wide_conns
+burst=$burst
+refresh_sessions=$refresh_sessions
+nofile=$(ulimit -n)
+only=$only
+quick=$quick
+profile=$profile
 elapsed_s=$((SECONDS - t0))
 EOF
 
+[[ -n "$out_md" ]] || out_md="$R/BENCHMARKS.md"
 section "Report"
 run python3 scripts/bench/report.py "$R" "$out_md"
 log "done in $((SECONDS - t0)) s: $out_md (raw figures and logs in $R)"

@@ -9,6 +9,7 @@ coldstart/*.json, rss_*.txt, sizes.txt, commands.md, load_*.txt, config.txt.
 """
 
 import json
+import math
 import os
 import platform
 import re
@@ -27,6 +28,22 @@ GET_P99_US = 10_000
 SCALE_P99_RATIO = 1.5
 LOGIN_SHARE = 0.90
 MEMORY_MIB = 32.0
+GROWTH_RATIO = 1.2          # a user with 9,000 tasks within 1.2× of one with 0 (req/s and p99)
+WIDE_P95_US = 200_000       # the seed plan: p95 < 200 ms at 1000 connections, auth included
+AUTH_P95_S = 0.2
+
+# Prices for the cost section: AWS Lambda on arm64 and API Gateway REST, US East (N. Virginia),
+# first pricing tier, looked up on 2026-12-06 (PRICES_DATE) at the pages below.
+PRICES_DATE = "2026-12-06"
+LAMBDA_ARM_GB_S = 0.0000133334      # per GB-second, arm64, first 7.5 billion GB-s a month
+LAMBDA_PER_MILLION = 0.20           # per million requests (either architecture)
+APIGW_REST_PER_MILLION = 3.50       # REST API, per million calls, first 333 million a month
+LAMBDA_PRICING_URL = "https://aws.amazon.com/lambda/pricing/"
+APIGW_PRICING_URL = "https://aws.amazon.com/api-gateway/pricing/"
+# Lambda gives a function CPU in proportion to its memory: one full vCPU at 1,769 MB (AWS Lambda
+# documentation, "Configuring Lambda function memory").
+LAMBDA_MB_PER_VCPU = 1769
+LAMBDA_MEMORY_MB = (128, 256)
 # What `perf record` showed of the local API during the login run (by hand, dated in the text).
 LOGIN_PROFILE = (
     "84 % of the local API's samples were in argon2's compression function (`compress_avx2`), 4 % in the rest of "
@@ -211,6 +228,266 @@ def openssl_speed(R):
     return out, version
 
 
+def ratio_txt(a, b):
+    return f"{a / b:.2f}×" if b else "–"
+
+
+def errors_of(d):
+    """Socket errors (connect, read, write, timeout) and non-2xx answers of a wrk run."""
+    return sum(d["socket_errors"].values()), d["non_2xx"]
+
+
+def burst_figures(R):
+    """The login burst (burst.json) and the CPU it took (burst.cpu), or None."""
+    b = read(R / "burst.json")
+    if not b:
+        return None
+    b = json.loads(b)
+    cpu = kv(R / "burst.cpu")
+    ok = sum(n for st, n in b["statuses"].items() if st.startswith("2"))
+    b["ok"] = ok
+    if cpu and ok:
+        b["api_cpu_s"] = float(cpu.get("api_s", 0) or 0) / ok
+        b["pg_cpu_s"] = float(cpu.get("postgres_s", 0) or 0) / ok
+    return b
+
+
+def lambda_mb_for(cpu_s, budget_s):
+    """The least Lambda memory (MB) whose CPU share does cpu_s of one core's work within budget_s."""
+    if budget_s <= 0:
+        return None
+    return LAMBDA_MB_PER_VCPU * cpu_s / budget_s
+
+
+def growth_targets(R, runs, cores):
+    out = []
+    e, h = runs.get("growth_post_empty"), runs.get("growth_post_heavy")
+    heavy = kv(R / "config.txt").get("heavy_tasks", "9000")
+    if e and h:
+        r_rps = e["ok_rps"] / max(h["ok_rps"], 1e-9)
+        r_p99 = h["latency_us"]["p99"] / max(e["latency_us"]["p99"], 1)
+        ok = r_rps <= GROWTH_RATIO and r_p99 <= GROWTH_RATIO and e["non_2xx"] == 0 and h["non_2xx"] == 0
+        out.append((f"POST /tasks for a user with {int(heavy):,} tasks within {GROWTH_RATIO}× of a user with 0 "
+                    "(req/s and p99, 64 connections)",
+                    f"{h['ok_rps']:,.0f} req/s vs {e['ok_rps']:,.0f} (0 tasks ÷ {int(heavy):,}: {r_rps:.2f}×); p99 "
+                    f"{fmt_us(h['latency_us']['p99'])} vs {fmt_us(e['latency_us']['p99'])} ({r_p99:.2f}×); non-2xx "
+                    f"{h['non_2xx']} / {e['non_2xx']}",
+                    verdict(ok, f"{max(r_rps, r_p99) - GROWTH_RATIO:.2f}×"), ""))
+    f, d = runs.get("growth_get_first"), runs.get("growth_get_deep")
+    if f and d:
+        r_rps = f["ok_rps"] / max(d["ok_rps"], 1e-9)
+        r_p99 = d["latency_us"]["p99"] / max(f["latency_us"]["p99"], 1)
+        ok = r_rps <= GROWTH_RATIO and r_p99 <= GROWTH_RATIO and f["non_2xx"] == 0 and d["non_2xx"] == 0
+        out.append((f"GET /tasks deep page (cursor at the end of {int(heavy):,} tasks) within {GROWTH_RATIO}× of the first page",
+                    f"{d['ok_rps']:,.0f} req/s vs {f['ok_rps']:,.0f} (first ÷ deep: {r_rps:.2f}×); p99 "
+                    f"{fmt_us(d['latency_us']['p99'])} vs {fmt_us(f['latency_us']['p99'])} ({r_p99:.2f}×); non-2xx "
+                    f"{d['non_2xx']} / {f['non_2xx']}",
+                    verdict(ok, f"{max(r_rps, r_p99) - GROWTH_RATIO:.2f}×"), ""))
+    wd = runs.get("wide_get_tasks")
+    if wd:
+        conns = kv(R / "config.txt").get("wide_conns", "1000")
+        sock, non2xx = errors_of(wd)
+        p95 = wd["latency_us"]["p95"]
+        ok = p95 < WIDE_P95_US and sock == 0 and non2xx == 0
+        miss = []
+        if p95 >= WIDE_P95_US:
+            miss.append(f"{fmt_us(p95 - WIDE_P95_US)} at p95")
+        if sock or non2xx:
+            miss.append(f"{sock} socket errors, {non2xx} non-2xx")
+        out.append((f"GET /tasks at {int(conns):,} connections: p95 < 200 ms, 0 errors",
+                    f"p95 {fmt_us(p95)} (p50 {fmt_us(wd['latency_us']['p50'])}, p99 {fmt_us(wd['latency_us']['p99'])}), "
+                    f"{wd['ok_rps']:,.0f} req/s, {sock} socket errors, {non2xx} non-2xx",
+                    "**met**" if ok else "**missed** by " + " and ".join(miss), ""))
+    b = burst_figures(R)
+    if b:
+        all_answered = b["accepted"] == b["requests"] and b["dropped"] == 0 and b["timed_out"] == 0
+        st = ", ".join(f"{k}: {v:,}" for k, v in sorted(b["statuses"].items()))
+        out.append((f"{b['requests']:,} concurrent logins of as many accounts: every request answered (2xx, or 429/503 "
+                    "with Retry-After), none dropped or timed out",
+                    f"{b['accepted']:,} of {b['requests']:,} accepted ({st or 'no answers'}); {b['dropped']} dropped, "
+                    f"{b['timed_out']} timed out (after {b['timeout_s']:.0f} s)",
+                    verdict(all_answered, f"{b['requests'] - b['accepted']} requests"), ""))
+        p95 = b["latency_ms"]["p95"]
+        if p95 is not None:
+            need = ""
+            if b.get("api_cpu_s"):
+                t = b["api_cpu_s"] + b.get("pg_cpu_s", 0)
+                need = (f"; at this run's {t * 1e3:.1f} ms of CPU per login, p95 < 200 ms for the burst needs about "
+                        f"{math.ceil(0.95 * b['requests'] * t / AUTH_P95_S)} cores (section 6)")
+            out.append((f"… the same burst, p95 < 200 ms (the seed plan's bound for auth operations), on {cores} cores",
+                        f"p95 {p95:,.0f} ms (p50 {b['latency_ms']['p50']:,.0f} ms, max {b['latency_ms']['max']:,.0f} ms)" + need,
+                        verdict(p95 < AUTH_P95_S * 1e3, f"{p95 - AUTH_P95_S * 1e3:,.0f} ms"), ""))
+    return out
+
+
+def load_row(label, conns, d):
+    se, non2xx = errors_of(d)
+    lat = d["latency_us"]
+    st = ", ".join(f"{k}: {v:,}" for k, v in sorted(d["statuses"].items()))
+    return (f"| {label} | {conns} | {d['ok_rps']:,.1f} | {fmt_us(lat['p50'])} | {fmt_us(lat.get('p95'))} | "
+            f"{fmt_us(lat['p99'])} | {fmt_us(lat['max'])} | {non2xx:,} | {se} | {st} |")
+
+
+def growth_sections(w, R, runs, cold, cfg, cores):
+    heavy = int(cfg.get("heavy_tasks", "9000") or 9000)
+    start = read(R / "growth_start_counts.txt")
+    end = read(R / "growth_end_counts.txt")
+    rows = [(k, lbl, c) for k, lbl, c in (
+        ("growth_get_first", f"GET /tasks, first page (user with {heavy:,} tasks)", 64),
+        ("growth_get_deep", f"GET /tasks?cursor=… (the last page of those {heavy:,})", 64),
+        ("growth_post_empty", "POST /tasks, user with 0 tasks at the start", 64),
+        ("growth_post_heavy", f"POST /tasks, user with {heavy:,} tasks at the start", 64),
+        ("wide_get_tasks", "GET /tasks (64 users' tokens round-robin)", int(cfg.get("wide_conns", "1000") or 1000)),
+        ("refresh", "POST /auth/refresh (each request presents a live token)", 64),
+        ("signup", "POST /auth/signup (a new address each time)", 4),
+    ) if runs.get(k)]
+    b = burst_figures(R)
+    plans = read(R / "explain.md")
+    if not rows and not b and not plans:
+        return
+    w("## 6. Growth per user, the seed plan's load, refresh and signup")
+    w("")
+    if rows:
+        w(f"The scaled database ({int(cfg.get('scale_users', '0') or 0):,} users with {cfg.get('tasks_per_user', '?')} tasks each), "
+          f"plus `heavy@bench.example` with {heavy:,} tasks and `empty@bench.example` with none, each run one user's token on every "
+          "connection (the POST runs: that user's tasks grow during the run, so the comparison is of where each starts; "
+          f"`TASK_QUOTA_PER_USER` is {int(cfg.get('task_quota', '0') or 0):,} here, so every create is checked and none refused). "
+          f"Counters (`task_counts`) before the growth runs: {start or '?'}; after: {end or '?'}. "
+          f"Each run lasts {cfg.get('duration', '?')}; the {cfg.get('wide_conns', '1000')}-connection run with the open-file "
+          f"limit raised to {cfg.get('nofile', '?')}.")
+        w("")
+        w("| run | connections | req/s (2xx) | p50 | p95 | p99 | max | non-2xx | socket errors | statuses |")
+        w("|---|---|---|---|---|---|---|---|---|---|")
+        for k, lbl, c in rows:
+            w(load_row(lbl, c, runs[k]))
+        w("")
+        cpu_rows = []
+        for k, lbl, _ in rows:
+            cpu, d = kv(R / "wrk" / f"{k}.cpu"), runs[k]
+            if cpu:
+                n = max(d["requests"], 1)
+                a_, p_ = float(cpu.get("api_s", 0) or 0), float(cpu.get("postgres_s", 0) or 0)
+                cpu_rows.append(f"| {lbl} | {a_ / n * 1e6:,.0f} µs | {p_ / n * 1e6:,.0f} µs |")
+        if cpu_rows:
+            w("CPU per request in these runs:")
+            w("")
+            w("| run | local API | PostgreSQL |")
+            w("|---|---|---|")
+            for r in cpu_rows:
+                w(r)
+            w("")
+    if b:
+        w(f"**Login burst.** `scripts/bench/burst.py` opens {b['requests']:,} connections, then sends one `POST /auth/login` "
+          f"on each at the same instant, for {b['requests']:,} different accounts, and reads every answer (timeout "
+          f"{b['timeout_s']:.0f} s). Latency is from sending to the last byte of the answer.")
+        w("")
+        w("| requests | statuses | 429/503 Retry-After | dropped | timed out | p50 | p95 | p99 | max | first send to last answer |")
+        w("|---|---|---|---|---|---|---|---|---|---|")
+        lat = b["latency_ms"]
+        wall_txt = "–" if b["wall_s"] is None else f"{b['wall_s']:.1f} s"
+        f_ = lambda x: "–" if x is None else f"{x:,.0f} ms"  # noqa: E731
+        w(f"| {b['requests']:,} | {', '.join(f'{k}: {v:,}' for k, v in sorted(b['statuses'].items())) or '–'} | "
+          f"{', '.join(f'{k}: {v}' for k, v in b['retry_after'].items()) or 'none'} | {b['dropped']} | {b['timed_out']} | "
+          f"{f_(lat['p50'])} | {f_(lat['p95'])} | {f_(lat['p99'])} | {f_(lat['max'])} | "
+          f"{wall_txt} |")
+        w("")
+        if b.get("api_cpu_s"):
+            t_api, t_pg = b["api_cpu_s"], b.get("pg_cpu_s", 0.0)
+            t = t_api + t_pg
+            n = b["requests"]
+            local_cores = math.ceil(0.95 * n * t / AUTH_P95_S)
+            lg = cold.get("login") or {}
+            cold_ms = ((lg.get("answered_ms") or {}).get("median") or 0) - ((lg.get("warm") or {}).get("warm_ms_median") or 0)
+            cold_s = max(cold_ms, 0) / 1e3
+            mb = lambda_mb_for(t_api, AUTH_P95_S - cold_s)
+            w(f"What a p95 under 200 ms for this burst takes. Each login cost {t_api * 1e3:.1f} ms of the local API's CPU "
+              f"(argon2id and everything around it) and {t_pg * 1e3:.1f} ms of PostgreSQL's in this run. On one machine the "
+              f"{n:,} logins queue for the cores: the 95th percentile answer comes after about 0.95 × {n:,} × {t * 1e3:.1f} ms "
+              f"÷ cores, so 200 ms needs **{local_cores} cores** ({cores} here: {0.95 * n * t / cores:,.1f} s by that count). "
+              f"On Lambda every login runs in its own instance (one request per instance), so the burst needs {n:,} "
+              "concurrent instances (within the account's concurrency limit), each with enough CPU for one login: Lambda "
+              f"gives CPU in proportion to memory (one vCPU at {LAMBDA_MB_PER_VCPU:,} MB), so {t_api * 1e3:.1f} ms of CPU within "
+              + (f"200 ms less a cold start ({cold_ms:.0f} ms measured for login, section 4) needs at least "
+                 if lg else "200 ms (no cold start counted: section 4 did not run) needs at least ")
+              + (f"**{math.ceil(mb)} MB** per instance, {n:,} × {mb / LAMBDA_MB_PER_VCPU:.2f} ≈ "
+                 f"**{n * mb / LAMBDA_MB_PER_VCPU:,.0f} vCPUs** for the burst." if mb else "more than the budget allows.")
+              + " At 128 MB a login takes about "
+              f"{t_api * LAMBDA_MB_PER_VCPU / 128 * 1e3:,.0f} ms of CPU time, at 256 MB {t_api * LAMBDA_MB_PER_VCPU / 256 * 1e3:,.0f} ms.")
+            w("")
+    if plans:
+        total = int(cfg.get('scale_users', '0') or 0) * int(cfg.get('tasks_per_user', '0') or 0) + heavy
+        w(f"## 7. Plans of the hot statements at {total:,} tasks")
+        w("")
+        w(f"Every statement each request sends, as PostgreSQL ran it, in the scaled database ({int(cfg.get('scale_users', '0') or 0):,} "
+          f"users, {int(cfg.get('scale_users', '0') or 0) * int(cfg.get('tasks_per_user', '0') or 0) + heavy:,} tasks, one user "
+          f"with {heavy:,}, one live session per user): `auto_explain` (ANALYZE, BUFFERS, triggers, nested statements) turned on for that database only, "
+          "a local API with one pooled connection, each request repeated 7 times and the last repetition's statements shown "
+          "(prepared statements are planned for their parameters five times, then may keep a generic plan). Collected by "
+          "`scripts/bench/explain.py` from the server log, so these are the statements as the code sends them. What to look "
+          "for: every task statement reaches the user's rows through `tasks_user_created_idx` from the cursor on and stops "
+          "after the page (`Limit`), or by primary key; the quota is one `task_counts` row; no `Seq Scan` on a table that "
+          "grows with users or tasks (the admin email filter is a substring search: it walks users newest first until "
+          "the page is full, so a rare match reads many rows; deleting an account deletes its tasks, which is work in "
+          "proportion to what is deleted).")
+        w("")
+        w(plans)
+        w("")
+    cost_section(w, runs, cold)
+
+
+def cost_section(w, runs, cold):
+    rows = []
+    for name, d in sorted(cold.items()):
+        warm = d.get("warm") or {}
+        ms = warm.get("warm_ms_median")
+        if d.get("mode") != "lambda" or ms is None or name in ("cleanup", "rotate-key"):
+            continue
+        peak = max((d.get("vm_hwm_kib") or {}).get("max") or 0, warm.get("vm_hwm_kib_after_all") or 0) / 1024
+        rows.append((name, ms, peak))
+    if not rows:
+        return
+    worst = max(rows, key=lambda r: r[2])
+    w(f"## 8. Cost per million requests (AWS Lambda arm64 and API Gateway REST, prices of {PRICES_DATE})")
+    w("")
+    w(f"Prices, US East (N. Virginia), first tier, looked up on {PRICES_DATE}: Lambda arm64 ${LAMBDA_ARM_GB_S:.10f} per GB-second "
+      f"and ${LAMBDA_PER_MILLION:.2f} per million requests ({LAMBDA_PRICING_URL}); API Gateway REST APIs ${APIGW_REST_PER_MILLION:.2f} "
+      f"per million calls ({APIGW_PRICING_URL}). No free tier counted. Duration is billed per 1 ms.")
+    w("")
+    w("The duration is this run's median warm event of each function (section 4: one process, events in a row, on one "
+      f"full core of this machine) scaled to the CPU share Lambda gives the memory setting ({LAMBDA_MB_PER_VCPU:,} MB = "
+      "one vCPU): an upper bound, since the part spent waiting for PostgreSQL does not stretch with less CPU (and a "
+      "database across the network adds its round trips, at the same GB-second price). For CPU-bound work the "
+      "memory setting does not change the cost: half the memory runs twice as long. "
+      + (f"Peak memory (VmHWM, cold or after the warm events) fits in 128 MB for every function (largest: {worst[0]}, "
+         f"{worst[2]:.1f} MiB). " if worst[2] < LAMBDA_MEMORY_MB[0] else
+         f"Peak memory (VmHWM) of {worst[0]} is {worst[2]:.1f} MiB, over 128 MB: that function needs 256 MB. ")
+      + "Each Bearer request also invokes the authorizer when API Gateway's cache (300 s per token) misses: add its "
+      "row per miss.")
+    w("")
+    w("| function | warm event (full core) | peak memory | billed at 128 MB | at 256 MB | Lambda $ per million (128 MB) | "
+      "Lambda $ per million (256 MB) | with API Gateway REST (128 MB) |")
+    w("|---|---|---|---|---|---|---|---|")
+    gateway_most, lambda_most = [], []
+    for name, ms, peak in rows:
+        cells = []
+        for mb in LAMBDA_MEMORY_MB:
+            billed = math.ceil(max(ms, ms * LAMBDA_MB_PER_VCPU / mb))
+            cost = LAMBDA_PER_MILLION + billed / 1e3 * mb / 1024 * LAMBDA_ARM_GB_S * 1e6
+            cells.append((billed, cost))
+        gw = 0.0 if name == "authorizer" else APIGW_REST_PER_MILLION
+        if gw:
+            (gateway_most if gw > cells[0][1] else lambda_most).append(name)
+        w(f"| {name} | {ms:.1f} ms | {peak:.1f} MiB | {cells[0][0]} ms | {cells[1][0]} ms | ${cells[0][1]:.2f} | "
+          f"${cells[1][1]:.2f} | ${cells[0][1] + gw:.2f} |")
+    w("")
+    txt = f"API Gateway's ${APIGW_REST_PER_MILLION:.2f} per million is most of the bill (128 MB) for "
+    txt += ", ".join(gateway_most) if gateway_most else "no function"
+    if lambda_most:
+        txt += f"; Lambda's own charge is the larger part for {', '.join(lambda_most)}"
+    w(txt + ".")
+    w("")
+
+
 # --- the document -----------------------------------------------------------------------------
 
 
@@ -257,6 +534,11 @@ def main():
         w(f"> **The machine was busy during this run** (1-minute load average {load1_before:.2f} before measuring, "
           f"{load1_after:.2f} after, on {cores} cores): other work competed for the CPU, so throughput is "
           "understated and tail latencies overstated. Re-run on an idle machine for figures to quote.")
+        w("")
+    if cfg.get("profile") == "dev" or cfg.get("only") or cfg.get("quick") == "1":
+        w(f"> **A check of the script, not a measurement:** profile `{cfg.get('profile', 'release')}`, sections "
+          f"`{cfg.get('only') or 'all'}`, quick mode {'on' if cfg.get('quick') == '1' else 'off'}. Quote only a full "
+          "`scripts/bench.sh` run (release build, every section).")
         w("")
     w("The load generator (wrk), the local API and PostgreSQL share the same cores, so every load figure "
       "includes the cost of generating the load and of the database.")
@@ -348,6 +630,7 @@ def main():
                         "cold and after a warm run of events",
                         f"largest: {worst[0]} {worst[1]:.1f} MiB peak RSS, {worst[2]:.1f} MiB without one argon2 buffer",
                         "**met**" if not over else "**missed** by " + ", ".join(over), ""))
+    targets.extend(growth_targets(R, runs, cores))
     w("## Targets")
     w("")
     w("| target | this run | verdict |")
@@ -545,6 +828,7 @@ def main():
       f"hash per core runs at once ({cores} here), each with its own {argon2_mib:.0f} MiB buffer.")
     w("")
 
+    growth_sections(w, R, runs, cold, cfg, cores)
     # ---- sam build: written by scripts/sam-build.sh (minutes per function, run apart): kept as is
     if out_md.exists():
         m = re.search(r"<!-- sam-build:begin -->.*?<!-- sam-build:end -->", out_md.read_text(), re.S)

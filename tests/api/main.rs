@@ -9,6 +9,7 @@ mod db_path;
 mod e2e_admin;
 mod e2e_auth;
 mod e2e_limits;
+mod e2e_quota;
 mod e2e_security;
 mod e2e_sessions;
 mod e2e_tasks;

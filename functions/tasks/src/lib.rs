@@ -231,16 +231,27 @@ async fn create(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<R
     };
     let id = Uuid::now_v7();
     let completed = body.completed.unwrap_or(false);
-    // The quota is counted in the same statement (an index-only count). Concurrent creations can
-    // overshoot it by at most the number of requests in flight: a soft cap against abuse.
+    // The quota is a per-user counter (`task_counts`), not a count of the user's rows, so a
+    // create costs the same at 0 tasks and at 9,999. The counter moves in the same statement as
+    // the insert: the upsert's ON CONFLICT ... WHERE refuses at the quota, and the counter row's
+    // lock makes concurrent creates of one user take turns, so they stop exactly at the quota.
+    // `owner` locks the user row (FOR KEY SHARE, which the foreign key check takes anyway)
+    // before the counter row: the same order as deleting the user (users, then the cascade to
+    // tasks and task_counts), so the two cannot deadlock. A user deleted meanwhile leaves no
+    // `owner` row: no row at all, which is 401 like any dead session.
     let sql = format!(
         "WITH {live},
-         used AS (SELECT count(*) AS n FROM tasks t JOIN caller c ON t.user_id = c.user_id),
+         owner AS (SELECT u.id FROM users u JOIN caller c ON u.id = c.user_id FOR KEY SHARE OF u),
+         counted AS (
+            INSERT INTO task_counts AS k (user_id, n)
+            SELECT o.id, 1 FROM owner o WHERE $7 > 0
+            ON CONFLICT (user_id) DO UPDATE SET n = k.n + 1 WHERE k.n < $7
+            RETURNING k.user_id),
          inserted AS (
             INSERT INTO tasks AS t (id, user_id, title, description, completed)
-            SELECT $3, c.user_id, $4, $5, $6 FROM caller c, used WHERE used.n < $7
+            SELECT $3, k.user_id, $4, $5, $6 FROM counted k
             RETURNING {TASK_COLUMNS})
-         SELECT t.*, (SELECT n FROM used) >= $7 AS over_quota FROM caller c LEFT JOIN inserted t ON true",
+         SELECT t.*, NOT EXISTS (SELECT 1 FROM counted) AS over_quota FROM owner o LEFT JOIN inserted t ON true",
         live = db::LIVE_CALLER
     );
     let quota = state.config.task_quota;
@@ -347,9 +358,13 @@ async fn update(state: &AppState, caller: &Caller, id: Uuid, req: &Request) -> A
 
 #[tracing::instrument(skip_all, fields(user_id = %caller.user_id, task_id = %id))]
 async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Response<Body>> {
+    // The quota counter moves in the same statement as the delete (a task deleted twice at once
+    // is deleted, and counted, once: the second DELETE finds no row after the first commits).
     let sql = format!(
         "WITH {live},
-         del AS (DELETE FROM tasks t USING caller c WHERE t.user_id = c.user_id AND t.id = $3 RETURNING t.id)
+         del AS (DELETE FROM tasks t USING caller c WHERE t.user_id = c.user_id AND t.id = $3
+                 RETURNING t.id, t.user_id),
+         counted AS (UPDATE task_counts k SET n = k.n - 1 FROM del WHERE k.user_id = del.user_id)
          SELECT del.id FROM caller c LEFT JOIN del ON true",
         live = db::LIVE_CALLER
     );
