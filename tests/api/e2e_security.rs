@@ -620,7 +620,7 @@ async fn migrate_gives_existing_rows_their_canonical_email_in_batches() {
     let row = db
         .query_one(
             "SELECT count(*) FILTER (WHERE email_canonical IS NULL) AS missing,
-                    count(*) FILTER (WHERE email_canonical = lower(email)) AS ascii,
+                    count(*) FILTER (WHERE email LIKE 'User%' AND email_canonical = lower(email)) AS ascii,
                     (SELECT attnotnull FROM pg_attribute
                       WHERE attrelid = 'users'::regclass AND attname = 'email_canonical') AS not_null
                FROM users",
@@ -629,6 +629,8 @@ async fn migrate_gives_existing_rows_their_canonical_email_in_batches() {
         .await
         .expect("summary");
     assert_eq!(row.get::<_, i64>("missing"), 0);
+    // The 1,500 ASCII addresses only: what `lower()` does to the Greek one depends on the
+    // server's locale (the C locale leaves it alone), which is exactly why SQL never compares.
     assert_eq!(row.get::<_, i64>("ascii"), 1500);
     assert!(row.get::<_, bool>("not_null"), "NOT NULL once filled");
     // Migrating again changes nothing and succeeds.
