@@ -565,7 +565,7 @@ async fn database_at_v2() -> tokio_postgres::Client {
     let server = shared::db::connect(&secrecy::SecretString::from(admin.clone()), &config.db)
         .await
         .expect("connect");
-    let name = format!("todo_test_{}", Uuid::new_v4().simple());
+    let name = format!("{}{}", api_tests::test_db_prefix(), Uuid::new_v4().simple());
     server
         .batch_execute(&format!("CREATE DATABASE \"{name}\""))
         .await

@@ -136,7 +136,7 @@ pub fn with_database(url: &str, name: &str) -> String {
 /// The prefix of every test database's name: `TODO_TEST_DB_PREFIX`, which `scripts/test.sh` sets
 /// to `todo_test_<run id>_` so that it can drop exactly its own run's databases when it ends, or
 /// `todo_test_` (what the start-of-run sweep of crashed runs looks for) when unset.
-fn test_db_prefix() -> String {
+pub fn test_db_prefix() -> String {
     match std::env::var("TODO_TEST_DB_PREFIX") {
         Ok(p) if !p.is_empty() => {
             assert!(
