@@ -198,7 +198,7 @@ done < <(psql -X -A -t -w "$base_url" -c "SELECT datname FROM pg_database WHERE 
 jwt_secret="$(head -c 48 /dev/urandom | base64 -w0)"
 export JWT_SECRET="$jwt_secret"
 export RATE_LOGIN_ACCOUNT_FAILURES=$rate_max RATE_LOGIN_IP_ATTEMPTS=$rate_max RATE_SIGNUP_IP=$rate_max \
-    RATE_REFRESH_SESSION=$rate_max
+    RATE_REFRESH_SESSION=$rate_max RATE_REFRESH_IP=$rate_max
 # The POST /tasks runs of one user create tens of thousands of tasks: the quota (a counter, the
 # same check at any value) is raised to the most the configuration accepts so they stay 201.
 task_quota_max=10000000
@@ -207,8 +207,8 @@ unset JWT_SECRET_ARN DATABASE_URL_SECRET_ARN JWT_SECRET_PREVIOUS 2>/dev/null || 
 
 # api_env : the environment of every local API we start (printed into the commands section).
 api_env_text() {
-    printf 'DATABASE_URL=%s PORT=%s RUST_LOG=warn DB_POOL_SIZE=%s JWT_SECRET=<48 random bytes, base64> RATE_LOGIN_ACCOUNT_FAILURES=%s RATE_LOGIN_IP_ATTEMPTS=%s RATE_SIGNUP_IP=%s RATE_REFRESH_SESSION=%s TASK_QUOTA_PER_USER=%s' \
-        "$(mask_url "$1")" "$2" "${3:-$pool_size}" "$rate_max" "$rate_max" "$rate_max" "$rate_max" "$task_quota_max"
+    printf 'DATABASE_URL=%s PORT=%s RUST_LOG=warn DB_POOL_SIZE=%s JWT_SECRET=<48 random bytes, base64> RATE_LOGIN_ACCOUNT_FAILURES=%s RATE_LOGIN_IP_ATTEMPTS=%s RATE_SIGNUP_IP=%s RATE_REFRESH_SESSION=%s RATE_REFRESH_IP=%s TASK_QUOTA_PER_USER=%s' \
+        "$(mask_url "$1")" "$2" "${3:-$pool_size}" "$rate_max" "$rate_max" "$rate_max" "$rate_max" "$rate_max" "$task_quota_max"
 }
 
 # start_api DB_URL PORT LOG [POOL_SIZE] : start the release local API; sets api_pid once it answers.

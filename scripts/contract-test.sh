@@ -160,7 +160,7 @@ log "==> starting $bin on $base_url (database $db, log $api_log)"
 env DATABASE_URL="$db_url" PORT="$port" RUST_LOG="${CONTRACT_RUST_LOG:-warn}" NO_COLOR=1 \
     JWT_SECRET="$(head -c 48 /dev/urandom | base64 | tr -d '\n')" \
     RATE_LOGIN_ACCOUNT_FAILURES=$rate_max RATE_LOGIN_IP_ATTEMPTS=$rate_max \
-    RATE_SIGNUP_IP=$rate_max RATE_REFRESH_SESSION=$rate_max \
+    RATE_SIGNUP_IP=$rate_max RATE_REFRESH_SESSION=$rate_max RATE_REFRESH_IP=$rate_max \
     "$bin" >"$api_log" 2>&1 &
 api_pid=$!
 
