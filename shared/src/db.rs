@@ -363,15 +363,34 @@ pub async fn conn(pool: &Pool) -> ApiResult<Object> {
     Ok(pool.get().await?)
 }
 
-/// Bound a database call, so that a hung connection answers 503 instead of running into the
+/// Run `work` on a pooled connection, bounded by the operation timeout (waiting for the
+/// connection included), so that a hung connection answers 503 instead of running into the
 /// function timeout.
-pub async fn bounded<T, F>(settings: &DbSettings, work: F) -> ApiResult<T>
-where
-    F: Future<Output = ApiResult<T>>,
-{
-    match tokio::time::timeout(settings.operation_timeout, work).await {
+///
+/// When the bound expires with `work` unfinished, the connection is closed instead of going back
+/// to the pool. Its last message may still be on its way: queued in PgBouncer, waiting for a
+/// server during an outage (a statement, or the COMMIT of a password change), it would run when
+/// the server is back, after this request was answered 503; or waiting on the server for a lock,
+/// with the next request on that connection queued behind it. Closing the socket makes PgBouncer
+/// drop what it has not yet sent to a server, and the next request gets a fresh connection.
+pub async fn bounded<T>(
+    pool: &Pool,
+    settings: &DbSettings,
+    work: impl AsyncFnOnce(&mut Object) -> ApiResult<T>,
+) -> ApiResult<T> {
+    let deadline = tokio::time::Instant::now() + settings.operation_timeout;
+    let mut client = match tokio::time::timeout_at(deadline, conn(pool)).await {
+        Ok(client) => client?,
+        Err(_) => return Err(timed_out()),
+    };
+    let outcome = tokio::time::timeout_at(deadline, work(&mut client)).await;
+    match outcome {
         Ok(result) => result,
-        Err(_) => Err(timed_out()),
+        Err(_) => {
+            // Dropping the taken client aborts its connection task, which closes the socket.
+            drop(Object::take(client));
+            Err(timed_out())
+        }
     }
 }
 
@@ -433,8 +452,10 @@ const BACKFILL_BATCH: i64 = 1000;
 /// Fill `users.email_canonical` for rows that predate it (V3), with the one Rust definition
 /// ([`crate::users::canonical_email`]), in batches, then make the column NOT NULL. Two existing
 /// accounts whose emails share a canonical form are never merged or renamed silently: the
-/// command stops, naming their ids, and an operator decides (rename or delete one, then migrate
-/// again). Idempotent: a database already filled costs one catalog look-up.
+/// command stops, naming their ids, and an operator decides (delete one, or rename it with
+/// `email_canonical` set back to NULL, then migrate again; README). The old `lower(email)` unique
+/// index is dropped in the transaction that makes the column NOT NULL, so one of the two always
+/// holds. Idempotent: a database already filled costs one catalog look-up.
 pub async fn backfill_canonical_emails(client: &mut tokio_postgres::Client) -> anyhow::Result<u64> {
     let not_null: bool = client
         .query_typed(
@@ -461,9 +482,14 @@ pub async fn backfill_canonical_emails(client: &mut tokio_postgres::Client) -> a
             .await
             .context("backfill: reading emails")?;
         if rows.is_empty() {
-            tx.batch_execute("ALTER TABLE users ALTER COLUMN email_canonical SET NOT NULL")
-                .await
-                .context("backfill: making email_canonical NOT NULL")?;
+            // Uniqueness moves from the old index to the canonical one in one step: until here a
+            // row without its canonical form was only protected by `lower(email)`.
+            tx.batch_execute(
+                "ALTER TABLE users ALTER COLUMN email_canonical SET NOT NULL;
+                 DROP INDEX IF EXISTS users_email_lower_key",
+            )
+            .await
+            .context("backfill: making email_canonical NOT NULL")?;
             tx.commit().await.context("backfill: commit")?;
             return Ok(filled);
         }
@@ -498,7 +524,9 @@ pub async fn backfill_canonical_emails(client: &mut tokio_postgres::Client) -> a
                 .collect();
             anyhow::bail!(
                 "these accounts have emails that are one address once canonicalised (case folding, NFKC): {}; \
-                 rename or delete one of each pair, then migrate again",
+                 delete one of each pair, or rename it with its canonical form recomputed \
+                 (UPDATE users SET email = '<new>', email_canonical = NULL WHERE id = '<id>'), \
+                 then migrate again",
                 pairs.join(", ")
             );
         }
@@ -730,33 +758,18 @@ pub async fn caller_query(
     query(pool, settings, sql, &all).await
 }
 
-/// Run one statement on a pooled connection, bounded by the operation timeout.
-///
-/// When the bound expires with the statement unanswered, the connection is closed instead of
-/// going back to the pool. The statement may still be on its way: queued in PgBouncer, waiting
-/// for a server during an outage, it would run when the server is back, after this request was
-/// answered 503 (a task created that its client was told failed: the outage test saw it), and
-/// the next request on that connection would wait behind it. Closing the socket makes PgBouncer
-/// drop a query it has not yet sent to a server.
+/// Run one statement on a pooled connection, bounded by the operation timeout ([`bounded`]: past
+/// it, the connection is closed rather than pooled).
 pub async fn query(
     pool: &Pool,
     settings: &DbSettings,
     sql: &str,
     params: &[(&(dyn ToSql + Sync), Type)],
 ) -> ApiResult<Vec<Row>> {
-    let deadline = tokio::time::Instant::now() + settings.operation_timeout;
-    let client = match tokio::time::timeout_at(deadline, conn(pool)).await {
-        Ok(client) => client?,
-        Err(_) => return Err(timed_out()),
-    };
-    match tokio::time::timeout_at(deadline, run(&client, settings, sql, params)).await {
-        Ok(result) => Ok(result?),
-        Err(_) => {
-            // Dropping the taken client aborts its connection task, which closes the socket.
-            drop(Object::take(client));
-            Err(timed_out())
-        }
-    }
+    bounded(pool, settings, async |client| {
+        Ok(run(&*client, settings, sql, params).await?)
+    })
+    .await
 }
 
 fn timed_out() -> ApiError {

@@ -14,6 +14,7 @@ mod e2e_security;
 mod e2e_sessions;
 mod e2e_tasks;
 mod handler_events;
+mod review_fixes;
 mod rotation;
 mod route_tables;
 mod secrets_emulator;

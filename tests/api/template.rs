@@ -1920,6 +1920,31 @@ fn waf_rate_rules_per_address_on_auth_are_on_by_default() {
     });
     let auth_rule = auth_rule.expect("a per-address rate rule scoped to /<stage>/auth/");
     assert!(at(auth_rule, &["Action", "Block"]).is_some());
+    // The path is percent-decoded, then normalised, before it is compared: "//auth/login",
+    // "/./auth/login" or "/%61uth/login" must not escape the rule.
+    let mut transformations: Vec<(i64, &str)> = at(
+        auth_rule,
+        &[
+            "Statement",
+            "RateBasedStatement",
+            "ScopeDownStatement",
+            "ByteMatchStatement",
+            "TextTransformations",
+        ],
+    )
+    .and_then(Value::as_sequence)
+    .expect("text transformations")
+    .iter()
+    .map(|t| {
+        (
+            at(t, &["Priority"]).and_then(Value::as_i64).expect("priority"),
+            str_at(t, &["Type"]).expect("type"),
+        )
+    })
+    .collect();
+    transformations.sort_unstable();
+    let order: Vec<&str> = transformations.iter().map(|(_, t)| *t).collect();
+    assert_eq!(order, ["URL_DECODE", "NORMALIZE_PATH"], "decoded, then normalised");
     assert_eq!(resources_of_type(&on, "AWS::WAFv2::WebACLAssociation").len(), 1);
     // ... and a parameter turns it off.
     let off = resolve(&t, &[("EnableWaf", "false")]);

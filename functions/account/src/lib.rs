@@ -103,7 +103,7 @@ async fn change_password(state: &AppState, caller: &Caller, req: &Request) -> Ap
     // caller's session is still live.
     let sql = format!(
         "WITH {},
-         updated AS (UPDATE users u SET password_hash = $3, updated_at = now()
+         updated AS (UPDATE users u SET password_hash = $3, password_rehashed_from = NULL, updated_at = now()
                        FROM caller c WHERE u.id = c.user_id RETURNING u.id),
          revoked AS (UPDATE sessions s SET revoked_at = now(), revoked_reason = 'password_changed'
                        FROM updated WHERE s.user_id = updated.id AND s.id <> $1 AND s.revoked_at IS NULL)
@@ -111,8 +111,7 @@ async fn change_password(state: &AppState, caller: &Caller, req: &Request) -> Ap
         db::LIVE_CALLER
     );
     let settings = &state.config.db;
-    db::bounded(settings, async {
-        let mut client = db::conn(&state.pool).await?;
+    db::bounded(&state.pool, settings, async |client| {
         let tx = client.transaction().await?;
         // Lock the user row first, in a statement of its own: a login whose session step holds
         // the row (share lock) finishes before this goes on, and the revocation below, a new
@@ -153,8 +152,7 @@ async fn delete(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<R
     // The password first: a stolen access token alone learns nothing, not even "last admin".
     check_password(state, &user.email, body.password, stored).await?;
     let settings = &state.config.db;
-    db::bounded(settings, async {
-        let mut client = db::conn(&state.pool).await?;
+    db::bounded(&state.pool, settings, async |client| {
         let tx = client.transaction().await?;
         // Under the same row locks, taken in the same order, as the admin routes: an admin
         // deleting itself while another admin is demoted or deletes itself leaves one of them.

@@ -264,8 +264,7 @@ async fn patch(state: &AppState, caller: &Caller, id: Uuid, req: &Request) -> Ap
         return Err(ApiError::Validation(errors));
     }
     let role_text = role.map(Role::as_str);
-    db::bounded(&state.config.db, async {
-        let mut client = db::conn(&state.pool).await?;
+    db::bounded(&state.pool, &state.config.db, async |client| {
         let tx = client.transaction().await?;
         let active_admins = begin_admin_change(&tx, &state.config.db, caller).await?;
         let target = Target::lock(&tx, &state.config.db, id).await?;
@@ -309,8 +308,7 @@ async fn patch(state: &AppState, caller: &Caller, id: Uuid, req: &Request) -> Ap
 
 #[tracing::instrument(skip_all, fields(admin_id = %caller.user_id, user_id = %id))]
 async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Response<Body>> {
-    db::bounded(&state.config.db, async {
-        let mut client = db::conn(&state.pool).await?;
+    db::bounded(&state.pool, &state.config.db, async |client| {
         let tx = client.transaction().await?;
         let active_admins = begin_admin_change(&tx, &state.config.db, caller).await?;
         let active_admin = Target::lock(&tx, &state.config.db, id).await?.active_admin();

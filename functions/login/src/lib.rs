@@ -107,7 +107,8 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
 /// Open a session for `user_id` after its password was verified against `verified_hash`, storing
 /// `new_hash` instead when given (a rehash at raised parameters), and reset the account's failure
 /// counter (`account_key`), in one statement. `None`: the user is disabled or gone, or its
-/// password hash is no longer the one verified (a password change committed while argon2 ran).
+/// password is no longer the one verified (a password change committed while argon2 ran; a
+/// rehash of the verified hash by a concurrent login is the same password).
 ///
 /// The user row is share-locked: a password change in flight (row updated, not yet committed)
 /// makes this wait and then re-check the row, finding the new hash, so no session; and a password
@@ -121,13 +122,29 @@ pub async fn open_session(
     account_key: &str,
 ) -> ApiResult<Option<NewSession>> {
     let session = SessionParams::new(state)?;
-    // The session is only created if the user is still enabled and still has the verified hash
-    // at this instant. In the same statement (one round trip fewer per login): the password was
-    // right, so this account's failure count starts again.
+    // The session is only created if the user is still enabled and its password is still the
+    // one verified at this instant: the stored hash is the verified one, or a rehash of it (a
+    // concurrent login of the same account stored one; `password_rehashed_from` is the SHA-256 of
+    // the hash it replaced, and a password change clears it). In the same statement (one round
+    // trip fewer per login): the password was right, so this account's failure count starts again.
+    //
+    // The rehash replaces only the hash this login verified (a concurrent login's rehash of the
+    // same password stays). A login that rehashes locks the row for update: two of them both
+    // holding a share lock and then both updating would deadlock.
+    let lock = if new_hash.is_some() {
+        "FOR NO KEY UPDATE"
+    } else {
+        "FOR SHARE"
+    };
     let sql = format!(
-        "WITH target AS (SELECT id FROM users WHERE id = $1 AND NOT disabled AND password_hash = $9 FOR SHARE),
-         rehash AS (UPDATE users SET password_hash = $6, updated_at = now()
-                     WHERE id = (SELECT id FROM target) AND $6::text IS NOT NULL),
+        "WITH target AS (SELECT id FROM users
+                          WHERE id = $1 AND NOT disabled
+                            AND (password_hash = $9 OR password_rehashed_from = sha256(convert_to($9, 'UTF8')))
+                          {lock}),
+         rehash AS (UPDATE users SET password_hash = $6,
+                                     password_rehashed_from = sha256(convert_to(password_hash, 'UTF8')),
+                                     updated_at = now()
+                     WHERE id = (SELECT id FROM target) AND $6::text IS NOT NULL AND password_hash = $9),
          {},
          reset AS (DELETE FROM rate_limits WHERE bucket = $7 AND key = $8 AND EXISTS (SELECT 1 FROM target))
          SELECT id FROM new_session",
