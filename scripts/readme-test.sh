@@ -125,6 +125,18 @@ wait_http() {
     die "$url did not answer within ${secs}s (log: $logf)"
 }
 
+# start_api CMD PORT LOG : run a README command that starts the local API, in a session of its own
+# (so it stops with its children), with DATABASE_URL and JWT_SECRET unset as on a fresh shell, on
+# PORT and the throwaway database; print its PID.
+start_api() {
+    (
+        unset DATABASE_URL JWT_SECRET
+        export PORT="$2" TODO_API_LOCAL_DB="$local_db"
+        exec setsid bash -c "$1" >"$3" 2>&1 </dev/null
+    ) >/dev/null 2>&1 &
+    printf '%s\n' "$!"
+}
+
 command -v curl >/dev/null 2>&1 || apt_install curl
 
 run_block="$(block run)"
@@ -139,12 +151,7 @@ run_cmd="$(strip_comment "$(line_with "$run_block" scripts/local-api.sh)")"
 [[ "$run_cmd" == "scripts/local-api.sh" ]] || die "unexpected run command in README: '$run_cmd'"
 port="$(free_port)"
 log "==> README run command: $run_cmd (PORT=$port, database $local_db)"
-(
-    unset DATABASE_URL JWT_SECRET
-    export PORT="$port" TODO_API_LOCAL_DB="$local_db"
-    exec setsid bash -c "$run_cmd" >"$work/local-api.log" 2>&1
-) &
-api_pid=$!
+api_pid="$(start_api "$run_cmd" "$port" "$work/local-api.log")"
 # The first run builds the local API: allow for it.
 wait_http "http://127.0.0.1:$port/.well-known/jwks.json" "$api_pid" "$work/local-api.log" 600
 # The URL the script used, with the database name replaced: the server to clean up on.
@@ -216,12 +223,7 @@ eddsa_run="$(line_with "$eddsa_block" scripts/local-api.sh)"
 # key.pem goes to the scratch directory, not into the checkout.
 (cd "$work" && bash -euo pipefail -c "$keygen") >"$work/keygen.log" 2>&1 || die "README key command failed: $keygen"
 eddsa_port="$(free_port)"
-(
-    unset DATABASE_URL JWT_SECRET
-    export PORT="$eddsa_port" TODO_API_LOCAL_DB="$local_db"
-    exec setsid bash -c "${eddsa_run//key.pem/$work/key.pem}" >"$work/local-api-eddsa.log" 2>&1
-) &
-eddsa_pid=$!
+eddsa_pid="$(start_api "${eddsa_run//key.pem/$work/key.pem}" "$eddsa_port" "$work/local-api-eddsa.log")"
 wait_http "http://127.0.0.1:$eddsa_port/.well-known/jwks.json" "$eddsa_pid" "$work/local-api-eddsa.log" 300
 curl -s "http://127.0.0.1:$eddsa_port/.well-known/jwks.json" | python3 -c '
 import json, sys

@@ -313,7 +313,8 @@ async fn two_admins_deleting_themselves_at_once_leave_one() {
 // 4. A login does not outlive a password change it raced
 // ---------------------------------------------------------------------------------------------
 
-async fn stored_hash(api: &TestApi, user: Uuid) -> String {
+/// The stored password hash of a user (also for the review-fix tests).
+pub(crate) async fn stored_hash(api: &TestApi, user: Uuid) -> String {
     api.sql()
         .await
         .query_one("SELECT password_hash FROM users WHERE id = $1", &[&user])

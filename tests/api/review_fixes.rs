@@ -11,16 +11,8 @@ use reqwest::Method;
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::e2e_security::stored_hash;
 use crate::helpers::{get, send, signup_ok, unique_password};
-
-async fn stored_hash(api: &TestApi, user: Uuid) -> String {
-    api.sql()
-        .await
-        .query_one("SELECT password_hash FROM users WHERE id = $1", &[&user])
-        .await
-        .expect("user")
-        .get(0)
-}
 
 // ---------------------------------------------------------------------------------------------
 // 1. A transaction past the operation timeout closes its connection
