@@ -559,22 +559,7 @@ async fn duplicate_json_keys_are_refused_at_every_depth() {
 
 /// A fresh database with only migrations V1 and V2: the schema the old code wrote rows into.
 async fn database_at_v2() -> tokio_postgres::Client {
-    let admin = std::env::var("TEST_DATABASE_URL")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .expect("TEST_DATABASE_URL");
-    let config = test_config();
-    let server = shared::db::connect(&secrecy::SecretString::from(admin.clone()), &config.db)
-        .await
-        .expect("connect");
-    let name = format!("{}{}", api_tests::test_db_prefix(), Uuid::new_v4().simple());
-    server
-        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .expect("create database");
-    let url = secrecy::SecretString::from(api_tests::with_database(&admin, &name));
-    let mut db = shared::db::connect(&url, &config.db).await.expect("connect");
-    shared::db::migrate_up_to(&mut db, 2).await.expect("migrate to V2");
-    db
+    api_tests::test_db_at(2).await.1
 }
 
 async fn insert_legacy_user(db: &tokio_postgres::Client, email: &str) -> Uuid {

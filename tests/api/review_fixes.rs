@@ -268,21 +268,7 @@ async fn a_rehash_by_one_login_does_not_refuse_a_concurrent_correct_login() {
 /// before V3, and the migrations up to `version` applied after it: the state between
 /// `refinery`'s V3 and the Rust backfill.
 async fn database_at(version: u32, legacy: &str) -> api_tests::TestDb {
-    let admin = std::env::var("TEST_DATABASE_URL")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .expect("TEST_DATABASE_URL");
-    let config = test_config();
-    let server = shared::db::connect(&secrecy::SecretString::from(admin.clone()), &config.db)
-        .await
-        .expect("connect");
-    let name = format!("todo_test_{}", Uuid::new_v4().simple());
-    server
-        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .expect("create database");
-    let url = secrecy::SecretString::from(api_tests::with_database(&admin, &name));
-    let mut db = shared::db::connect(&url, &config.db).await.expect("connect");
-    shared::db::migrate_up_to(&mut db, 2).await.expect("migrate to V2");
+    let (test_db, mut db) = api_tests::test_db_at(2).await;
     db.execute(
         "INSERT INTO users (id, email, password_hash) VALUES ($1, $2, 'legacy')",
         &[&Uuid::now_v7(), &legacy],
@@ -290,11 +276,7 @@ async fn database_at(version: u32, legacy: &str) -> api_tests::TestDb {
     .await
     .expect("a legacy user");
     shared::db::migrate_up_to(&mut db, version).await.expect("migrate");
-    api_tests::TestDb {
-        name,
-        url: url.clone(),
-        direct_url: url,
-    }
+    test_db
 }
 
 async fn signup_status(api: &TestApi, email: &str) -> u16 {

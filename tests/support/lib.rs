@@ -188,6 +188,34 @@ pub async fn test_db_on(admin: &str, app: Option<&str>) -> TestDb {
     TestDb { name, url, direct_url }
 }
 
+/// A new database (with this run's prefix) migrated only up to `version`, and a direct connection
+/// to it: the schema older code wrote rows into, for tests of what a later migration does to them.
+pub async fn test_db_at(version: u32) -> (TestDb, tokio_postgres::Client) {
+    let admin = admin_url();
+    let config = test_config();
+    let server = shared::db::connect(&SecretString::from(admin.clone()), &config.db)
+        .await
+        .expect("connect to the admin database");
+    let name = format!("{}{}", test_db_prefix(), uuid::Uuid::new_v4().simple());
+    server
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .expect("create test database");
+    let url = SecretString::from(with_database(&admin, &name));
+    let mut db = shared::db::connect(&url, &config.db)
+        .await
+        .expect("connect to the test database");
+    shared::db::migrate_up_to(&mut db, version)
+        .await
+        .unwrap_or_else(|e| panic!("migrate to V{version}: {e:#}"));
+    let test_db = TestDb {
+        name,
+        url: url.clone(),
+        direct_url: url,
+    };
+    (test_db, db)
+}
+
 /// Named prepared statements (the default) unless `TEST_DB_PREPARED_STATEMENTS=false`: CI runs
 /// the end-to-end suite a second time with unnamed statements, as behind a pooler without support.
 fn prepared_statements() -> bool {
