@@ -166,6 +166,33 @@ pub async fn test_db() -> TestDb {
 /// should run them (Neon: the direct endpoint, not the pooled one).
 pub async fn test_db_on(admin: &str, app: Option<&str>) -> TestDb {
     let config = test_config();
+    let (test_db, mut db) = create_test_db(admin).await;
+    shared::db::migrate(&mut db, &config.db)
+        .await
+        .expect("migrate the test database");
+    match app {
+        Some(app) => TestDb {
+            url: SecretString::from(with_database(app, &test_db.name)),
+            ..test_db
+        },
+        None => test_db,
+    }
+}
+
+/// A new database (with this run's prefix) migrated only up to `version`, and a direct connection
+/// to it: the schema older code wrote rows into, for tests of what a later migration does to them.
+pub async fn test_db_at(version: u32) -> (TestDb, tokio_postgres::Client) {
+    let (test_db, mut db) = create_test_db(&admin_url()).await;
+    shared::db::migrate_up_to(&mut db, version)
+        .await
+        .unwrap_or_else(|e| panic!("migrate to V{version}: {e:#}"));
+    (test_db, db)
+}
+
+/// Create an empty database named with this run's prefix through `admin` (a superuser URL), and
+/// connect to it directly.
+async fn create_test_db(admin: &str) -> (TestDb, tokio_postgres::Client) {
+    let config = test_config();
     let client = shared::db::connect(&SecretString::from(admin.to_owned()), &config.db)
         .await
         .expect("connect to the admin database");
@@ -175,43 +202,13 @@ pub async fn test_db_on(admin: &str, app: Option<&str>) -> TestDb {
         .await
         .expect("create test database");
     let direct_url = SecretString::from(with_database(admin, &name));
-    let mut db = shared::db::connect(&direct_url, &config.db)
+    let db = shared::db::connect(&direct_url, &config.db)
         .await
         .expect("connect to the test database");
-    shared::db::migrate(&mut db, &config.db)
-        .await
-        .expect("migrate the test database");
-    let url = match app {
-        Some(app) => SecretString::from(with_database(app, &name)),
-        None => direct_url.clone(),
-    };
-    TestDb { name, url, direct_url }
-}
-
-/// A new database (with this run's prefix) migrated only up to `version`, and a direct connection
-/// to it: the schema older code wrote rows into, for tests of what a later migration does to them.
-pub async fn test_db_at(version: u32) -> (TestDb, tokio_postgres::Client) {
-    let admin = admin_url();
-    let config = test_config();
-    let server = shared::db::connect(&SecretString::from(admin.clone()), &config.db)
-        .await
-        .expect("connect to the admin database");
-    let name = format!("{}{}", test_db_prefix(), uuid::Uuid::new_v4().simple());
-    server
-        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .expect("create test database");
-    let url = SecretString::from(with_database(&admin, &name));
-    let mut db = shared::db::connect(&url, &config.db)
-        .await
-        .expect("connect to the test database");
-    shared::db::migrate_up_to(&mut db, version)
-        .await
-        .unwrap_or_else(|e| panic!("migrate to V{version}: {e:#}"));
     let test_db = TestDb {
         name,
-        url: url.clone(),
-        direct_url: url,
+        url: direct_url.clone(),
+        direct_url,
     };
     (test_db, db)
 }
