@@ -201,7 +201,7 @@ async fn a_cached_statement_the_server_no_longer_has_is_prepared_again() {
 }
 
 /// The server-side name of the one statement a fresh one-connection pool prepares in this process.
-async fn statement_name_in_this_process(db_url: &secrecy::SecretString) -> String {
+pub(crate) async fn statement_name_in_this_process(db_url: &secrecy::SecretString) -> String {
     let mut config = test_config();
     config.db.prepared_statements = true;
     config.db.pool_size = 1;
@@ -219,24 +219,12 @@ async fn statement_name_in_this_process(db_url: &secrecy::SecretString) -> Strin
     row[0].get(0)
 }
 
-const CHILD_DB_URL: &str = "TODO_TEST_STATEMENT_NAME_CHILD_DB_URL";
-
-/// The second process of [`statement_names_are_unique_per_process`]: prints the name its statement
-/// got. Run only by that test (it re-runs this test binary with `--ignored --exact`).
-#[tokio::test]
-#[ignore = "helper process of statement_names_are_unique_per_process"]
-async fn statement_name_child_process() {
-    let url = std::env::var(CHILD_DB_URL).expect("run by statement_names_are_unique_per_process");
-    let name = statement_name_in_this_process(&secrecy::SecretString::from(url)).await;
-    println!("statement-name={name}");
-}
-
 /// Two processes never give their prepared statements the same name (tokio-postgres is patched
 /// for it: vendor/tokio-postgres/PATCHED.md). Upstream names them `s0`, `s1`, ... in every
 /// process, so behind a transaction-mode pooler without prepared-statement support one instance
 /// could run another's statement of the same name on a shared server session.
 #[tokio::test]
-async fn statement_names_are_unique_per_process() {
+pub(crate) async fn statement_names_are_unique_per_process() {
     use secrecy::ExposeSecret;
     let db = test_db().await;
     let ours = statement_name_in_this_process(&db.direct_url).await;
@@ -245,10 +233,13 @@ async fn statement_names_are_unique_per_process() {
         .args([
             "--ignored",
             "--exact",
-            "database::statement_name_child_process",
+            "second_process::statement_name_child_process",
             "--nocapture",
         ])
-        .env(CHILD_DB_URL, db.direct_url.expose_secret())
+        .env(
+            crate::second_process::STATEMENT_NAME_CHILD_DB_URL,
+            db.direct_url.expose_secret(),
+        )
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&child.stdout);

@@ -17,6 +17,7 @@ mod handler_events;
 mod review_fixes;
 mod rotation;
 mod route_tables;
+mod second_process;
 mod secrets_emulator;
 mod template;
 mod tokens;
