@@ -19,7 +19,7 @@ use http::Method;
 use libfuzzer_sys::fuzz_target;
 use regex::Regex;
 use secrecy::ExposeSecret;
-use shared::roles::{Role, allowed, match_route};
+use access::roles::{Role, allowed, match_route};
 use uuid::Uuid;
 
 static STAGE_ARN: LazyLock<Regex> = LazyLock::new(|| {

@@ -20,3 +20,4 @@ mod route_tables;
 mod secrets_emulator;
 mod template;
 mod tokens;
+mod trust_boundary;
