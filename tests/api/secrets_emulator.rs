@@ -1,4 +1,4 @@
-//! The Secrets Manager path of `shared::secrets`, against a local emulator (moto) on loopback.
+//! The Secrets Manager path of `access::keys` (and `store::startup::load_database_url`), against a local emulator (moto) on loopback.
 //!
 //! `scripts/test.sh` starts `moto_server` and exports `MOTO_ENDPOINT`; without it these tests fail
 //! (they never skip). The SDK client is built from an explicit config, never from the process
