@@ -5,13 +5,16 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use settings::LocalApiSettings;
-use store::startup::{self, Migrations};
+use store::startup;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     settings::telemetry::init()?;
     let settings = LocalApiSettings::from_env()?;
-    let state = Arc::new(startup::state(settings.function, Migrations::Apply).await?);
+    let function = settings.function;
+    let applied = startup::apply_migrations(&function.database, &function.config.db).await?;
+    tracing::info!(?applied, "migrations applied");
+    let state = Arc::new(startup::state(function).await?);
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, settings.port));
     let listener = tokio::net::TcpListener::bind(addr)
         .await

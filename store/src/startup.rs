@@ -11,7 +11,7 @@ use aws_sdk_secretsmanager::Client;
 use deadpool_postgres::Pool;
 use lambda_http::{Body, Request, Response};
 use secrecy::SecretString;
-use settings::{DatabaseSettings, DatabaseUrl, FunctionSettings};
+use settings::{DatabaseSettings, DatabaseUrl, DbSettings, FunctionSettings};
 
 use crate::db;
 use crate::state::AppState;
@@ -30,16 +30,22 @@ pub async fn load_database_url(source: &DatabaseUrl, client: Option<&Client>) ->
     }
 }
 
-/// Whether start-up applies the migrations before building the pool (the local API does; a
-/// deployed function never does: `todo-admin migrate` is a deployment step).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Migrations {
-    Apply,
-    Leave,
+/// Apply the pending migrations (the local API, at start). Kept apart from
+/// [`state`] so that the functions, which never migrate, do not link the migration runner.
+pub async fn apply_migrations(database: &DatabaseUrl, settings: &DbSettings) -> anyhow::Result<Vec<String>> {
+    let client = match database {
+        DatabaseUrl::Env(_) => None,
+        DatabaseUrl::SecretsManager { .. } => Some(keys::client().await),
+    };
+    let url = load_database_url(database, client.as_ref())
+        .await
+        .context("loading the database URL")?;
+    let mut client = db::connect(&url, settings).await?;
+    db::migrate(&mut client, settings).await
 }
 
 /// Secrets (from Secrets Manager where ARNs are configured), then the pool, then the state.
-pub async fn state(settings: FunctionSettings, migrations: Migrations) -> anyhow::Result<AppState> {
+pub async fn state(settings: FunctionSettings) -> anyhow::Result<AppState> {
     let FunctionSettings { config, keys, database } = settings;
     let remote = keys.source.remote() || matches!(database, DatabaseUrl::SecretsManager { .. });
     let client = if remote { Some(keys::client().await) } else { None };
@@ -49,11 +55,6 @@ pub async fn state(settings: FunctionSettings, migrations: Migrations) -> anyhow
     let url = load_database_url(&database, client.as_ref())
         .await
         .context("loading the database URL")?;
-    if migrations == Migrations::Apply {
-        let mut client = db::connect(&url, &config.db).await?;
-        let applied = db::migrate(&mut client, &config.db).await?;
-        tracing::info!(?applied, "migrations applied");
-    }
     let pool = db::pool(&url, &config.db)?;
     AppState::with_tokens(config, pool, tokens)
 }
@@ -79,7 +80,7 @@ where
 {
     settings::telemetry::init()?;
     let state = match FunctionSettings::from_env() {
-        Ok(settings) => state(settings, Migrations::Leave).await,
+        Ok(settings) => state(settings).await,
         Err(e) => Err(e.into()),
     };
     let state = match state {
