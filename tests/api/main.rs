@@ -21,3 +21,4 @@ mod second_process;
 mod secrets_emulator;
 mod template;
 mod tokens;
+mod trust_boundary;
