@@ -36,6 +36,8 @@ use shared::http::MAX_BODY_BYTES;
 use shared::roles::{Access, Function, match_route};
 use tokio::net::TcpListener;
 
+pub mod mail;
+
 /// The fake account and API id in local method ARNs.
 const LOCAL_ARN_PREFIX: &str = "arn:aws:execute-api:local:000000000000:local/local";
 
@@ -279,6 +281,7 @@ async fn route(
         Function::Tasks => tasks::handle(state, request).await,
         Function::Admin => admin::handle(state, request).await,
         Function::Jwks => jwks::handle(Some(&state.tokens)).await,
+        Function::Recovery => recovery::handle(state, request).await,
     };
     to_hyper(response)
 }

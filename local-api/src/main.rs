@@ -32,6 +32,8 @@ async fn main() -> anyhow::Result<()> {
     drop(client);
 
     let pool = shared::db::pool(&url, &config.db)?;
+    let mail = local_api::mail::from_env().await?;
+    let _sender = local_api::mail::spawn_sender(&pool, &config, url.clone(), mail);
     let state = Arc::new(AppState::new(config, pool, keys)?);
     let port: u16 = match env.get("PORT") {
         Some(p) => p.parse().context("PORT must be a port number")?,

@@ -20,6 +20,18 @@ pub struct Config {
     pub db: DbSettings,
     pub rate_limits: RateLimits,
     pub task_quota: i64,
+    pub recovery: RecoverySettings,
+}
+
+/// Account recovery and email verification (issue 16).
+#[derive(Debug, Clone)]
+pub struct RecoverySettings {
+    /// `REQUIRE_VERIFIED_EMAIL`: login with the right password of an unverified account is 403.
+    pub require_verified_email: bool,
+    /// `PASSWORD_RESET_TTL_SECONDS` (30 min by default).
+    pub password_reset_ttl: Duration,
+    /// `EMAIL_VERIFICATION_TTL_SECONDS` (24 h by default).
+    pub email_verification_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +71,16 @@ pub struct RateLimits {
     /// Refresh attempts per client address (IPv6: per /64), counted before the token is looked
     /// up, so tokens that match no row count too.
     pub refreshes_per_ip: Limit,
+    /// Forgot-password requests per client address (IPv6: per /64).
+    pub forgot_per_ip: Limit,
+    /// Forgot-password requests per email (its canonical form), known or not.
+    pub forgot_per_email: Limit,
+    /// Password-reset attempts per client address.
+    pub reset_per_ip: Limit,
+    /// Email-verification attempts per client address.
+    pub verify_per_ip: Limit,
+    /// Verification resends per user.
+    pub verify_resend_per_user: Limit,
 }
 
 /// Every problem found, one line each.
@@ -200,8 +222,18 @@ impl Config {
             signups_per_ip: limit("RATE_SIGNUP_IP", 20, "RATE_SIGNUP_IP_WINDOW_SECONDS", 3600),
             refreshes_per_session: limit("RATE_REFRESH_SESSION", 60, "RATE_REFRESH_SESSION_WINDOW_SECONDS", 3600),
             refreshes_per_ip: limit("RATE_REFRESH_IP", 600, "RATE_REFRESH_IP_WINDOW_SECONDS", 300),
+            forgot_per_ip: limit("RATE_FORGOT_IP", 5, "RATE_FORGOT_IP_WINDOW_SECONDS", 3600),
+            forgot_per_email: limit("RATE_FORGOT_EMAIL", 3, "RATE_FORGOT_EMAIL_WINDOW_SECONDS", 3600),
+            reset_per_ip: limit("RATE_RESET_IP", 20, "RATE_RESET_IP_WINDOW_SECONDS", 3600),
+            verify_per_ip: limit("RATE_VERIFY_IP", 20, "RATE_VERIFY_IP_WINDOW_SECONDS", 3600),
+            verify_resend_per_user: limit("RATE_VERIFY_RESEND", 3, "RATE_VERIFY_RESEND_WINDOW_SECONDS", 3600),
         };
         let task_quota = env.number("TASK_QUOTA_PER_USER", 10_000i64, 1, 10_000_000);
+        let recovery = RecoverySettings {
+            require_verified_email: env.boolean("REQUIRE_VERIFIED_EMAIL", false),
+            password_reset_ttl: env.seconds("PASSWORD_RESET_TTL_SECONDS", 30 * 60, 1, DAY),
+            email_verification_ttl: env.seconds("EMAIL_VERIFICATION_TTL_SECONDS", DAY, 1, 30 * DAY),
+        };
         let config = Config {
             jwt_issuer,
             jwt_audience,
@@ -214,6 +246,7 @@ impl Config {
             db,
             rate_limits,
             task_quota,
+            recovery,
         };
         env.finish(config)
     }

@@ -29,6 +29,16 @@ pub enum Bucket {
     RefreshSession,
     /// Refresh attempts per client address, whatever the token (unknown ones included).
     RefreshIp,
+    /// Forgot-password requests per client address.
+    ForgotIp,
+    /// Forgot-password requests per email, known or not.
+    ForgotEmail,
+    /// Password-reset attempts per client address.
+    ResetIp,
+    /// Email-verification attempts per client address.
+    VerifyIp,
+    /// Verification resends per user.
+    VerifyResendUser,
 }
 
 impl Bucket {
@@ -40,6 +50,11 @@ impl Bucket {
             Bucket::SignupIp => "signup_ip",
             Bucket::RefreshSession => "refresh_session",
             Bucket::RefreshIp => "refresh_ip",
+            Bucket::ForgotIp => "forgot_ip",
+            Bucket::ForgotEmail => "forgot_email",
+            Bucket::ResetIp => "reset_ip",
+            Bucket::VerifyIp => "verify_ip",
+            Bucket::VerifyResendUser => "verify_resend_user",
         }
     }
 

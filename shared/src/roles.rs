@@ -47,6 +47,7 @@ pub enum Function {
     Tasks,
     Admin,
     Jwks,
+    Recovery,
 }
 
 /// Who may call a route.
@@ -100,6 +101,10 @@ pub static ROUTES: &[Route] = &[
     route!(GET "/auth/me" => Account, ANY_USER),
     route!(DELETE "/auth/me" => Account, ANY_USER),
     route!(POST "/auth/password" => Account, ANY_USER),
+    route!(POST "/auth/password/forgot" => Recovery, Access::Public),
+    route!(POST "/auth/password/reset" => Recovery, Access::Public),
+    route!(POST "/auth/email/verify" => Recovery, Access::Public),
+    route!(POST "/auth/email/verify/resend" => Account, ANY_USER),
     route!(GET "/.well-known/jwks.json" => Jwks, Access::Public),
     route!(GET "/tasks" => Tasks, ANY_USER),
     route!(POST "/tasks" => Tasks, ANY_USER),

@@ -33,6 +33,7 @@ fn crate_name(f: Function) -> &'static str {
         Function::Tasks => "tasks",
         Function::Admin => "admin",
         Function::Jwks => "jwks",
+        Function::Recovery => "recovery",
     }
 }
 
