@@ -282,6 +282,22 @@ mod tests {
     }
 
     #[test]
+    fn recovery_defaults_follow_the_contract() -> Result<(), ConfigError> {
+        let c = from(&[])?;
+        assert!(!c.recovery.require_verified_email);
+        assert_eq!(c.recovery.password_reset_ttl, Duration::from_secs(30 * 60));
+        assert_eq!(c.recovery.email_verification_ttl, Duration::from_secs(24 * 3600));
+        let hour = Duration::from_secs(3600);
+        assert_eq!(c.rate_limits.forgot_per_ip, Limit { max: 5, window: hour });
+        assert_eq!(c.rate_limits.forgot_per_email, Limit { max: 3, window: hour });
+        let c = from(&[("REQUIRE_VERIFIED_EMAIL", "true"), ("PASSWORD_RESET_TTL_SECONDS", "60")])?;
+        assert!(c.recovery.require_verified_email);
+        assert_eq!(c.recovery.password_reset_ttl, Duration::from_secs(60));
+        assert!(from(&[("REQUIRE_VERIFIED_EMAIL", "yes")]).is_err());
+        Ok(())
+    }
+
+    #[test]
     fn every_bad_value_is_named() {
         let err = from(&[
             ("DB_POOL_SIZE", "zero"),

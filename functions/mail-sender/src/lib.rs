@@ -357,3 +357,57 @@ pub async fn purge(pool: &Pool, config: &Config) -> anyhow::Result<u64> {
 
 /// The mailer the local API and tests hand to [`worker::spawn`].
 pub type SharedMailer = Arc<dyn Mailer>;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)], required: bool) -> Result<MailSettings, ConfigError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut env = EnvReader::new(move |k| map.get(k).cloned());
+        let s = MailSettings::from_reader(&mut env, required);
+        env.finish(s)
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum() {
+        let s = settings(
+            &[("MAIL_RETRY_BASE_MS", "1000"), ("MAIL_RETRY_MAX_SECONDS", "5")],
+            false,
+        )
+        .unwrap();
+        let waits: Vec<u64> = (1..=5).map(|a| s.backoff(a).as_millis() as u64).collect();
+        assert_eq!(waits, [1000, 2000, 4000, 5000, 5000]);
+        assert_eq!(s.backoff(i32::MAX), Duration::from_secs(5), "no overflow");
+    }
+
+    #[test]
+    fn deployed_the_sender_and_the_front_end_must_be_set_and_sane() {
+        let err = settings(&[], true).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            err.contains("MAIL_FROM: must be set") && err.contains("APP_URL: must be set"),
+            "{err}"
+        );
+        let ok = settings(
+            &[
+                ("MAIL_FROM", "Todo <no-reply@example.com>"),
+                ("APP_URL", "https://app.example.com/"),
+            ],
+            true,
+        )
+        .unwrap();
+        assert_eq!(ok.app_url, "https://app.example.com", "the trailing slash goes");
+        for (name, value) in [
+            ("MAIL_FROM", "no address"),
+            ("MAIL_FROM", "a@b@c"),
+            ("APP_URL", "ftp://x.example"),
+            ("APP_URL", "https://x.example/?a=b"),
+            ("APP_URL", "https://ü.example"),
+        ] {
+            assert!(settings(&[(name, value)], false).is_err(), "{name}={value}");
+        }
+    }
+}
