@@ -108,7 +108,12 @@ def drive(api, password, db_url, out):
     step("POST /auth/logout", lambda i: call(api, "POST", "/auth/logout", fresh[200 + i]["access_token"])[0], logins(200))
     step("POST /auth/logout-all", lambda i: call(api, "POST", "/auth/logout-all", fresh[300 + i]["access_token"])[0], logins(300))
     step("GET /admin/users (first page)", lambda i: call(api, "GET", "/admin/users", at)[0])
-    step("GET /admin/users?email=… (substring filter)", lambda i: call(api, "GET", "/admin/users?email=bench4242", at)[0])
+    # The email filter at four selectivities (users are bench<N>@bench.example): 11 matches, none,
+    # about 1 % (bench99, bench990..999, bench9900..9999, ...) and every user.
+    for label, needle in [("rare: 11 users", "bench4242"), ("no match", "nobody-at-all"),
+                          ("about 1 %", "bench99"), ("every user", "bench.example")]:
+        step(f"GET /admin/users?email={needle} (substring filter, {label})",
+             lambda i, needle=needle: call(api, "GET", f"/admin/users?email={needle}", at)[0])
     def user_id(n):
         return fresh[n]["user"]["id"]
 

@@ -426,9 +426,10 @@ def growth_sections(w, R, runs, cold, cfg, cores):
           "`scripts/bench/explain.py` from the server log, so these are the statements as the code sends them. What to look "
           "for: every task statement reaches the user's rows through `tasks_user_created_idx` from the cursor on and stops "
           "after the page (`Limit`), or by primary key; the quota is one `task_counts` row; no `Seq Scan` on a table that "
-          "grows with users or tasks (the admin email filter is a substring search: it walks users newest first until "
-          "the page is full, so a rare match reads many rows; deleting an account deletes its tasks, which is work in "
-          "proportion to what is deleted).")
+          "grows with users or tasks. The admin email filter is planned for each filter (sent unnamed): a rare one "
+          "reads the users that contain its trigrams (`users_email_canonical_trgm_idx`, a `Bitmap Index Scan`), a common "
+          "one walks `users_created_idx` newest first and stops when the page is full; the four filters below show both. "
+          "Deleting an account deletes its tasks, which is work in proportion to what is deleted.")
         w("")
         w(plans)
         w("")

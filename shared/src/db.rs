@@ -671,10 +671,11 @@ fn fall_back_to_unnamed(settings: &DbSettings, e: &tokio_postgres::Error) {
 /// different server sessions. The first proof of it ([`session_not_ours`]) switches this process
 /// to unnamed statements for good (logged as an error: the setting is wrong) and, outside a
 /// transaction, answers this call unnamed; a transaction that hit it fails (503) and the next
-/// request works. That is a safety net, not a configuration: until the first proof, another
-/// process's statement of the same name (tokio-postgres names them `s0`, `s1`, ... in every
-/// process) could be executed in place of ours, so such a pooler needs
-/// `DB_PREPARED_STATEMENTS=false`.
+/// request works. Before that proof nothing wrong can run: statement names carry a random tag
+/// per process (vendor/tokio-postgres/PATCHED.md; upstream names them `s0`, `s1`, ... in every
+/// process), so a name is found only on a server session where this process prepared it, and
+/// anywhere else the server answers `26000`. Still a safety net, not a configuration: such a
+/// pooler should get `DB_PREPARED_STATEMENTS=false`.
 pub async fn run<C: Runner>(
     client: &C,
     settings: &DbSettings,
@@ -752,10 +753,36 @@ pub async fn caller_query(
     sql: &str,
     params: &[(&(dyn ToSql + Sync), Type)],
 ) -> ApiResult<Vec<Row>> {
+    query(pool, settings, sql, &with_caller(caller, params)).await
+}
+
+/// The caller's session and user id as `$1` and `$2`, then `params`.
+fn with_caller<'a>(
+    caller: &'a Caller,
+    params: &[(&'a (dyn ToSql + Sync), Type)],
+) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
     let mut all: Vec<(&(dyn ToSql + Sync), Type)> =
         vec![(&caller.session_id, Type::UUID), (&caller.user_id, Type::UUID)];
     all.extend(params.iter().map(|(v, t)| (*v, t.clone())));
-    query(pool, settings, sql, &all).await
+    all
+}
+
+/// [`caller_query`], with the statement sent unnamed whatever the settings: PostgreSQL plans it
+/// for these very parameters. For the few statements whose best plan depends on a parameter's
+/// value (a search pattern's selectivity), where a prepared statement's generic plan would be
+/// chosen once for all values.
+pub async fn caller_query_planned(
+    pool: &Pool,
+    settings: &DbSettings,
+    caller: &Caller,
+    sql: &str,
+    params: &[(&(dyn ToSql + Sync), Type)],
+) -> ApiResult<Vec<Row>> {
+    let all = with_caller(caller, params);
+    bounded(pool, settings, async |client| {
+        Ok(client.query_unnamed(sql, &all).await?)
+    })
+    .await
 }
 
 /// Run one statement on a pooled connection, bounded by the operation timeout ([`bounded`]: past

@@ -199,3 +199,69 @@ async fn a_cached_statement_the_server_no_longer_has_is_prepared_again() {
         .unwrap();
     assert_eq!(rows[0].get::<_, i64>("n"), 6);
 }
+
+/// The server-side name of the one statement a fresh one-connection pool prepares in this process.
+pub(crate) async fn statement_name_in_this_process(db_url: &secrecy::SecretString) -> String {
+    let mut config = test_config();
+    config.db.prepared_statements = true;
+    config.db.pool_size = 1;
+    let pool = shared::db::pool(db_url, &config.db).unwrap();
+    let rows = shared::db::query(&pool, &config.db, "SELECT 41::int8 + 1 AS n", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, i64>("n"), 42);
+    let client = shared::db::conn(&pool).await.unwrap();
+    let row = client
+        .query_typed("SELECT name FROM pg_prepared_statements WHERE NOT from_sql", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.len(), 1, "one named statement on the session");
+    row[0].get(0)
+}
+
+/// Two processes never give their prepared statements the same name (tokio-postgres is patched
+/// for it: vendor/tokio-postgres/PATCHED.md). Upstream names them `s0`, `s1`, ... in every
+/// process, so behind a transaction-mode pooler without prepared-statement support one instance
+/// could run another's statement of the same name on a shared server session.
+#[tokio::test]
+pub(crate) async fn statement_names_are_unique_per_process() {
+    use secrecy::ExposeSecret;
+    let db = test_db().await;
+    let ours = statement_name_in_this_process(&db.direct_url).await;
+    // Blocking is fine here: nothing else runs on this test's runtime meanwhile.
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "second_process::statement_name_child_process",
+            "--nocapture",
+        ])
+        .env(
+            crate::second_process::STATEMENT_NAME_CHILD_DB_URL,
+            db.direct_url.expose_secret(),
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    assert!(
+        child.status.success(),
+        "child process failed: {stdout}{}",
+        String::from_utf8_lossy(&child.stderr)
+    );
+    let theirs = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("statement-name="))
+        .unwrap_or_else(|| panic!("no name printed: {stdout}"))
+        .to_owned();
+    // s<16 hex digits: the process's tag>_<counter>
+    let tag = |name: &str| -> String {
+        let (tag, n) = name
+            .strip_prefix('s')
+            .and_then(|rest| rest.split_once('_'))
+            .unwrap_or_else(|| panic!("{name}: not s<tag>_<n>"));
+        assert!(tag.len() == 16 && tag.chars().all(|c| c.is_ascii_hexdigit()), "{name}");
+        assert!(n.parse::<u64>().is_ok(), "{name}");
+        tag.to_owned()
+    };
+    assert_ne!(tag(&ours), tag(&theirs), "{ours} and {theirs}: one tag per process");
+}

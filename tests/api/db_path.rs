@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{client, get, post, send_with, signup_ok};
 
-fn env(name: &str) -> String {
+pub(crate) fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: these tests run from scripts/test.sh, which starts their services (scripts/lib/pg-aux.sh)")
     })
@@ -406,15 +406,65 @@ async fn many_clients_against_few_connections_queue_or_get_503_never_hang() {
 
 /// Prepared statements on (the default) against PgBouncer with `max_prepared_statements = 0`:
 /// a statement prepared on one server connection is executed on another. Every answer is either
-/// right or a 503; never a 500, never another user's or another statement's rows.
+/// right or a 503; never a 500, never another user's or another statement's rows. Two processes
+/// share the pooler (this one and a child running
+/// [`crate::second_process::noprep_second_process`]), preparing their statements in different
+/// orders. Both fall back to unnamed statements at their first proof (in the signups already),
+/// so this run does not catch upstream tokio-postgres's per-process names `s0`, `s1`, ... by
+/// itself (it passed with them too); `database::statement_names_are_unique_per_process` does.
 #[tokio::test]
 #[ignore = "needs the PgBouncer of scripts/lib/pg-aux.sh (run by scripts/test.sh)"]
 async fn prepared_statements_against_a_pooler_without_support_never_answer_wrong() {
     let pooled = env("TEST_PGBOUNCER_NOPREP_URL");
     let admin = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
+    let api = Arc::new(spawn_api_on(noprep_config(), test_db_on(&admin, Some(&pooled)).await).await);
+    let child = {
+        let name = api.db.name.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(std::env::current_exe().expect("test binary"))
+                .args([
+                    "--ignored",
+                    "--exact",
+                    "second_process::noprep_second_process",
+                    "--nocapture",
+                ])
+                .env(NOPREP_CHILD_DB, name)
+                .output()
+                .expect("run the second process")
+        })
+    };
+    let (ok, unavailable) = noprep_workload(api.clone(), false).await;
+    let child = child.await.expect("second process");
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    assert!(
+        child.status.success(),
+        "the second process: {stdout}{}",
+        String::from_utf8_lossy(&child.stderr)
+    );
+    let fell_back = api.state.config.db.prepared_fallback.load(Ordering::Relaxed);
+    eprintln!(
+        "prepared statements against a pooler without support: {ok} right answers, {unavailable} answered 503; \
+         fell back to unnamed statements: {fell_back}; second process: {}",
+        stdout
+            .lines()
+            .find(|l| l.starts_with("second process:"))
+            .unwrap_or("(no summary)")
+    );
+    assert!(ok > 0);
+}
+
+pub(crate) const NOPREP_CHILD_DB: &str = "TODO_TEST_NOPREP_CHILD_DB";
+
+pub(crate) fn noprep_config() -> shared::config::Config {
     let mut config = test_config();
     config.db.prepared_statements = true;
-    let api = Arc::new(spawn_api_on(config, test_db_on(&admin, Some(&pooled)).await).await);
+    config
+}
+
+/// 8 clients, each signing up, then creating tasks and listing them (`list_first`: listing
+/// before each create) 15 times, checking every list against what it created. Returns the
+/// number of right answers and of 503s; anything else fails the test.
+pub(crate) async fn noprep_workload(api: Arc<TestApi>, list_first: bool) -> (usize, usize) {
     let mut clients = Vec::new();
     for c in 0..8 {
         let api = api.clone();
@@ -437,6 +487,9 @@ async fn prepared_statements_against_a_pooler_without_support_never_answer_wrong
             let mut mine = Vec::new();
             let mut outcomes = Vec::new();
             for i in 0..15 {
+                if list_first {
+                    outcomes.push(check_list(&api, &token, c, &mine).await);
+                }
                 let title = format!("client {c} task {i}");
                 let r = post(&api, &token, "/tasks", &json!({"title": title})).await;
                 match r.status.as_u16() {
@@ -446,47 +499,48 @@ async fn prepared_statements_against_a_pooler_without_support_never_answer_wrong
                     }
                     other => panic!("create: {other} {}", r.body),
                 }
-                let r = get(&api, &token, "/tasks?limit=100").await;
-                match r.status.as_u16() {
-                    200 => {
-                        let body = r.json();
-                        let mut titles: Vec<String> = body["items"]
-                            .as_array()
-                            .expect("items")
-                            .iter()
-                            .map(|t| t["title"].as_str().expect("title").to_owned())
-                            .collect();
-                        titles.sort();
-                        let mut expected = mine.clone();
-                        expected.sort();
-                        assert_eq!(titles, expected, "client {c}: exactly its own tasks");
-                        outcomes.push("ok");
-                    }
-                    503 => {
-                        r.problem(503, "service_unavailable");
-                        outcomes.push("503");
-                    }
-                    other => panic!("list: {other} {}", r.body),
+                if !list_first {
+                    outcomes.push(check_list(&api, &token, c, &mine).await);
                 }
             }
             outcomes
         }));
     }
-    let mut ok = 0;
-    let mut unavailable = 0;
+    let (mut ok, mut unavailable) = (0, 0);
     for handle in clients {
-        for outcome in handle.await.expect("client task") {
-            if outcome == "ok" {
+        for right in handle.await.expect("client task") {
+            if right {
                 ok += 1;
             } else {
                 unavailable += 1;
             }
         }
     }
-    let fell_back = api.state.config.db.prepared_fallback.load(Ordering::Relaxed);
-    eprintln!(
-        "prepared statements against a pooler without support: {ok} right answers, {unavailable} answered 503; \
-         fell back to unnamed statements: {fell_back}"
-    );
-    assert!(ok > 0);
+    (ok, unavailable)
+}
+
+/// `GET /tasks`: true when it lists exactly `mine`, false for a 503; anything else panics.
+async fn check_list(api: &TestApi, token: &str, c: usize, mine: &[String]) -> bool {
+    let r = get(api, token, "/tasks?limit=100").await;
+    match r.status.as_u16() {
+        200 => {
+            let body = r.json();
+            let mut titles: Vec<String> = body["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|t| t["title"].as_str().expect("title").to_owned())
+                .collect();
+            titles.sort();
+            let mut expected = mine.to_vec();
+            expected.sort();
+            assert_eq!(titles, expected, "client {c}: exactly its own tasks");
+            true
+        }
+        503 => {
+            r.problem(503, "service_unavailable");
+            false
+        }
+        other => panic!("list: {other} {}", r.body),
+    }
 }

@@ -387,10 +387,27 @@ async fn list_is_newest_first_paginated_and_leaks_nothing() {
     let (ids, cursor) = assert_list_shape(&r.expect(200));
     assert!(ids.is_empty() && cursor.is_none(), "{}", r.body);
     // A filter character is text, not a pattern.
-    for pattern in ["%25", "_", "%25example%25"] {
+    for pattern in ["%25%25%25", "___", "%25example%25", "alpha_", "%5C%5C%5C", "alpha%5C"] {
         let r = admin_get(&api, &admin.access_token, &format!("/admin/users?email={pattern}")).await;
         assert!(assert_list_shape(&r.expect(200)).0.is_empty(), "{pattern}: {}", r.body);
     }
+    // A filter is empty (everyone) or at least three characters after trimming and case
+    // folding: a shorter one could not use the trigram index and would read every user.
+    for short in ["a", "al", "%25", "_", "%20al%20", "%C3%9F"] {
+        let r = admin_get(&api, &admin.access_token, &format!("/admin/users?email={short}")).await;
+        let problem = r.problem(422, "validation_failed");
+        assert_eq!(
+            error_fields(&problem),
+            [("email".to_owned(), "too_short".to_owned())],
+            "{short}"
+        );
+    }
+    let r = admin_get(&api, &admin.access_token, "/admin/users?email=%20%20").await;
+    assert_eq!(
+        assert_list_shape(&r.expect(200)).0.len(),
+        created.len(),
+        "blank: everyone"
+    );
 
     // Bad limit or cursor: 422 naming the field.
     for bad in ["0", "101", "-1", "abc", "1.5", "", "99999999999999999999"] {

@@ -18,6 +18,7 @@ mod handler_events;
 mod review_fixes;
 mod rotation;
 mod route_tables;
+mod second_process;
 mod secrets_emulator;
 mod ses_emulator;
 mod template;

@@ -21,10 +21,27 @@ use shared::users::{LAST_ADMIN, canonical_email, lock_active_admins};
 use shared::{AppState, cursor, db};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
 const MAX_EMAIL_FILTER_LEN: usize = 254;
+/// The trigram index needs three characters in a row to narrow anything down: a shorter filter
+/// would read every user.
+const MIN_EMAIL_FILTER_CHARS: usize = 3;
+
+/// `%text%` as a LIKE pattern that matches `text` literally: the filter is text, not a pattern.
+fn like_substring(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
 
 /// What an admin sees of a user: never the password hash or any token material.
 #[derive(Debug, Serialize)]
@@ -111,13 +128,23 @@ fn check_admin(rows: &[Row]) -> ApiResult<()> {
 async fn list(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Response<Body>> {
     let mut errors = Vec::new();
     let page = cursor::page_params(req, &mut errors)?;
-    let email = query_param(req, "email", MAX_EMAIL_FILTER_LEN)?.map(|e| canonical_email(&e));
-    if email.as_deref().is_some_and(|e| e.contains('\0')) {
-        errors.push(FieldError::new(
-            "email",
-            "invalid_characters",
-            "email must not contain NUL characters.",
-        ));
+    let email = query_param(req, "email", MAX_EMAIL_FILTER_LEN)?
+        .map(|e| canonical_email(&e))
+        .filter(|e| !e.is_empty());
+    if let Some(filter) = email.as_deref() {
+        if filter.contains('\0') {
+            errors.push(FieldError::new(
+                "email",
+                "invalid_characters",
+                "email must not contain NUL characters.",
+            ));
+        } else if filter.chars().count() < MIN_EMAIL_FILTER_CHARS {
+            errors.push(FieldError::new(
+                "email",
+                "too_short",
+                "email must be empty or at least 3 characters long.",
+            ));
+        }
     }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
@@ -126,11 +153,13 @@ async fn list(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Res
     let limit = page.limit;
     let fetch = limit + 1;
     // The email filter is a substring of the canonical form (the same case folding and NFKC as
-    // login and signup; position(), so no LIKE escaping).
-    // One statement text per combination of filters (four), as in the tasks list: each prepared
-    // statement's generic plan has only the conditions it needs; unused parameters are ignored.
-    let email_filter = if email.is_some() {
-        "AND position($3 in email_canonical) > 0"
+    // login and signup), as a LIKE pattern with the filter's own `%`, `_` and `\` escaped, so
+    // that the trigram index (migration V6) can answer it.
+    // One statement text per combination of filters (four), as in the tasks list: each statement
+    // has only the conditions it needs; unused parameters are ignored.
+    let pattern = email.as_deref().map(like_substring);
+    let email_filter = if pattern.is_some() {
+        "AND email_canonical LIKE $3"
     } else {
         ""
     };
@@ -151,19 +180,22 @@ async fn list(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Res
           ORDER BY u.created_at DESC, u.id DESC",
         live = db::LIVE_CALLER
     );
-    let rows = db::caller_query(
-        &state.pool,
-        &state.config.db,
-        caller,
-        &sql,
-        &[
-            (&email, Type::TEXT),
-            (&after_time, Type::TIMESTAMPTZ),
-            (&after_id, Type::UUID),
-            (&fetch, Type::INT8),
-        ],
-    )
-    .await?;
+    // With a filter, the statement is planned for this very pattern (sent unnamed): a rare one
+    // is best read through the trigram index, a common one by walking the users newest first
+    // until the page fills, and only the pattern's own selectivity tells which (a prepared
+    // statement's generic plan would pick one for every pattern).
+    let params: [(&(dyn ToSql + Sync), Type); 4] = [
+        (&pattern, Type::TEXT),
+        (&after_time, Type::TIMESTAMPTZ),
+        (&after_id, Type::UUID),
+        (&fetch, Type::INT8),
+    ];
+    let (pool, settings) = (&state.pool, &state.config.db);
+    let rows = if pattern.is_some() {
+        db::caller_query_planned(pool, settings, caller, &sql, &params).await?
+    } else {
+        db::caller_query(pool, settings, caller, &sql, &params).await?
+    };
     check_admin(&rows)?;
     let mut items = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -330,4 +362,16 @@ async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Respon
         Ok(empty_response(StatusCode::NO_CONTENT))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::like_substring;
+
+    #[test]
+    fn a_filter_is_matched_literally() {
+        assert_eq!(like_substring("alice"), "%alice%");
+        assert_eq!(like_substring("50%_off\\"), "%50\\%\\_off\\\\%");
+        assert_eq!(like_substring("ünï"), "%ünï%");
+    }
 }
