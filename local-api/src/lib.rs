@@ -169,7 +169,9 @@ pub async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let response = route(state, cache, req, peer.ip()).await;
-    tracing::info!(%method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    let elapsed = started.elapsed();
+    tracing::info!(%method, %path, status = response.status().as_u16(), elapsed_ms = elapsed.as_millis() as u64,
+        elapsed_us = elapsed.as_micros() as u64, "request");
     response
 }
 

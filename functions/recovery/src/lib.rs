@@ -114,8 +114,9 @@ async fn forgot(state: &AppState, req: &Request) -> ApiResult<Response<Body>> {
     let ip = ratelimit::ip_key(client_ip(req));
     let email_key = ratelimit::email_key(&email);
     // The address first: one over its limit does not count against the email. Unknown emails
-    // are counted exactly like real ones (the key is the canonical form's hash either way).
-    ratelimit::hit_in_turn(
+    // are counted exactly like real ones (the key is the canonical form's hash either way). The
+    // job is queued in the same statement, only within the limits.
+    ratelimit::hit_in_turn_then(
         &state.pool,
         &state.config.db,
         Counter {
@@ -128,17 +129,11 @@ async fn forgot(state: &AppState, req: &Request) -> ApiResult<Response<Body>> {
             key: &email_key,
             limit: limits.forgot_per_email,
         },
-    )
-    .await?;
-    let job = db::query(
-        &state.pool,
-        &state.config.db,
         outbox::ENQUEUE_PASSWORD_RESET,
         &[(&canonical, Type::TEXT)],
     )
     .await?;
-    let job: Option<Uuid> = job.first().map(|r| r.try_get("id")).transpose()?;
-    tracing::info!(job = ?job, "password reset requested");
+    tracing::info!("password reset requested");
     Ok(json_response(
         StatusCode::ACCEPTED,
         &Accepted {

@@ -10,10 +10,12 @@ pub const PASSWORD_RESET: &str = "password_reset";
 /// `mail_outbox.kind` of a verification job.
 pub const EMAIL_VERIFICATION: &str = "email_verification";
 
-/// Queue a forgot-password job for the canonical email `$1`, whether or not it has an account.
-/// One insert (and the NOTIFY of its trigger): the same statement for every email.
+/// Queue a forgot-password job for the canonical email `$13`, whether or not it has an account,
+/// when the rate limits allow (`{within}`; see `shared::ratelimit::hit_in_turn_then`, which runs
+/// the limits and this insert as one statement: one round trip, one commit). The same statement
+/// for every email.
 pub const ENQUEUE_PASSWORD_RESET: &str =
-    "INSERT INTO mail_outbox (kind, email_canonical) VALUES ('password_reset', $1) RETURNING id";
+    "INSERT INTO mail_outbox (kind, email_canonical) SELECT 'password_reset', $13 WHERE {within} RETURNING id";
 
 /// Queue a verification message for the user `$1`.
 pub const ENQUEUE_VERIFICATION: &str =
