@@ -129,9 +129,10 @@ def main():
         f"Every answer 202 with one body: {'yes' if len(bodies) == 1 else 'NO'};"
         f" the same header names: {'yes' if len(header_sets) == 1 else 'NO'}.",
         "",
-        "Why the branches cannot differ: the request path does the same work for every email (two"
-        " rate-limit counters in one statement, then one insert into `mail_outbox`), and never reads"
-        " `users`; the sender step that does runs apart (docs/API.md, \"Account recovery\").",
+        "Why the branches cannot differ: the request path does the same work for every email (one"
+        " statement: the two rate-limit counters and, within them, one insert into `mail_outbox`),"
+        " and never reads `users`; the sender step that does runs apart (docs/API.md, \"Account"
+        " recovery and email verification\").",
         "",
     ]
     text = "\n".join(lines)
