@@ -13,7 +13,7 @@ use benchmarks::{
 };
 use criterion::{BenchmarkId, Criterion};
 
-fn json_to_policy(tokens: &shared::tokens::Tokens, event_json: &str) -> Vec<u8> {
+fn json_to_policy(tokens: &access::tokens::Tokens, event_json: &str) -> Vec<u8> {
     let event: ApiGatewayCustomAuthorizerRequest = serde_json::from_str(event_json).expect("event");
     let response = authorizer::handle(tokens, &event).expect("allowed");
     serde_json::to_vec(&response).expect("policy json")

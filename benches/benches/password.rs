@@ -1,4 +1,4 @@
-//! argon2id hash and verify through `shared::password::Passwords`, at the parameters the
+//! argon2id hash and verify through `store::password::Passwords`, at the parameters the
 //! configuration gives (`ARGON2_MEMORY_KIB` / `_ITERATIONS` / `_PARALLELISM`, OWASP's minimum by
 //! default), on its hashing threads exactly as the login and signup functions call it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -8,8 +8,8 @@ use std::time::Duration;
 use benchmarks::{per_call_percentiles, report_percentiles};
 use criterion::{BenchmarkId, Criterion};
 use secrecy::SecretString;
-use shared::config::Config;
-use shared::password::{Passwords, normalize};
+use settings::Config;
+use store::password::{Passwords, normalize};
 
 const PASSWORD: &str = "correct horse battery staple";
 

@@ -12,9 +12,9 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use access::roles::Role;
 use benchmarks::{ALGORITHMS, per_call_percentiles, report_percentiles, sample_token};
 use criterion::{BenchmarkId, Criterion};
-use shared::roles::Role;
 use uuid::Uuid;
 
 fn token_benches(c: &mut Criterion) {

@@ -6,10 +6,10 @@
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
+use access::roles::Role;
+use access::tokens::{KeySet, Keys, SigningKey, TokenSettings, Tokens};
 use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequest;
 use secrecy::SecretString;
-use shared::roles::Role;
-use shared::tokens::{KeySet, Keys, SigningKey, TokenSettings, Tokens};
 use uuid::Uuid;
 
 /// A fixed 48-byte HMAC key: the benches sign nothing that leaves the process.

@@ -1,6 +1,6 @@
 //! `Authorization` header values. `local_api::bearer_header_valid` must say exactly what API
 //! Gateway's identity validation expression in template.yaml says; whatever it lets through,
-//! `shared::tokens::bearer_token` must take out whole; what `bearer_token` returns must be a
+//! `access::tokens::bearer_token` must take out whole; what `bearer_token` returns must be a
 //! trimmed, space-free part of the header; the authorizer must accept only a header that carries
 //! a token `Tokens::verify` accepts. None of it may panic.
 #![no_main]
@@ -11,7 +11,7 @@ use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequest;
 use fuzz_support::TOKENS;
 use libfuzzer_sys::fuzz_target;
 use regex::Regex;
-use shared::tokens::bearer_token;
+use access::tokens::bearer_token;
 
 /// `ValidationExpression` of the TOKEN authorizer in template.yaml.
 static GATEWAY: LazyLock<Regex> =

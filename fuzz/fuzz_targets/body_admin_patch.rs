@@ -1,5 +1,5 @@
 //! Request body of PATCH /admin/users/{id}: arbitrary bytes through
-//! `shared::http::parse_json_bytes::<admin::PatchUser>`, the parser the function runs.
+//! `web::http::parse_json_bytes::<admin::PatchUser>`, the parser the function runs.
 //! It must never panic; an accepted body must be a UTF-8 JSON object of known fields without
 //! NUL; a refusal must be a 400/413/422 problem that names only the body, an accepted field or a
 //! sent key (see `check_body`).
@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     };
     // What the handler does next with `role`: only the known role names parse.
     if let Some(role) = fuzz_support::str_field(&body, "role") {
-        let parsed = shared::roles::Role::parse(role);
+        let parsed = access::roles::Role::parse(role);
         assert_eq!(parsed.is_some(), matches!(role, "user" | "admin"), "role {role:?}");
     }
 });

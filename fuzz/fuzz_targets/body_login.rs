@@ -1,5 +1,5 @@
 //! Request body of POST /auth/login: arbitrary bytes through
-//! `shared::http::parse_json_bytes::<login::LoginBody>`, the parser the function runs.
+//! `web::http::parse_json_bytes::<login::LoginBody>`, the parser the function runs.
 //! It must never panic; an accepted body must be a UTF-8 JSON object of known fields without
 //! NUL; a refusal must be a 400/413/422 problem that names only the body, an accepted field or a
 //! sent key (see `check_body`).
@@ -13,11 +13,11 @@ fuzz_target!(|data: &[u8]| {
     };
     // What login does next: the per-account rate-limit key is a 64-hex-digit SHA-256.
     let email = fuzz_support::str_field(&body, "email").expect("accepted login body has an email");
-    let key = shared::ratelimit::email_key(email.trim());
+    let key = store::ratelimit::email_key(email.trim());
     assert!(key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()));
     assert_eq!(
         key,
-        shared::ratelimit::email_key(&format!(" {email}\t")),
+        store::ratelimit::email_key(&format!(" {email}\t")),
         "key depends on surrounding spaces"
     );
 });

@@ -1,5 +1,5 @@
 //! Request body of POST /tasks: arbitrary bytes through
-//! `shared::http::parse_json_bytes::<tasks::CreateTask>`, the parser the function runs.
+//! `web::http::parse_json_bytes::<tasks::CreateTask>`, the parser the function runs.
 //! It must never panic; an accepted body must be a UTF-8 JSON object of known fields without
 //! NUL; a refusal must be a 400/413/422 problem that names only the body, an accepted field or a
 //! sent key (see `check_body`).

@@ -1,10 +1,10 @@
-//! Arbitrary text as a `cursor` query parameter: `shared::cursor::decode` must never panic, and
+//! Arbitrary text as a `cursor` query parameter: `web::cursor::decode` must never panic, and
 //! only the canonical spelling of a position of ours may decode (microsecond precision, UTC,
 //! re-encoding gives the same text).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shared::cursor::{MAX_CURSOR_LEN, decode, encode};
+use web::cursor::{MAX_CURSOR_LEN, decode, encode};
 use time::UtcOffset;
 
 fuzz_target!(|data: &[u8]| {

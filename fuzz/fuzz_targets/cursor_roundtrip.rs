@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shared::cursor::{MAX_CURSOR_LEN, decode, encode};
+use web::cursor::{MAX_CURSOR_LEN, decode, encode};
 use time::{Duration, OffsetDateTime, UtcOffset};
 use uuid::Uuid;
 

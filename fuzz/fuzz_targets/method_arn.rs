@@ -1,7 +1,7 @@
 //! Method ARNs and policies. `authorizer::api_stage_arn` must cut exactly
 //! `arn:PARTITION:execute-api:REGION:ACCOUNT:API/STAGE` off an ARN (checked against a regex); the
 //! authorizer must answer for a valid token iff the ARN has that shape; the policy it returns,
-//! evaluated by `authorizer::policy_allows`, must allow every route the role may call, never an
+//! evaluated by `local_api::gateway::policy_allows`, must allow every route the role may call, never an
 //! admin-only route for a user, and nothing on another stage; and `policy_allows` on arbitrary
 //! statements must agree with a reference wildcard matcher. None of it may panic.
 //!
@@ -19,7 +19,8 @@ use http::Method;
 use libfuzzer_sys::fuzz_target;
 use regex::Regex;
 use secrecy::ExposeSecret;
-use shared::roles::{Role, allowed, match_route};
+use access::roles::Role;
+use local_api::gateway::{allowed, match_route};
 use uuid::Uuid;
 
 static STAGE_ARN: LazyLock<Regex> = LazyLock::new(|| {
@@ -124,7 +125,7 @@ fuzz_target!(|data: &[u8]| {
             format!("/{}", input.path)
         };
         let arn = format!("{base}/{}{path}", method.as_str());
-        let allows = authorizer::policy_allows(policy, &arn);
+        let allows = local_api::gateway::policy_allows(policy, &arn);
         if allowed(*role, method, &path) {
             assert!(allows, "{role} may call {method} {path} but the policy denies {arn}");
         }
@@ -135,7 +136,7 @@ fuzz_target!(|data: &[u8]| {
         if !base.contains(['*', '?']) {
             let other = format!("{base}x/{}{path}", method.as_str());
             assert!(
-                !authorizer::policy_allows(policy, &other),
+                !local_api::gateway::policy_allows(policy, &other),
                 "policy for {base} allows {other}"
             );
         }
@@ -160,7 +161,7 @@ fuzz_target!(|data: &[u8]| {
         policy.statement.push(statement(effect, vec![pattern.clone()]));
     }
     assert_eq!(
-        authorizer::policy_allows(&policy, &input.text),
+        local_api::gateway::policy_allows(&policy, &input.text),
         allow && !deny,
         "policy_allows disagrees with the reference for {:?} on {:?}",
         input.statements,

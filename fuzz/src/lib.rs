@@ -12,9 +12,9 @@ use hmac::{Hmac, Mac};
 use secrecy::SecretString;
 use serde_json::Value;
 use sha2::Sha256;
-use shared::error::ApiError;
-use shared::http::{MAX_BODY_BYTES, RequestBody, parse_json_bytes};
-use shared::tokens::{
+use web::error::ApiError;
+use web::http::{MAX_BODY_BYTES, RequestBody, parse_json_bytes};
+use access::tokens::{
     AccessClaims, KeySet, LEEWAY_SECS, MAX_TOKEN_BYTES, SigningKey, TokenError, TokenSettings, Tokens, now_secs,
 };
 

@@ -18,6 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use access::roles::Access;
 use aws_lambda_events::apigw::{
     ApiGatewayCustomAuthorizerPolicy, ApiGatewayCustomAuthorizerRequest, ApiGatewayProxyRequestContext,
 };
@@ -30,11 +31,14 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, RequestExt};
-use shared::AppState;
-use shared::error::{ApiError, Challenge};
-use shared::http::MAX_BODY_BYTES;
-use shared::roles::{Access, Function, match_route};
+use store::AppState;
 use tokio::net::TcpListener;
+use web::error::{ApiError, Challenge};
+use web::http::MAX_BODY_BYTES;
+
+use crate::gateway::{Function, function_for, match_route, policy_allows};
+
+pub mod gateway;
 
 pub mod mail;
 
@@ -43,10 +47,10 @@ const LOCAL_ARN_PREFIX: &str = "arn:aws:execute-api:local:000000000000:local/loc
 
 /// API Gateway's identity-source check on the `Authorization` header (`ValidationExpression` in
 /// `template.yaml`): a header that does not look like `Bearer <token>` (scheme in any case) is
-/// refused before the authorizer runs. The grammar is `shared::tokens::bearer_token`'s, so the
+/// refused before the authorizer runs. The grammar is `access::tokens::bearer_token`'s, so the
 /// gateway, the local API and the functions cannot disagree.
 pub fn bearer_header_valid(value: &str) -> bool {
-    shared::tokens::bearer_token(value).is_some()
+    access::tokens::bearer_token(value).is_some()
 }
 
 /// What the authorizer answered for one token: the policy, and the context handed to functions.
@@ -111,12 +115,6 @@ impl AuthorizerCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-/// The authorizer cache TTL: `AUTHORIZER_CACHE_TTL_SECONDS` (0 to 3600), 300 by default like
-/// template.yaml's `AuthorizerCacheTtl`.
-pub fn authorizer_cache_ttl(env: &mut shared::config::EnvReader<'_>) -> Duration {
-    env.seconds("AUTHORIZER_CACHE_TTL_SECONDS", 300, 0, 3600)
 }
 
 /// Serve until the listener fails. Each connection is served on its own task.
@@ -190,7 +188,14 @@ async fn authorize(
     event.type_ = Some("TOKEN".into());
     event.authorization_token = Some(header.to_owned());
     event.method_arn = Some(method_arn.to_owned());
-    let (response, exp) = authorizer::handle_fresh_until(&state.tokens, &event).await?;
+    let response = authorizer::handle_fresh(&state.tokens, &event).await?;
+    // The answer is cached no longer than the token lives: its `exp` is in the context.
+    let exp = response
+        .context
+        .get("exp")
+        .and_then(|v| v.as_str())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
     let mut fields = HashMap::new();
     if let Some(principal) = response.principal_id {
         fields.insert("principalId".to_owned(), serde_json::Value::String(principal));
@@ -236,7 +241,7 @@ async fn route(
         let Ok(decision) = authorize(state, cache, header, &method_arn).await else {
             return problem(ApiError::Unauthenticated(Challenge::InvalidToken));
         };
-        if !authorizer::policy_allows(&decision.policy, &method_arn) {
+        if !policy_allows(&decision.policy, &method_arn) {
             return problem(ApiError::Forbidden);
         }
         authorizer_fields.clone_from(&decision.fields);
@@ -274,7 +279,10 @@ async fn route(
         .with_path_parameters(path_params)
         .with_query_string_parameters(query);
 
-    let response = match route.function {
+    let Some(function) = function_for(route) else {
+        return problem(ApiError::NoRoute);
+    };
+    let response = match function {
         Function::Signup => signup::handle(state, request).await,
         Function::Login => login::handle(state, request).await,
         Function::Refresh => refresh::handle(state, request).await,

@@ -646,7 +646,7 @@ def main():
     if crit:
         w("Criterion's estimate of the time per call (mean with its 95 % confidence interval, and median). "
           "Token benches run once per supported algorithm (`benches/src/lib.rs`, `ALGORITHMS`); the password benches use "
-          f"the configured argon2id parameters ({params or 'defaults'}) through `shared::password::Passwords`, on its hashing threads as the functions call it.")
+          f"the configured argon2id parameters ({params or 'defaults'}) through `store::password::Passwords`, on its hashing threads as the functions call it.")
         w("")
         w("| benchmark | mean | 95 % CI of the mean | median |")
         w("|---|---|---|---|")
@@ -956,7 +956,7 @@ def main():
                "only public keys (JWKS); behind API Gateway the authorizer's answer is cached per token "
                "(`AuthorizerCacheTtl`), so a token is verified once per cache period, not per request.")
     w("- **EdDSA verification.**" + ed_txt)
-    w("- **Memory.** argon2's work memory (m KiB) is pooled per core and reused (`shared::password`): an earlier "
+    w("- **Memory.** argon2's work memory (m KiB) is pooled per core and reused (`store::password`): an earlier "
       "version let argon2 allocate and free it per hash, and glibc then kept freed buffers in per-thread arenas "
       "(signup grew to 219 MiB after 20 events, the local API to 642 MiB). The dummy hash for unknown emails is a "
       "random PHC string, so no function hashes at start-up.")

@@ -19,7 +19,7 @@ SET statement_timeout = 0;
 
 BEGIN;
 -- These addresses are lower-case ASCII, which is its own canonical form
--- (shared::users::canonical_email), so email_canonical is the address itself.
+-- (store::email::canonical_email), so email_canonical is the address itself.
 INSERT INTO users (id, email, email_canonical, password_hash, role, created_at, updated_at)
 SELECT gen_random_uuid(), format('bench%s@bench.example', g), format('bench%s@bench.example', g), :'hash', 'user',
        now() - interval '30 days', now() - interval '30 days'

@@ -2,15 +2,16 @@
 //! answer as API Gateway reads it: an Allow policy for every route the role may call, or the
 //! failure `Unauthorized` that API Gateway turns into a 401.
 
-use authorizer::{AuthorizerResponse, Unauthorized, policy_allows};
+use access::roles::{Access, ROUTES, Role, policy_resources};
+use access::tokens::{AccessClaims, KeySet, SigningKey, TokenSettings, Tokens, now_secs};
+use authorizer::{AuthorizerResponse, Unauthorized};
 use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequest;
 use aws_lambda_events::iam::IamPolicyEffect;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use lambda_http::lambda_runtime::Diagnostic;
+use local_api::gateway::policy_allows;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
-use shared::roles::{Access, ROUTES, Role, policy_resources};
-use shared::tokens::{AccessClaims, KeySet, SigningKey, TokenSettings, Tokens, now_secs};
 use uuid::Uuid;
 
 const EVENT: &str = include_str!("../fixtures/apigw-token-authorizer.json");
@@ -18,7 +19,7 @@ const EVENT: &str = include_str!("../fixtures/apigw-token-authorizer.json");
 const STAGE_ARN: &str = "arn:aws:execute-api:us-west-2:123456789012:ymy8tbxw7b/prod";
 
 fn settings() -> TokenSettings {
-    shared::state::token_settings(&api_tests::test_config())
+    store::state::token_settings(&api_tests::test_config())
 }
 
 fn tokens() -> Tokens {

@@ -7,13 +7,13 @@
 use std::time::Duration;
 
 use api_tests::{test_config, test_db};
-use shared::error::ApiError;
 use tokio_postgres::types::Type;
+use web::error::ApiError;
 
 #[tokio::test]
 async fn no_startup_options_are_sent() {
     let db = test_db().await;
-    let target = shared::db::pg_config(&db.url, &test_config().db).unwrap();
+    let target = store::db::pg_config(&db.url, &test_config().db).unwrap();
     assert_eq!(
         target.config.get_options(),
         None,
@@ -26,22 +26,20 @@ async fn migrate_makes_the_statement_timeout_the_roles_default_in_the_database()
     let db = test_db().await;
     let config = test_config();
     assert_eq!(config.db.statement_timeout, Duration::from_millis(5000));
-    let pool = shared::db::pool(&db.url, &config.db).unwrap();
-    let client = shared::db::conn(&pool).await.unwrap();
+    let pool = store::db::pool(&db.url, &config.db).unwrap();
+    let client = store::db::conn(&pool).await.unwrap();
     let shown: String = client.query_one("SHOW statement_timeout", &[]).await.unwrap().get(0);
     assert_eq!(shown, "5s");
 
     // Only in this database: a session in another database of the same server keeps its own.
     let other = test_db().await;
-    let mut c = shared::db::connect(&other.url, &config.db).await.unwrap();
-    shared::db::set_role_statement_timeout(&c, Duration::ZERO)
-        .await
-        .unwrap();
+    let mut c = store::db::connect(&other.url, &config.db).await.unwrap();
+    store::db::set_role_statement_timeout(&c, Duration::ZERO).await.unwrap();
     drop(c);
-    c = shared::db::connect(&other.url, &config.db).await.unwrap();
+    c = store::db::connect(&other.url, &config.db).await.unwrap();
     let shown: String = c.query_one("SHOW statement_timeout", &[]).await.unwrap().get(0);
     assert_eq!(shown, "0", "zero removes the default");
-    let again = shared::db::conn(&pool).await.unwrap();
+    let again = store::db::conn(&pool).await.unwrap();
     let shown: String = again.query_one("SHOW statement_timeout", &[]).await.unwrap().get(0);
     assert_eq!(shown, "5s", "the first database is unaffected");
 }
@@ -53,13 +51,13 @@ async fn a_statement_past_the_timeout_is_cancelled_by_the_server_and_answered_50
     config.db.statement_timeout = Duration::from_millis(200);
     // Far above the statement timeout: only the server can stop the statement in time.
     config.db.operation_timeout = Duration::from_secs(30);
-    let mut c = shared::db::connect(&db.url, &config.db).await.unwrap();
-    shared::db::migrate(&mut c, &config.db).await.unwrap();
+    let mut c = store::db::connect(&db.url, &config.db).await.unwrap();
+    store::db::migrate(&mut c, &config.db).await.unwrap();
     drop(c);
 
-    let pool = shared::db::pool(&db.url, &config.db).unwrap();
+    let pool = store::db::pool(&db.url, &config.db).unwrap();
     let started = std::time::Instant::now();
-    let err = shared::db::query(&pool, &config.db, "SELECT pg_sleep(20)", &[])
+    let err = store::db::query(&pool, &config.db, "SELECT pg_sleep(20)", &[])
         .await
         .unwrap_err();
     assert!(matches!(err, ApiError::ServiceUnavailable(_)), "{err:?}");
@@ -74,12 +72,12 @@ async fn a_statement_past_the_timeout_is_cancelled_by_the_server_and_answered_50
 
 /// A fresh database and a pool of one connection to it (every call sees the same server
 /// session), with or without prepared statements.
-async fn one_connection(prepared: bool) -> (api_tests::TestDb, shared::config::Config, shared::db::Pool) {
+async fn one_connection(prepared: bool) -> (api_tests::TestDb, settings::Config, store::db::Pool) {
     let db = test_db().await;
     let mut config = test_config();
     config.db.prepared_statements = prepared;
     config.db.pool_size = 1;
-    let pool = shared::db::pool(&db.url, &config.db).unwrap();
+    let pool = store::db::pool(&db.url, &config.db).unwrap();
     (db, config, pool)
 }
 
@@ -105,20 +103,20 @@ async fn with_prepared_statements_a_statement_is_prepared_once_per_connection_an
     let run = |i: i64| {
         let (pool, settings) = (&pool, &config.db);
         async move {
-            let rows = shared::db::query(pool, settings, sql, &[(&i, Type::INT8)])
+            let rows = store::db::query(pool, settings, sql, &[(&i, Type::INT8)])
                 .await
                 .unwrap();
             assert_eq!(rows[0].get::<_, i64>("n"), i + 1, "each execution binds its own value");
         }
     };
     run(0).await;
-    let first = prepared_on_connection(&shared::db::conn(&pool).await.unwrap()).await;
+    let first = prepared_on_connection(&store::db::conn(&pool).await.unwrap()).await;
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].0, sql);
     for i in 1..3 {
         run(i).await;
     }
-    let after = prepared_on_connection(&shared::db::conn(&pool).await.unwrap()).await;
+    let after = prepared_on_connection(&store::db::conn(&pool).await.unwrap()).await;
     assert_eq!(
         after, first,
         "the same statement, prepared at the same time: reused, not re-prepared"
@@ -128,17 +126,17 @@ async fn with_prepared_statements_a_statement_is_prepared_once_per_connection_an
 #[tokio::test]
 async fn without_prepared_statements_nothing_outlives_the_statement() {
     let (_db, config, pool) = one_connection(false).await;
-    let rows = shared::db::query(&pool, &config.db, "SELECT $1::int8 + 1 AS n", &[(&41i64, Type::INT8)])
+    let rows = store::db::query(&pool, &config.db, "SELECT $1::int8 + 1 AS n", &[(&41i64, Type::INT8)])
         .await
         .unwrap();
     assert_eq!(rows[0].get::<_, i64>("n"), 42);
-    let client = shared::db::conn(&pool).await.unwrap();
+    let client = store::db::conn(&pool).await.unwrap();
     assert!(prepared_on_connection(&client).await.is_empty());
 }
 
 #[test]
 fn prepared_statements_are_on_by_default_and_switch_off_by_environment() {
-    use shared::config::{Config, EnvReader};
+    use settings::{Config, EnvReader};
     let config = Config::from_reader(EnvReader::new(|_| None)).unwrap();
     assert!(config.db.prepared_statements);
     let off = Config::from_reader(EnvReader::new(|k| {
@@ -161,20 +159,20 @@ fn prepared_statements_are_on_by_default_and_switch_off_by_environment() {
 #[tokio::test]
 async fn a_cached_statement_whose_result_type_changed_is_prepared_again() {
     let (db, config, pool) = one_connection(true).await;
-    let admin = shared::db::connect(&db.url, &config.db).await.unwrap();
+    let admin = store::db::connect(&db.url, &config.db).await.unwrap();
     admin
         .batch_execute("CREATE TABLE stale_check (a int); INSERT INTO stale_check VALUES (1)")
         .await
         .unwrap();
     let sql = "SELECT * FROM stale_check";
-    let rows = shared::db::query(&pool, &config.db, sql, &[]).await.unwrap();
+    let rows = store::db::query(&pool, &config.db, sql, &[]).await.unwrap();
     assert_eq!(rows[0].get::<_, i32>(0), 1);
 
     admin
         .batch_execute("ALTER TABLE stale_check ALTER COLUMN a TYPE bigint")
         .await
         .unwrap();
-    let rows = shared::db::query(&pool, &config.db, sql, &[]).await.unwrap();
+    let rows = store::db::query(&pool, &config.db, sql, &[]).await.unwrap();
     assert_eq!(rows[0].get::<_, i64>(0), 1, "the new result type");
 }
 
@@ -184,17 +182,17 @@ async fn a_cached_statement_whose_result_type_changed_is_prepared_again() {
 async fn a_cached_statement_the_server_no_longer_has_is_prepared_again() {
     let (_db, config, pool) = one_connection(true).await;
     let sql = "SELECT $1::int8 * 2 AS n";
-    let rows = shared::db::query(&pool, &config.db, sql, &[(&2i64, Type::INT8)])
+    let rows = store::db::query(&pool, &config.db, sql, &[(&2i64, Type::INT8)])
         .await
         .unwrap();
     assert_eq!(rows[0].get::<_, i64>("n"), 4);
-    shared::db::conn(&pool)
+    store::db::conn(&pool)
         .await
         .unwrap()
         .batch_execute("DEALLOCATE ALL")
         .await
         .unwrap();
-    let rows = shared::db::query(&pool, &config.db, sql, &[(&3i64, Type::INT8)])
+    let rows = store::db::query(&pool, &config.db, sql, &[(&3i64, Type::INT8)])
         .await
         .unwrap();
     assert_eq!(rows[0].get::<_, i64>("n"), 6);
@@ -205,12 +203,12 @@ pub(crate) async fn statement_name_in_this_process(db_url: &secrecy::SecretStrin
     let mut config = test_config();
     config.db.prepared_statements = true;
     config.db.pool_size = 1;
-    let pool = shared::db::pool(db_url, &config.db).unwrap();
-    let rows = shared::db::query(&pool, &config.db, "SELECT 41::int8 + 1 AS n", &[])
+    let pool = store::db::pool(db_url, &config.db).unwrap();
+    let rows = store::db::query(&pool, &config.db, "SELECT 41::int8 + 1 AS n", &[])
         .await
         .unwrap();
     assert_eq!(rows[0].get::<_, i64>("n"), 42);
-    let client = shared::db::conn(&pool).await.unwrap();
+    let client = store::db::conn(&pool).await.unwrap();
     let row = client
         .query_typed("SELECT name FROM pg_prepared_statements WHERE NOT from_sql", &[])
         .await

@@ -30,7 +30,7 @@ fn aux_admin() -> String {
 }
 
 /// Short timeouts, so that a refused or unreachable server answers quickly.
-fn quick_config() -> shared::config::Config {
+fn quick_config() -> settings::Config {
     let mut config = test_config();
     config.db.connect_timeout = Duration::from_millis(1000);
     config.db.operation_timeout = Duration::from_millis(2000);
@@ -39,7 +39,7 @@ fn quick_config() -> shared::config::Config {
 
 /// The PostgreSQL sessions of one database and whether each is encrypted, seen by the server.
 async fn ssl_of_sessions(api: &TestApi) -> Vec<(bool, Option<String>)> {
-    let admin = shared::db::connect(&SecretString::from(aux_admin()), &api.state.config.db)
+    let admin = store::db::connect(&SecretString::from(aux_admin()), &api.state.config.db)
         .await
         .expect("admin connection");
     admin
@@ -74,10 +74,10 @@ async fn verify_full_connects_and_the_server_sees_every_session_encrypted() {
     );
     let api = spawn_api_on(quick_config(), test_db_on(&admin, None).await).await;
     assert_eq!(
-        shared::db::pg_config(&api.db.url, &api.state.config.db)
+        store::db::pg_config(&api.db.url, &api.state.config.db)
             .expect("url")
             .tls,
-        shared::db::TlsPolicy::VerifyFull
+        store::db::TlsPolicy::VerifyFull
     );
     round_trip(&api).await;
     let sessions = ssl_of_sessions(&api).await;
@@ -126,7 +126,7 @@ async fn a_certificate_that_does_not_verify_is_refused_at_connect_and_requests_g
     ];
     let config = quick_config();
     for (what, url, expected) in cases {
-        let err = shared::db::connect(&SecretString::from(url.clone()), &config.db)
+        let err = store::db::connect(&SecretString::from(url.clone()), &config.db)
             .await
             .err()
             .unwrap_or_else(|| panic!("{what}: connected"));
@@ -159,10 +159,10 @@ async fn tls_to_pgbouncer_and_from_it_to_the_server() {
     config.db.prepared_statements = true;
     let api = spawn_api_on(config, test_db_on(&aux_admin(), Some(&pooled)).await).await;
     assert_eq!(
-        shared::db::pg_config(&api.db.url, &api.state.config.db)
+        store::db::pg_config(&api.db.url, &api.state.config.db)
             .expect("url")
             .tls,
-        shared::db::TlsPolicy::VerifyFull
+        store::db::TlsPolicy::VerifyFull
     );
     round_trip(&api).await;
     let sessions = ssl_of_sessions(&api).await;
@@ -455,7 +455,7 @@ async fn prepared_statements_against_a_pooler_without_support_never_answer_wrong
 
 pub(crate) const NOPREP_CHILD_DB: &str = "TODO_TEST_NOPREP_CHILD_DB";
 
-pub(crate) fn noprep_config() -> shared::config::Config {
+pub(crate) fn noprep_config() -> settings::Config {
     let mut config = test_config();
     config.db.prepared_statements = true;
     config

@@ -1152,29 +1152,29 @@ async fn cached_user_policy_never_covers_admin_routes() {
     for cached_for in &task_arns {
         let policy = decide(&user.access_token, cached_for).policy_document;
         for arn in &task_arns {
-            assert!(authorizer::policy_allows(&policy, arn), "user on {arn}");
+            assert!(local_api::gateway::policy_allows(&policy, arn), "user on {arn}");
         }
         for arn in &admin_arns {
             assert!(
-                !authorizer::policy_allows(&policy, arn),
+                !local_api::gateway::policy_allows(&policy, arn),
                 "a user's policy cached for {cached_for} allows {arn}"
             );
         }
         let policy = decide(&admin.access_token, cached_for).policy_document;
         for arn in admin_arns.iter().chain(&task_arns) {
-            assert!(authorizer::policy_allows(&policy, arn), "admin on {arn}");
+            assert!(local_api::gateway::policy_allows(&policy, arn), "admin on {arn}");
         }
         // Not another API's or stage's routes.
         let other = "arn:aws:execute-api:eu-west-1:123456789012:otherapi99/prod/GET/admin/users";
-        assert!(!authorizer::policy_allows(&policy, other));
+        assert!(!local_api::gateway::policy_allows(&policy, other));
         let other_stage = "arn:aws:execute-api:eu-west-1:123456789012:abc123def4/dev/GET/admin/users";
-        assert!(!authorizer::policy_allows(&policy, other_stage));
+        assert!(!local_api::gateway::policy_allows(&policy, other_stage));
     }
     // A user's policy even cached for an admin route (the gateway answered 403 there) covers no
     // admin route.
     let policy = decide(&user.access_token, &admin_arns[0]).policy_document;
     for arn in &admin_arns {
-        assert!(!authorizer::policy_allows(&policy, arn), "{arn}");
+        assert!(!local_api::gateway::policy_allows(&policy, arn), "{arn}");
     }
     // The context carries the token's role; over HTTP the same tokens get 200 and 403.
     let decision = decide(&user.access_token, &task_arns[0]);

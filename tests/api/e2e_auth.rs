@@ -407,7 +407,7 @@ async fn issued_tokens_and_what_is_stored() {
 
     let db = api.sql().await;
     // The refresh token is stored only as its SHA-256.
-    let hash = shared::tokens::hash_refresh_token(&SecretString::from(refresh.to_owned()));
+    let hash = store::users::hash_refresh_token(&SecretString::from(refresh.to_owned()));
     let row = db
         .query_one(
             "SELECT session_id, consumed_at IS NULL AS fresh FROM refresh_tokens WHERE token_hash = $1",

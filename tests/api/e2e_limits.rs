@@ -15,7 +15,7 @@ use api_tests::{TestApi, spawn_api_with, test_config, test_keys};
 use reqwest::header::HeaderValue;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
-use shared::config::{Config, Limit};
+use settings::{Config, Limit};
 use uuid::Uuid;
 
 use crate::helpers::{
@@ -689,8 +689,8 @@ async fn two_instances_on_one_database_share_the_counter() {
     });
     let api = spawn_api_with(config.clone()).await;
     // A second instance: its own state and connection pool, on the same database.
-    let pool = shared::db::pool(&api.db.url, &config.db).expect("second pool");
-    let second = Arc::new(shared::AppState::new(config, pool, test_keys()).expect("second state"));
+    let pool = store::db::pool(&api.db.url, &config.db).expect("second pool");
+    let second = Arc::new(store::AppState::new(config, pool, test_keys()).expect("second state"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let second_base = format!("http://{}", listener.local_addr().expect("addr"));
     let server = tokio::spawn(async move {
@@ -1530,7 +1530,7 @@ async fn random_sweep_never_500s_and_every_error_is_problem_json() {
             fx = sweep_fixture(&api).await;
         }
         // A route of the table (mostly with its own method), or a random path.
-        let route = rng.pick(shared::roles::ROUTES);
+        let route = rng.pick(access::roles::ROUTES);
         let method = if rng.chance(85) {
             route.method.clone()
         } else {

@@ -9,7 +9,7 @@ use api_tests::{TestApi, default_config, spawn_api_with_mail, test_config, test_
 use http::Method;
 use mail::{MemoryMailer, Message, SendError};
 use serde_json::{Value, json};
-use shared::config::Config;
+use settings::Config;
 
 use crate::helpers::{
     Resp, client_from, get, login_resp, post, post_json, send, send_with, signup_ok, unique_email, unique_password,
@@ -192,7 +192,7 @@ async fn forgot_password_answers_alike_for_known_and_unknown_emails_and_mails_no
     let kept: i64 = db
         .query_one(
             "SELECT count(*) FROM mail_outbox WHERE email_canonical = $1",
-            &[&shared::users::canonical_email(&stranger)],
+            &[&store::email::canonical_email(&stranger)],
         )
         .await
         .expect("query")

@@ -10,7 +10,7 @@ use std::time::Duration;
 use api_tests::{TestApi, default_config, spawn_api, spawn_api_with, test_config};
 use reqwest::Method;
 use serde_json::{Value, json};
-use shared::config::Limit;
+use settings::Limit;
 use uuid::Uuid;
 
 use crate::helpers::{
@@ -19,7 +19,7 @@ use crate::helpers::{
 };
 
 /// The test configuration (every limit generous) with `change` applied to its rate limits.
-fn config_with(change: impl FnOnce(&mut shared::config::RateLimits)) -> shared::config::Config {
+fn config_with(change: impl FnOnce(&mut settings::RateLimits)) -> settings::Config {
     let mut config = test_config();
     change(&mut config.rate_limits);
     config
@@ -588,7 +588,7 @@ async fn migrate_gives_existing_rows_their_canonical_email_in_batches() {
     .expect("bulk insert");
 
     let config = test_config();
-    shared::db::migrate(&mut db, &config.db).await.expect("migrate");
+    store::db::migrate(&mut db, &config.db).await.expect("migrate");
     let canonical = |id: Uuid| {
         let db = &db;
         async move {
@@ -601,7 +601,7 @@ async fn migrate_gives_existing_rows_their_canonical_email_in_batches() {
     assert_eq!(canonical(victim).await, "victim@example.com");
     assert_eq!(
         canonical(greek).await,
-        shared::users::canonical_email("οδυσσευς@example.gr")
+        store::users::canonical_email("οδυσσευς@example.gr")
     );
     let row = db
         .query_one(
@@ -620,7 +620,7 @@ async fn migrate_gives_existing_rows_their_canonical_email_in_batches() {
     assert_eq!(row.get::<_, i64>("ascii"), 1500);
     assert!(row.get::<_, bool>("not_null"), "NOT NULL once filled");
     // Migrating again changes nothing and succeeds.
-    shared::db::migrate(&mut db, &config.db).await.expect("migrate again");
+    store::db::migrate(&mut db, &config.db).await.expect("migrate again");
 }
 
 #[tokio::test]
@@ -629,7 +629,7 @@ async fn migrate_refuses_to_merge_two_accounts_with_one_canonical_email() {
     // Distinct for the old `lower(email)` index, one address once canonicalised.
     let first = insert_legacy_user(&db, "victim@example.com").await;
     let second = insert_legacy_user(&db, "ｖｉｃｔｉｍ@example.com").await;
-    let error = shared::db::migrate(&mut db, &test_config().db)
+    let error = store::db::migrate(&mut db, &test_config().db)
         .await
         .expect_err("two accounts would become one");
     let message = format!("{error:#}");

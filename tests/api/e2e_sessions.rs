@@ -112,7 +112,7 @@ fn sid_of(access_token: &str) -> Uuid {
 
 /// The SHA-256 of a refresh token, as the API stores it.
 fn stored_hash(refresh_token: &str) -> Vec<u8> {
-    shared::tokens::hash_refresh_token(&SecretString::from(refresh_token.to_owned()))
+    store::users::hash_refresh_token(&SecretString::from(refresh_token.to_owned()))
 }
 
 async fn count(db: &tokio_postgres::Client, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> i64 {
@@ -410,7 +410,7 @@ async fn unknown_garbage_empty_and_huge_refresh_tokens_are_401() {
     let api = spawn_api().await;
     let acct = signup_ok(&api).await;
 
-    let unknown = shared::tokens::new_refresh_token().expect("random token");
+    let unknown = store::users::new_refresh_token().expect("random token");
     let unknown = secrecy::ExposeSecret::expose_secret(&unknown).to_owned();
     let candidates = [
         unknown,

@@ -5,14 +5,14 @@
 //! parameters; v2 events as `cargo lambda watch` sends them carry neither, so the function has to
 //! verify the Bearer token itself and find the id in the raw path.
 
+use access::roles::Role;
+use access::tokens::{KeySet, SigningKey, Tokens};
 use http::{HeaderValue, StatusCode, header};
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Body, Request, RequestExt, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
-use shared::AppState;
-use shared::roles::Role;
-use shared::tokens::{KeySet, SigningKey, Tokens};
+use store::AppState;
 use uuid::Uuid;
 
 const V1_SIGNUP: &str = include_str!("../fixtures/apigw-v1-signup.json");
@@ -181,7 +181,7 @@ async fn sign_up(state: &AppState, email: &str) -> Account {
 }
 
 async fn sql(state: &AppState, db: &api_tests::TestDb) -> tokio_postgres::Client {
-    shared::db::connect(&db.url, &state.config.db).await.unwrap()
+    store::db::connect(&db.url, &state.config.db).await.unwrap()
 }
 
 /// A task row for `user`, created `age_secs` ago.
@@ -259,7 +259,7 @@ fn fixtures_convert_to_the_requests_the_handlers_expect() {
         req.request_context_ref(),
         Some(lambda_http::request::RequestContext::ApiGatewayV1(_))
     ));
-    assert_eq!(shared::http::client_ip(&req), Some("198.51.100.7".parse().unwrap()));
+    assert_eq!(web::http::client_ip(&req), Some("198.51.100.7".parse().unwrap()));
 
     let req = v2_with_token(V2_GET_TASK, Some("x"), &id);
     assert_eq!(req.uri().path(), format!("/tasks/{id}"));
@@ -275,7 +275,7 @@ fn fixtures_convert_to_the_requests_the_handlers_expect() {
         req.request_context_ref(),
         Some(lambda_http::request::RequestContext::ApiGatewayV2(_))
     ));
-    assert_eq!(shared::http::client_ip(&req), Some("127.0.0.1".parse().unwrap()));
+    assert_eq!(web::http::client_ip(&req), Some("127.0.0.1".parse().unwrap()));
 
     let req = signup_event("a@example.com", "p");
     assert_eq!(req.method(), http::Method::POST);
@@ -284,7 +284,7 @@ fn fixtures_convert_to_the_requests_the_handlers_expect() {
         Some(&HeaderValue::from_static("application/json"))
     );
     // The client-sent X-Forwarded-For is not the client address.
-    assert_eq!(shared::http::client_ip(&req), Some("198.51.100.7".parse().unwrap()));
+    assert_eq!(web::http::client_ip(&req), Some("198.51.100.7".parse().unwrap()));
 }
 
 // ---- signup and login --------------------------------------------------------------------------
@@ -541,7 +541,7 @@ async fn v1_authorizer_context_past_its_exp_or_without_one_is_401() {
             ],
         )
     };
-    let leeway = shared::tokens::LEEWAY_SECS;
+    let leeway = access::tokens::LEEWAY_SECS;
     let past = (unix_now() - leeway - 5).to_string();
     expect_invalid_token(&tasks::handle(&state, request(event(&past), true)).await);
     expect_invalid_token(&tasks::handle(&state, request(event("soon"), true)).await);
@@ -609,7 +609,7 @@ async fn v2_with_a_bad_token_is_401_invalid_token() {
             .unwrap(),
             previous: None,
         },
-        shared::state::token_settings(&state.config),
+        store::state::token_settings(&state.config),
     );
     let forged = forger.issue(w.alice.id, w.alice.sid, Role::User).unwrap();
 

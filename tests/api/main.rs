@@ -23,3 +23,4 @@ mod secrets_emulator;
 mod ses_emulator;
 mod template;
 mod tokens;
+mod trust_boundary;

@@ -94,7 +94,7 @@ async fn a_transaction_past_the_operation_timeout_closes_its_connection() {
 #[tokio::test]
 async fn a_duplicate_or_missing_prepared_statement_is_503() {
     let db = api_tests::test_db().await;
-    let client = shared::db::connect(&db.direct_url, &test_config().db)
+    let client = store::db::connect(&db.direct_url, &test_config().db)
         .await
         .expect("connect");
     client
@@ -107,9 +107,9 @@ async fn a_duplicate_or_missing_prepared_statement_is_503() {
     ] {
         let err = client.batch_execute(sql).await.expect_err(sql);
         assert_eq!(err.code().map(|c| c.code()), Some(code));
-        let api: shared::error::ApiError = err.into();
+        let api: web::error::ApiError = err.into();
         assert!(
-            matches!(api, shared::error::ApiError::ServiceUnavailable(_)),
+            matches!(api, web::error::ApiError::ServiceUnavailable(_)),
             "{code}: {api:?}"
         );
     }
@@ -275,7 +275,7 @@ async fn database_at(version: u32, legacy: &str) -> api_tests::TestDb {
     )
     .await
     .expect("a legacy user");
-    shared::db::migrate_up_to(&mut db, version).await.expect("migrate");
+    store::db::migrate_up_to(&mut db, version).await.expect("migrate");
     test_db
 }
 
@@ -300,8 +300,8 @@ async fn emails_stay_unique_before_and_after_the_canonical_backfill() {
         "a legacy account not yet backfilled keeps its email"
     );
 
-    let mut client = shared::db::connect(&direct, &test_config().db).await.expect("connect");
-    shared::db::migrate(&mut client, &test_config().db)
+    let mut client = store::db::connect(&direct, &test_config().db).await.expect("connect");
+    store::db::migrate(&mut client, &test_config().db)
         .await
         .expect("backfill");
     let lower_index: i64 = client
@@ -331,7 +331,7 @@ async fn emails_stay_unique_before_and_after_the_canonical_backfill() {
 #[tokio::test]
 async fn the_documented_clash_recovery_works() {
     let db = database_at(2, "victim@example.com").await;
-    let mut client = shared::db::connect(&db.direct_url, &test_config().db)
+    let mut client = store::db::connect(&db.direct_url, &test_config().db)
         .await
         .expect("connect");
     let second = Uuid::now_v7();
@@ -343,7 +343,7 @@ async fn the_documented_clash_recovery_works() {
         .await
         .expect("a second legacy user");
     let config = test_config();
-    shared::db::migrate(&mut client, &config.db)
+    store::db::migrate(&mut client, &config.db)
         .await
         .expect_err("two accounts would become one");
     // As documented: rename one, with its canonical form left for the backfill to recompute.
@@ -354,7 +354,7 @@ async fn the_documented_clash_recovery_works() {
         )
         .await
         .expect("rename");
-    shared::db::migrate(&mut client, &config.db)
+    store::db::migrate(&mut client, &config.db)
         .await
         .expect("migrate again");
     let canonical: String = client
@@ -370,11 +370,11 @@ async fn the_documented_clash_recovery_works() {
 #[tokio::test]
 async fn the_documented_recomputation_works() {
     let db = database_at(2, "V\u{130}ctim@example.com").await;
-    let mut client = shared::db::connect(&db.direct_url, &test_config().db)
+    let mut client = store::db::connect(&db.direct_url, &test_config().db)
         .await
         .expect("connect");
     let config = test_config();
-    shared::db::migrate(&mut client, &config.db).await.expect("migrate");
+    store::db::migrate(&mut client, &config.db).await.expect("migrate");
     client
         .batch_execute("UPDATE users SET email_canonical = 'stale@example.com'")
         .await
@@ -389,7 +389,7 @@ async fn the_documented_recomputation_works() {
         )
         .await
         .expect("the documented statements");
-    shared::db::migrate(&mut client, &config.db)
+    store::db::migrate(&mut client, &config.db)
         .await
         .expect("migrate again");
     let row = client

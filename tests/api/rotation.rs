@@ -21,6 +21,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use access::keys::KeySource;
+use access::roles::Role;
+use access::tokens::{
+    Jwks, KeySet, Keys, Reload, SigningKey, TokenError, TokenSettings, Tokens, UNKNOWN_KID_RELOAD_INTERVAL,
+};
+use api_tests::tokens_from_source;
 use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequest;
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
@@ -32,12 +38,7 @@ use reqwest::Method;
 use rotate_key::{Rotation, RotationEvent};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
-use shared::config::EnvReader;
-use shared::roles::Role;
-use shared::secrets::{KeySource, tokens_from_source};
-use shared::tokens::{
-    Jwks, KeySet, Keys, Reload, SigningKey, TokenError, TokenSettings, Tokens, UNKNOWN_KID_RELOAD_INTERVAL,
-};
+use settings::EnvReader;
 use uuid::Uuid;
 
 use crate::helpers::{Resp, get, login_ok, send, signup_ok};
@@ -95,7 +96,7 @@ fn eddsa_env() -> EnvReader<'static> {
 }
 
 fn settings() -> TokenSettings {
-    shared::state::token_settings(&api_tests::test_config())
+    store::state::token_settings(&api_tests::test_config())
 }
 
 /// A random alphanumeric value of `len` bytes (what the template's GenerateSecretString makes).
@@ -845,7 +846,7 @@ fn token_with_kid(kid: &str) -> String {
     let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
     header.typ = Some("at+jwt".to_owned());
     header.kid = Some(kid.to_owned());
-    let now = shared::tokens::now_secs();
+    let now = access::tokens::now_secs();
     let claims = json!({
         "iss": "todo-api", "aud": "todo-api", "sub": Uuid::new_v4(), "sid": Uuid::new_v4(),
         "role": "user", "iat": now, "nbf": now, "exp": now + 300, "jti": Uuid::new_v4(),
@@ -1161,7 +1162,7 @@ fn eddsa_mode_gives_issuers_the_private_key_and_verifiers_the_jwks_only() {
         ("JWT_JWKS_ARN", "arn:jwks"),
     ]);
     assert_eq!(
-        KeySource::from_env(&issuer),
+        api_tests::key_source(&issuer),
         KeySource::PrivateKey {
             arn: "arn:private".into(),
             jwks_arn: Some("arn:jwks".into())
@@ -1173,12 +1174,12 @@ fn eddsa_mode_gives_issuers_the_private_key_and_verifiers_the_jwks_only() {
         ("JWT_JWKS_ARN", "arn:jwks"),
     ]);
     assert_eq!(
-        KeySource::from_env(&verifier),
+        api_tests::key_source(&verifier),
         KeySource::Jwks { arn: "arn:jwks".into() }
     );
     let hs = env_of(&[("JWT_SECRET_ARN", "arn:hs"), ("JWT_JWKS_ARN", "arn:jwks")]);
     assert_eq!(
-        KeySource::from_env(&hs),
+        api_tests::key_source(&hs),
         KeySource::SecretsManager { arn: "arn:hs".into() }
     );
 }
@@ -1285,7 +1286,7 @@ async fn jwks_endpoint_in_eddsa_mode_serves_current_and_previous_and_verifies_lo
     assert!(verify_with_jwks(&other, &session.access_token).is_err());
 
     // A token signed with the previous key is still accepted by the API.
-    let now = shared::tokens::now_secs();
+    let now = access::tokens::now_secs();
     let mut h = jsonwebtoken::Header::new(Algorithm::EdDSA);
     h.typ = Some("at+jwt".into());
     h.kid = Some("k-previous".into());

@@ -1,4 +1,4 @@
-//! One route table: `shared::roles::ROUTES`. Besides `template.yaml` (tests/api/template.rs), the
+//! One route table: `access::roles::ROUTES`. Besides `template.yaml` (tests/api/template.rs), the
 //! two other places that list routes are checked against it here, so a route added, removed or
 //! moved to another function in one place and not the others fails a test:
 //! - `openapi.yaml` (the API reference), every path and method, and which need a Bearer token;
@@ -8,7 +8,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use shared::roles::{Access, Function, ROUTES};
+use access::roles::{Access, ROUTES};
+use local_api::gateway::function_for;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -22,31 +23,16 @@ fn read(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
-/// The crate (and `cargo lambda watch` function name) that serves a route.
-fn crate_name(f: Function) -> &'static str {
-    match f {
-        Function::Signup => "signup",
-        Function::Login => "login",
-        Function::Refresh => "refresh",
-        Function::Logout => "logout",
-        Function::Account => "account",
-        Function::Tasks => "tasks",
-        Function::Admin => "admin",
-        Function::Jwks => "jwks",
-        Function::Recovery => "recovery",
-    }
-}
-
 /// The differences between two sets, as readable lines.
 fn differences<T: Ord + std::fmt::Debug>(what: &str, table: &BTreeSet<T>, other: &BTreeSet<T>) -> Vec<String> {
     let mut problems: Vec<String> = table
         .difference(other)
-        .map(|r| format!("{r:?} is in shared::roles::ROUTES but not in {what}"))
+        .map(|r| format!("{r:?} is in access::roles::ROUTES but not in {what}"))
         .collect();
     problems.extend(
         other
             .difference(table)
-            .map(|r| format!("{r:?} is in {what} but not in shared::roles::ROUTES")),
+            .map(|r| format!("{r:?} is in {what} but not in access::roles::ROUTES")),
     );
     problems
 }
@@ -129,7 +115,7 @@ fn cargo_lambda_watch_router_is_exactly_the_route_table() {
             (
                 r.method.as_str().to_owned(),
                 r.path.to_owned(),
-                crate_name(r.function).to_owned(),
+                function_for(r).map_or("(none)", |f| f.crate_name()).to_owned(),
             )
         })
         .collect();
@@ -165,7 +151,7 @@ fn the_api_reference_documents_every_route() {
         .collect();
     assert!(
         missing.is_empty(),
-        "docs/API.md does not document these routes of shared::roles::ROUTES: {missing:?}"
+        "docs/API.md does not document these routes of access::roles::ROUTES: {missing:?}"
     );
 }
 

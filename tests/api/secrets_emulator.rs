@@ -1,4 +1,4 @@
-//! The Secrets Manager path of `shared::secrets`, against a local emulator (moto) on loopback.
+//! The Secrets Manager path of `access::keys` (and `store::startup::load_database_url`), against a local emulator (moto) on loopback.
 //!
 //! `scripts/test.sh` starts `moto_server` and exports `MOTO_ENDPOINT`; without it these tests fail
 //! (they never skip). The SDK client is built from an explicit config, never from the process
@@ -6,14 +6,17 @@
 
 use std::time::Duration;
 
+use access::keys::KeySource;
+use access::roles::Role;
+use access::tokens::{KeySet, TokenError, TokenSettings, Tokens};
+use api_tests::load_keys;
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_secretsmanager::primitives::Blob;
 use secrecy::{ExposeSecret, SecretString};
-use shared::config::EnvReader;
-use shared::roles::Role;
-use shared::secrets::{DatabaseUrlSource, KeySource, load_database_url, load_keys};
-use shared::tokens::{KeySet, TokenError, TokenSettings, Tokens};
+use settings::DatabaseUrl;
+use settings::EnvReader;
+use store::startup::load_database_url;
 use uuid::Uuid;
 
 /// The emulator's endpoint. Panics (fails the test) when it is not configured.
@@ -339,10 +342,8 @@ async fn no_client_for_a_secrets_manager_source_fails() {
     let source = KeySource::SecretsManager { arn: missing_arn() };
     let err = load_keys(&source, &no_env(), None).await.expect_err("no client");
     assert!(format!("{err:#}").contains("Secrets Manager"), "{err:#}");
-    let source = DatabaseUrlSource::SecretsManager { arn: missing_arn() };
-    load_database_url(&source, &no_env(), None)
-        .await
-        .expect_err("no client");
+    let source = DatabaseUrl::SecretsManager { arn: missing_arn() };
+    load_database_url(&source, None).await.expect_err("no client");
 }
 
 #[tokio::test]
@@ -396,20 +397,19 @@ async fn the_database_url_comes_from_its_secret() {
         .expect("create db secret");
     let arn = out.arn().expect("arn").to_owned();
     // The env's DATABASE_URL is not used when an ARN is configured.
-    let env = env_of(&[("DATABASE_URL", "postgres://wrong@127.0.0.1/wrong")]);
-    let got = load_database_url(
-        &DatabaseUrlSource::SecretsManager { arn: arn.clone() },
-        &env,
-        Some(&client),
-    )
-    .await
-    .expect("load the URL");
+    let env = env_of(&[
+        ("DATABASE_URL", "postgres://wrong@127.0.0.1/wrong"),
+        ("DATABASE_URL_SECRET_ARN", &arn),
+    ]);
+    let source = settings::DatabaseSettings::from_reader(env).expect("settings").database;
+    assert!(matches!(&source, DatabaseUrl::SecretsManager { arn: a } if *a == arn));
+    let got = load_database_url(&source, Some(&client)).await.expect("load the URL");
     assert_eq!(got.expose_secret(), url);
 
     // After rotation the current value is returned.
     let url2 = url.replace("db.example.test", "db2.example.test");
     rotate(&client, &arn, &url2).await;
-    let got = load_database_url(&DatabaseUrlSource::SecretsManager { arn }, &no_env(), Some(&client))
+    let got = load_database_url(&DatabaseUrl::SecretsManager { arn }, Some(&client))
         .await
         .expect("load the rotated URL");
     assert_eq!(got.expose_secret(), url2);
@@ -419,13 +419,9 @@ async fn the_database_url_comes_from_its_secret() {
 async fn a_missing_database_url_secret_fails() {
     let client = client();
     let arn = missing_arn();
-    let err = load_database_url(
-        &DatabaseUrlSource::SecretsManager { arn: arn.clone() },
-        &no_env(),
-        Some(&client),
-    )
-    .await
-    .expect_err("missing secret");
+    let err = load_database_url(&DatabaseUrl::SecretsManager { arn: arn.clone() }, Some(&client))
+        .await
+        .expect_err("missing secret");
     assert!(format!("{err:#}").contains(&arn), "{err:#}");
 }
 
@@ -502,14 +498,21 @@ async fn env_source_rotation_verifies_both_and_signs_with_current() {
 
 #[test]
 fn key_source_follows_jwt_secret_arn() {
-    assert_eq!(KeySource::from_env(&no_env()), KeySource::Env);
+    assert_eq!(api_tests::key_source(&no_env()), KeySource::Env);
     assert_eq!(
-        KeySource::from_env(&env_of(&[("JWT_SECRET_ARN", "arn:x"), ("JWT_SECRET", "ignored")])),
+        api_tests::key_source(&env_of(&[("JWT_SECRET_ARN", "arn:x"), ("JWT_SECRET", "ignored")])),
         KeySource::SecretsManager { arn: "arn:x".into() }
     );
-    assert_eq!(DatabaseUrlSource::from_env(&no_env()), DatabaseUrlSource::Env);
-    assert_eq!(
-        DatabaseUrlSource::from_env(&env_of(&[("DATABASE_URL_SECRET_ARN", "arn:y")])),
-        DatabaseUrlSource::SecretsManager { arn: "arn:y".into() }
+    // No database URL at all is a configuration problem, named.
+    let err = settings::DatabaseSettings::from_reader(no_env()).expect_err("a URL is required");
+    assert!(
+        err.to_string()
+            .contains("DATABASE_URL (or DATABASE_URL_SECRET_ARN) must be set"),
+        "{err}"
     );
+    let with_arn = settings::DatabaseSettings::from_reader(env_of(&[("DATABASE_URL_SECRET_ARN", "arn:y")]));
+    assert!(matches!(
+        with_arn.expect("valid").database,
+        DatabaseUrl::SecretsManager { arn } if arn == "arn:y"
+    ));
 }

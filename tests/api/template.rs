@@ -11,11 +11,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use access::roles::{Access, ROUTES, Role};
 use serde_yaml_ng::value::TaggedValue;
 use serde_yaml_ng::{Mapping, Value};
-use shared::error::ApiError;
-use shared::roles::{Access, ROUTES, Role};
 use uuid::Uuid;
+use web::error::ApiError;
 
 // --- reading the template ------------------------------------------------------------------
 
@@ -415,11 +415,11 @@ fn route_set_problems(t: &Value) -> Vec<String> {
         .collect();
     let mut problems: Vec<String> = in_template
         .difference(&in_code)
-        .map(|(m, p)| format!("{m} {p} is an Api event in template.yaml but not in shared::roles::ROUTES"))
+        .map(|(m, p)| format!("{m} {p} is an Api event in template.yaml but not in access::roles::ROUTES"))
         .chain(
             in_code
                 .difference(&in_template)
-                .map(|(m, p)| format!("{m} {p} is in shared::roles::ROUTES but no Api event in template.yaml")),
+                .map(|(m, p)| format!("{m} {p} is in access::roles::ROUTES but no Api event in template.yaml")),
         )
         .collect();
     // Two events with one method + path: SAM refuses to deploy.
@@ -473,7 +473,7 @@ fn rest_api_problems(t: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The function serving a route is the one ROUTES names (`Function::Tasks` → `TasksFunction`).
+/// The function serving a route is the one ROUTES names (`local_api::gateway::function_for`: `Function::Tasks` → `TasksFunction`).
 fn function_mapping_problems(t: &Value) -> Vec<String> {
     let mut problems = Vec::new();
     for e in api_events(t) {
@@ -481,7 +481,10 @@ fn function_mapping_problems(t: &Value) -> Vec<String> {
             .iter()
             .find(|r| r.method.as_str() == e.method && r.path == e.path)
         {
-            let expected = format!("{:?}Function", route.function);
+            let expected = format!(
+                "{:?}Function",
+                local_api::gateway::function_for(route).expect("every route has a function")
+            );
             if e.function != expected {
                 problems.push(format!(
                     "{} {}: template has {}, ROUTES says {expected}",
@@ -1055,7 +1058,7 @@ fn the_checks_catch_drift() {
             yaml("{Type: Api, Properties: {RestApiId: !Ref Api, Path: /extra, Method: get}}"),
         );
     });
-    assert!(p.contains("DELETE /tasks/{id} is in shared::roles::ROUTES"), "{p}");
+    assert!(p.contains("DELETE /tasks/{id} is in access::roles::ROUTES"), "{p}");
     assert!(p.contains("GET /extra is an Api event"), "{p}");
 
     // A public route that lost its opt-out, and a Bearer route that opted out.
@@ -1258,10 +1261,20 @@ fn secret_access_follows_the_algorithm() {
 /// The functions every route of which has the TOKEN authorizer (no public route).
 fn bearer_only_functions() -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for f in ROUTES.iter().map(|r| format!("{:?}Function", r.function)) {
+    for f in ROUTES.iter().map(|r| {
+        format!(
+            "{:?}Function",
+            local_api::gateway::function_for(r).expect("every route has a function")
+        )
+    }) {
         if ROUTES
             .iter()
-            .filter(|r| format!("{:?}Function", r.function) == f)
+            .filter(|r| {
+                format!(
+                    "{:?}Function",
+                    local_api::gateway::function_for(r).expect("every route has a function")
+                ) == f
+            })
             .all(|r| r.access != Access::Public)
         {
             out.insert(f);
@@ -1327,22 +1340,23 @@ fn data_functions_trust_the_authorizer_and_hold_no_key() {
 /// without it even when its token is valid, since nothing can check that token (fail closed).
 #[tokio::test]
 async fn a_function_that_trusts_the_authorizer_holds_no_key_and_fails_closed() {
-    use shared::config::EnvReader;
-    use shared::secrets::{KeySource, tokens_from_source};
+    use access::keys::KeySource;
+    use api_tests::tokens_from_source;
+    use settings::EnvReader;
 
     let env = |vars: &'static [(&'static str, &'static str)]| {
         EnvReader::new(move |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned()))
     };
     let api = api_tests::spawn_api().await;
-    let settings = shared::state::token_settings(&api.state.config);
+    let settings = store::state::token_settings(&api.state.config);
     for alg in ALGORITHMS {
         let vars: &'static [(&str, &str)] = match alg {
             "HS256" => &[("JWT_TRUST_AUTHORIZER_CONTEXT", "true"), ("JWT_ALGORITHM", "HS256")],
             _ => &[("JWT_TRUST_AUTHORIZER_CONTEXT", "true"), ("JWT_ALGORITHM", "EdDSA")],
         };
         let e = env(vars);
-        assert_eq!(KeySource::from_env(&e), KeySource::AuthorizerContext);
-        let keyless = tokens_from_source(KeySource::from_env(&e), &e, None, settings.clone())
+        assert_eq!(api_tests::key_source(&e), KeySource::AuthorizerContext);
+        let keyless = tokens_from_source(api_tests::key_source(&e), &e, None, settings.clone())
             .await
             .unwrap_or_else(|err| panic!("[{alg}] no key is needed: {err:#}"));
         assert!(keyless.snapshot().verifying_keys().is_empty(), "[{alg}] holds no key");
@@ -1356,7 +1370,7 @@ async fn a_function_that_trusts_the_authorizer_holds_no_key_and_fails_closed() {
         ("JWT_TRUST_AUTHORIZER_CONTEXT", "yes"),
         ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
     ]);
-    let Err(err) = tokens_from_source(KeySource::from_env(&e), &e, None, settings.clone()).await else {
+    let Err(err) = tokens_from_source(api_tests::key_source(&e), &e, None, settings.clone()).await else {
         panic!("`yes` is refused");
     };
     assert!(format!("{err:#}").contains("JWT_TRUST_AUTHORIZER_CONTEXT"), "{err:#}");
@@ -1374,10 +1388,10 @@ async fn a_function_that_trusts_the_authorizer_holds_no_key_and_fails_closed() {
     let claims = api.state.tokens.verify(&token).expect("a valid token");
 
     let e = env(&[("JWT_TRUST_AUTHORIZER_CONTEXT", "true")]);
-    let tokens = tokens_from_source(KeySource::from_env(&e), &e, None, settings)
+    let tokens = tokens_from_source(api_tests::key_source(&e), &e, None, settings)
         .await
         .expect("keyless tokens");
-    let state = shared::AppState::with_tokens(api.state.config.clone(), api.state.pool.clone(), tokens).expect("state");
+    let state = store::AppState::with_tokens(api.state.config.clone(), api.state.pool.clone(), tokens).expect("state");
 
     let v1 = |with_context: bool| {
         let text = include_str!("../fixtures/apigw-v1-list-tasks.json")
@@ -1649,7 +1663,7 @@ fn the_gateway_the_local_api_and_the_functions_parse_bearer_alike() {
             "local API on {header:?}"
         );
         assert_eq!(
-            shared::tokens::bearer_token(header),
+            access::tokens::bearer_token(header),
             valid.then(|| &header[7..]),
             "the functions (and cargo lambda watch) on {header:?}"
         );
@@ -1754,7 +1768,7 @@ fn every_gateway_response_type_is_a_complete_problem() {
         let body = parse_json(kind, &r.body.replace("$context.error.messageString", r#""a message""#));
         let code = body["code"].as_str().unwrap_or_else(|| panic!("{kind}: no code"));
         assert_eq!(body["status"].as_u64(), Some(*status), "{kind}: body status");
-        assert_eq!(body["type"], shared::error::problem_type(code), "{kind}: type");
+        assert_eq!(body["type"], web::error::problem_type(code), "{kind}: type");
         let reason = http::StatusCode::from_u16(*status as u16)
             .expect("status")
             .canonical_reason();
@@ -1808,7 +1822,7 @@ async fn request_too_large_gateway_response_matches_the_local_api() {
     let r = http()
         .post(api.url("/auth/login"))
         .header("content-type", "application/json")
-        .body(vec![b' '; shared::http::MAX_BODY_BYTES + 1])
+        .body(vec![b' '; web::http::MAX_BODY_BYTES + 1])
         .send()
         .await
         .expect("POST");

@@ -6,17 +6,17 @@
 
 use std::time::Duration;
 
+use access::roles::Role;
+use access::tokens::{
+    KeyError, KeySet, LEEWAY_SECS, MAX_TOKEN_BYTES, SigningKey, TokenError, TokenSettings, Tokens, now_secs,
+};
 use api_tests::{TEST_JWT_SECRET, test_config, test_keys};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, decode_header, encode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
-use shared::roles::Role;
-use shared::state::token_settings;
-use shared::tokens::{
-    KeyError, KeySet, LEEWAY_SECS, MAX_TOKEN_BYTES, SigningKey, TokenError, TokenSettings, Tokens, now_secs,
-};
+use store::state::token_settings;
 use uuid::Uuid;
 
 const KID: &str = "test-key";
@@ -104,7 +104,7 @@ fn good_header_json() -> Value {
 /// Refused as `Invalid`, and for the reason the test is about (the `jsonwebtoken` error kind or
 /// the serde message names it), so a test cannot pass by failing some other check.
 #[track_caller]
-fn assert_invalid(result: Result<shared::tokens::AccessClaims, TokenError>, reason: &str) {
+fn assert_invalid(result: Result<access::tokens::AccessClaims, TokenError>, reason: &str) {
     match result {
         Err(TokenError::Invalid(why)) => assert!(
             why.to_ascii_lowercase().contains(&reason.to_ascii_lowercase()),

@@ -13,11 +13,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use access::tokens::{KeySet, SigningKey, Tokens};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use secrecy::{ExposeSecret, SecretString};
-use shared::AppState;
-use shared::config::{Config, EnvReader};
-use shared::tokens::{KeySet, SigningKey, Tokens};
+use settings::{Config, EnvReader};
+use store::AppState;
 
 /// The HS256 key tests sign with (test-only; 48 bytes).
 pub const TEST_JWT_SECRET: &str = "test-only-signing-key-0123456789-abcdefghijklmnop";
@@ -167,7 +167,7 @@ pub async fn test_db() -> TestDb {
 pub async fn test_db_on(admin: &str, app: Option<&str>) -> TestDb {
     let config = test_config();
     let (test_db, mut db) = create_test_db(admin).await;
-    shared::db::migrate(&mut db, &config.db)
+    store::db::migrate(&mut db, &config.db)
         .await
         .expect("migrate the test database");
     match app {
@@ -183,7 +183,7 @@ pub async fn test_db_on(admin: &str, app: Option<&str>) -> TestDb {
 /// to it: the schema older code wrote rows into, for tests of what a later migration does to them.
 pub async fn test_db_at(version: u32) -> (TestDb, tokio_postgres::Client) {
     let (test_db, mut db) = create_test_db(&admin_url()).await;
-    shared::db::migrate_up_to(&mut db, version)
+    store::db::migrate_up_to(&mut db, version)
         .await
         .unwrap_or_else(|e| panic!("migrate to V{version}: {e:#}"));
     (test_db, db)
@@ -193,7 +193,7 @@ pub async fn test_db_at(version: u32) -> (TestDb, tokio_postgres::Client) {
 /// connect to it directly.
 async fn create_test_db(admin: &str) -> (TestDb, tokio_postgres::Client) {
     let config = test_config();
-    let client = shared::db::connect(&SecretString::from(admin.to_owned()), &config.db)
+    let client = store::db::connect(&SecretString::from(admin.to_owned()), &config.db)
         .await
         .expect("connect to the admin database");
     let name = format!("{}{}", test_db_prefix(), uuid::Uuid::new_v4().simple());
@@ -202,7 +202,7 @@ async fn create_test_db(admin: &str) -> (TestDb, tokio_postgres::Client) {
         .await
         .expect("create test database");
     let direct_url = SecretString::from(with_database(admin, &name));
-    let db = shared::db::connect(&direct_url, &config.db)
+    let db = store::db::connect(&direct_url, &config.db)
         .await
         .expect("connect to the test database");
     let test_db = TestDb {
@@ -226,7 +226,7 @@ pub fn test_config() -> Config {
     let mut config = Config::from_reader(EnvReader::new(|_| None)).expect("defaults are valid");
     config.db.pool_size = 16;
     config.db.prepared_statements = prepared_statements();
-    let generous = |l: shared::config::Limit| shared::config::Limit { max: 100_000, ..l };
+    let generous = |l: settings::Limit| settings::Limit { max: 100_000, ..l };
     let limits = &mut config.rate_limits;
     limits.signups_per_ip = generous(limits.signups_per_ip);
     limits.login_attempts_per_ip = generous(limits.login_attempts_per_ip);
@@ -267,7 +267,7 @@ pub async fn test_state_with(config: Config) -> (Arc<AppState>, TestDb) {
 /// Application state on a fresh database, with these keys.
 pub async fn test_state_with_keys(config: Config, keys: KeySet) -> (Arc<AppState>, TestDb) {
     let db = test_db().await;
-    let pool = shared::db::pool(&db.url, &config.db).expect("pool");
+    let pool = store::db::pool(&db.url, &config.db).expect("pool");
     let state = AppState::new(config, pool, keys).expect("state");
     (Arc::new(state), db)
 }
@@ -276,7 +276,7 @@ pub async fn test_state_with_keys(config: Config, keys: KeySet) -> (Arc<AppState
 /// Secrets Manager emulator, which reload after a rotation).
 pub async fn test_state_with_tokens(config: Config, tokens: Tokens) -> (Arc<AppState>, TestDb) {
     let db = test_db().await;
-    let pool = shared::db::pool(&db.url, &config.db).expect("pool");
+    let pool = store::db::pool(&db.url, &config.db).expect("pool");
     let state = AppState::with_tokens(config, pool, tokens).expect("state");
     (Arc::new(state), db)
 }
@@ -314,7 +314,7 @@ impl TestApi {
     /// even when the API goes through a pooler (the checks use the driver's own named
     /// statements, which a pooler without prepared-statement support cannot carry).
     pub async fn sql(&self) -> tokio_postgres::Client {
-        shared::db::connect(&self.db.direct_url, &self.state.config.db)
+        store::db::connect(&self.db.direct_url, &self.state.config.db)
             .await
             .expect("connect")
     }
@@ -375,7 +375,7 @@ pub async fn spawn_api() -> TestApi {
 
 /// The local API on a database made by the caller (e.g. [`test_db_on`] another server).
 pub async fn spawn_api_on(config: Config, db: TestDb) -> TestApi {
-    let pool = shared::db::pool(&db.url, &config.db).expect("pool");
+    let pool = store::db::pool(&db.url, &config.db).expect("pool");
     let state = AppState::new(config, pool, configured_test_keys()).expect("state");
     serve(Arc::new(state), db).await
 }
@@ -391,9 +391,9 @@ pub async fn spawn_instance(config: Config, db: &TestDb) -> TestApi {
 }
 
 /// The mail settings of the test APIs: a fixed sender and front end, and fast retries.
-pub fn test_mail_settings() -> mail_sender::MailSettings {
+pub fn test_mail_settings() -> settings::MailSettings {
     let mut env = EnvReader::new(|_| None);
-    let mut settings = mail_sender::MailSettings::from_reader(&mut env, false);
+    let mut settings = settings::MailSettings::from_reader(&mut env, false);
     settings.from = "todo-api <no-reply@todo-api.test>".to_owned();
     settings.app_url = "https://app.todo-api.test".to_owned();
     settings.retry_base = Duration::from_millis(50);
@@ -406,7 +406,7 @@ pub fn test_mail_settings() -> mail_sender::MailSettings {
 pub async fn spawn_api_with_mail(
     config: Config,
     mailer: Arc<dyn mail::Mailer>,
-    settings: mail_sender::MailSettings,
+    settings: settings::MailSettings,
 ) -> TestApi {
     let (state, db) = test_state_with(config).await;
     let sender = mail_sender::worker::spawn(
@@ -420,4 +420,39 @@ pub async fn spawn_api_with_mail(
     let mut api = serve(state, db).await;
     api.sender = Some(sender);
     api
+}
+
+/// The key section for a source the test chooses, the rest (algorithm, environment keys,
+/// activation delay) read from `env` as the functions read it, every problem reported.
+pub fn key_config(source: access::keys::KeySource, env: &EnvReader<'_>) -> anyhow::Result<settings::KeyConfig> {
+    let mut reader = EnvReader::new(|k| env.get(k));
+    let algorithm = settings::Algorithm::read(&mut reader);
+    // Its problems count too, as at start-up.
+    reader.boolean("JWT_TRUST_AUTHORIZER_CONTEXT", false);
+    let config = settings::KeyConfig::with_source(&mut reader, algorithm, source);
+    Ok(reader.finish(config)?)
+}
+
+/// The key source the functions would choose for `env`.
+pub fn key_source(env: &EnvReader<'_>) -> access::keys::KeySource {
+    settings::KeyConfig::read(&mut EnvReader::new(|k| env.get(k))).source
+}
+
+/// [`access::keys::tokens`] for a source the test chooses (see [`key_config`]).
+pub async fn tokens_from_source(
+    source: access::keys::KeySource,
+    env: &EnvReader<'_>,
+    client: Option<aws_sdk_secretsmanager::Client>,
+    settings: access::tokens::TokenSettings,
+) -> anyhow::Result<Tokens> {
+    access::keys::tokens(key_config(source, env)?, client, settings).await
+}
+
+/// [`access::keys::load_keys`] for a source the test chooses (see [`key_config`]).
+pub async fn load_keys(
+    source: &access::keys::KeySource,
+    env: &EnvReader<'_>,
+    client: Option<&aws_sdk_secretsmanager::Client>,
+) -> anyhow::Result<KeySet> {
+    access::keys::load_keys(&key_config(source.clone(), env)?, client).await
 }

@@ -5,14 +5,14 @@ use http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 use secrecy::SecretString;
 use serde::Deserialize;
-use shared::auth::{Caller, caller};
-use shared::error::{ApiError, ApiResult, Challenge};
-use shared::http::{RequestBody, empty_response, json_response, parse_json, respond};
-use shared::password::check_policy;
-use shared::ratelimit::{self, Bucket};
-use shared::users::{LAST_ADMIN, User, lock_active_admins};
-use shared::{AppState, db};
+use store::password::check_policy;
+use store::ratelimit::{self, Bucket};
+use store::users::{LAST_ADMIN, User, lock_active_admins};
+use store::{AppState, db};
 use tokio_postgres::types::Type;
+use web::auth::{Caller, caller};
+use web::error::{ApiError, ApiResult, Challenge};
+use web::http::{RequestBody, empty_response, json_response, parse_json, respond};
 
 #[derive(Deserialize)]
 pub struct PasswordBody {

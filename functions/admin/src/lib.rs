@@ -6,23 +6,24 @@
 //! admin is 409 `last_admin`; those changes lock the active admins' rows first, so two admins cannot
 //! demote each other at the same time.
 
+use access::roles::Role;
 use http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
-use shared::auth::{Caller, caller};
-use shared::config::DbSettings;
-use shared::db::Transaction;
-use shared::error::{ApiError, ApiResult, Challenge, FieldError};
-use shared::http::{
-    RequestBody, double_option, empty_response, json_response, parse_json, path_param, query_param, respond,
-};
-use shared::roles::Role;
-use shared::users::{LAST_ADMIN, canonical_email, lock_active_admins};
-use shared::{AppState, cursor, db};
+use settings::DbSettings;
+use store::db::Transaction;
+use store::users::{LAST_ADMIN, canonical_email, lock_active_admins};
+use store::{AppState, db};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
+use web::auth::{Caller, caller};
+use web::cursor;
+use web::error::{ApiError, ApiResult, Challenge, FieldError};
+use web::http::{
+    RequestBody, double_option, empty_response, json_response, parse_json, path_param, query_param, respond,
+};
 
 const MAX_EMAIL_FILTER_LEN: usize = 254;
 /// The trigram index needs three characters in a row to narrow anything down: a shorter filter

@@ -7,14 +7,14 @@
 //! `{sub, sid, role, exp}`. A route the role may not call is missing from the policy: API Gateway
 //! answers 403. No database is touched.
 
+use access::roles::policy_resources;
+use access::tokens::{Tokens, bearer_token};
 use aws_lambda_events::apigw::{
     ApiGatewayCustomAuthorizerPolicy, ApiGatewayCustomAuthorizerRequest, ApiGatewayCustomAuthorizerResponse,
 };
 use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
 use lambda_runtime::Diagnostic;
 use serde_json::json;
-use shared::roles::policy_resources;
-use shared::tokens::{Tokens, bearer_token};
 
 /// The one failure API Gateway understands as "answer 401".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,17 +68,8 @@ pub async fn handle_fresh(
     tokens: &Tokens,
     event: &ApiGatewayCustomAuthorizerRequest,
 ) -> Result<AuthorizerResponse, Unauthorized> {
-    Ok(handle_fresh_until(tokens, event).await?.0)
-}
-
-/// [`handle_fresh`], with the token's `exp` (seconds since the epoch): how long the answer may
-/// be cached at most (the local API's authorizer cache).
-pub async fn handle_fresh_until(
-    tokens: &Tokens,
-    event: &ApiGatewayCustomAuthorizerRequest,
-) -> Result<(AuthorizerResponse, u64), Unauthorized> {
     let claims = tokens.verify_fresh(bearer(event)?).await.map_err(refused)?;
-    Ok((policy_for(&claims, event)?, claims.exp))
+    policy_for(&claims, event)
 }
 
 fn bearer(event: &ApiGatewayCustomAuthorizerRequest) -> Result<&str, Unauthorized> {
@@ -89,14 +80,14 @@ fn bearer(event: &ApiGatewayCustomAuthorizerRequest) -> Result<&str, Unauthorize
         .ok_or(Unauthorized)
 }
 
-fn refused(reason: shared::tokens::TokenError) -> Unauthorized {
+fn refused(reason: access::tokens::TokenError) -> Unauthorized {
     tracing::info!(%reason, "token refused");
     Unauthorized
 }
 
 /// The Allow policy for every route the token's role may call.
 fn policy_for(
-    claims: &shared::tokens::AccessClaims,
+    claims: &access::tokens::AccessClaims,
     event: &ApiGatewayCustomAuthorizerRequest,
 ) -> Result<AuthorizerResponse, Unauthorized> {
     let base = event.method_arn.as_deref().and_then(api_stage_arn).ok_or_else(|| {
@@ -137,53 +128,6 @@ fn statement(effect: IamPolicyEffect, resource: Vec<String>) -> IamPolicyStateme
     s
 }
 
-/// Evaluate a policy for a method ARN the way API Gateway does: allowed when an Allow statement
-/// matches and no Deny does. (`*` matches any run of characters, `?` one.) Used by the local API.
-pub fn policy_allows(policy: &ApiGatewayCustomAuthorizerPolicy, method_arn: &str) -> bool {
-    let matches = |s: &IamPolicyStatement| {
-        s.action.iter().any(|a| a == "execute-api:Invoke" || a == "*")
-            && s.resource
-                .iter()
-                .any(|r| glob_match(r.as_bytes(), method_arn.as_bytes()))
-    };
-    let denied = policy
-        .statement
-        .iter()
-        .any(|s| s.effect == IamPolicyEffect::Deny && matches(s));
-    let allowed = policy
-        .statement
-        .iter()
-        .any(|s| s.effect == IamPolicyEffect::Allow && matches(s));
-    allowed && !denied
-}
-
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    // Iterative wildcard matching with backtracking to the last `*`.
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p, t));
-                p += 1;
-            }
-            Some(&c) if c == b'?' || c == text[t] => {
-                p += 1;
-                t += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    p = sp + 1;
-                    t = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,15 +141,5 @@ mod tests {
         );
         assert_eq!(api_stage_arn("arn:aws:s3:::bucket"), None);
         assert_eq!(api_stage_arn("nonsense"), None);
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob_match(b"a/GET/tasks/*", b"a/GET/tasks/1"));
-        assert!(!glob_match(b"a/GET/tasks/*", b"a/GET/tasks"));
-        assert!(glob_match(b"a/GET/tasks", b"a/GET/tasks"));
-        assert!(!glob_match(b"a/GET/tasks", b"a/GET/tasks/x"));
-        assert!(!glob_match(b"a/GET/tasks/*", b"a/GET/admin/users"));
-        assert!(glob_match(b"*", b""));
     }
 }

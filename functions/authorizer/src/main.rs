@@ -2,11 +2,12 @@ use std::sync::Arc;
 
 use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequest;
 use lambda_runtime::{LambdaEvent, service_fn};
+use settings::VerifierSettings;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    shared::telemetry::init();
-    let tokens = Arc::new(shared::state::tokens_from_env().await?);
+    settings::telemetry::init()?;
+    let tokens = Arc::new(access::keys::verifier(&VerifierSettings::from_env()?).await?);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ApiGatewayCustomAuthorizerRequest>| {
             let tokens = tokens.clone();

@@ -16,9 +16,10 @@
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use shared::config::DbSettings;
-use shared::{ApiError, ApiResult, db};
+use settings::DbSettings;
+use store::db;
 use tokio_postgres::types::Type;
+use web::{ApiError, ApiResult};
 
 #[derive(Debug, Clone, Copy)]
 pub struct CleanupSettings {

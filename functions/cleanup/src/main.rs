@@ -1,16 +1,18 @@
 use std::sync::Arc;
 
 use lambda_runtime::{LambdaEvent, service_fn};
+use settings::DatabaseSettings;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    shared::telemetry::init();
-    let (config, pool) = shared::state::pool_from_env().await?;
-    let config = Arc::new(config);
+    settings::telemetry::init()?;
+    let settings = DatabaseSettings::from_env()?;
+    let pool = store::startup::pool(&settings).await?;
+    let db = Arc::new(settings.db);
     lambda_runtime::run(service_fn(move |_: LambdaEvent<serde_json::Value>| {
-        let (pool, config) = (pool.clone(), config.clone());
+        let (pool, db) = (pool.clone(), db.clone());
         async move {
-            let report = cleanup::run(&pool, &config.db, cleanup::CleanupSettings::default())
+            let report = cleanup::run(&pool, &db, cleanup::CleanupSettings::default())
                 .await
                 .map_err(|e| lambda_runtime::Error::from(e.to_string()))?;
             Ok::<_, lambda_runtime::Error>(serde_json::json!({

@@ -2,10 +2,10 @@
 //! and previous, so another service can verify our tokens from the JWKS alone. In HS256 mode the
 //! set is empty: a shared secret is never published.
 
+use access::tokens::Tokens;
 use http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Response};
-use shared::http::json_response;
-use shared::tokens::Tokens;
+use web::http::json_response;
 
 /// Verifiers may cache the set briefly. A rotation publishes the next key at once, but issuers only
 /// sign with it after the activation delay (15 min, `JWT_KEY_ACTIVATION_SECONDS`), longer than this
@@ -19,7 +19,7 @@ pub async fn handle(tokens: Option<&Tokens>) -> Response<Body> {
             tokens.refresh_if_stale().await;
             tokens.snapshot().jwks()
         }
-        None => shared::tokens::Jwks::default(),
+        None => access::tokens::Jwks::default(),
     };
     let mut response = json_response(StatusCode::OK, &jwks);
     response

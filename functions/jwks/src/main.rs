@@ -2,15 +2,15 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use lambda_http::{Request, service_fn};
+use settings::JwksSettings;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::telemetry::init();
+    settings::telemetry::init()?;
     // HS256 keys are never published: that mode serves an empty set and loads no key at all.
-    let env = shared::config::EnvReader::process();
-    let tokens = match shared::secrets::algorithm_from_env(&env)? {
-        jsonwebtoken::Algorithm::EdDSA => Some(Arc::new(shared::state::tokens_from_env().await?)),
-        _ => None,
+    let tokens = match JwksSettings::from_env()?.verifier {
+        Some(verifier) => Some(Arc::new(access::keys::verifier(&verifier).await?)),
+        None => None,
     };
     lambda_http::run(service_fn(move |_: Request| {
         let tokens = tokens.clone();

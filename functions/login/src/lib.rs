@@ -4,18 +4,18 @@
 //! hash for the unknown email) and get the same 401 body. A disabled account is only revealed
 //! (403) after a correct password.
 
+use access::roles::Role;
 use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use secrecy::SecretString;
 use serde::Deserialize;
-use shared::error::{ApiError, ApiResult};
-use shared::http::{RequestBody, client_ip, parse_json, respond};
-use shared::ratelimit::{self, Bucket, Counter};
-use shared::roles::Role;
-use shared::users::{NewSession, SessionParams, User, canonical_email, session_ctes, token_response};
-use shared::{AppState, db};
+use store::ratelimit::{self, Bucket, Counter};
+use store::users::{NewSession, SessionParams, User, canonical_email, session_ctes, token_response};
+use store::{AppState, db};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
+use web::error::{ApiError, ApiResult};
+use web::http::{RequestBody, client_ip, parse_json, respond};
 
 #[derive(Deserialize)]
 pub struct LoginBody {
@@ -83,14 +83,14 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     }
     // Like `disabled`, only revealed after the right password.
     if state.config.recovery.require_verified_email && !user.email_verified {
-        return Err(shared::error::EMAIL_NOT_VERIFIED);
+        return Err(web::error::EMAIL_NOT_VERIFIED);
     }
     // Parameters were raised since this hash was made: store a fresh one while we know the password.
     let new_hash = if verified.needs_rehash {
         Some(
             state
                 .passwords
-                .hash(shared::password::normalize(secrecy::ExposeSecret::expose_secret(
+                .hash(store::password::normalize(secrecy::ExposeSecret::expose_secret(
                     &body.password,
                 )))
                 .await?,

@@ -3,10 +3,10 @@
 
 use http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use shared::auth::caller;
-use shared::error::ApiResult;
-use shared::http::{empty_response, respond};
-use shared::{AppState, db};
+use store::{AppState, db};
+use web::auth::caller;
+use web::error::ApiResult;
+use web::http::{empty_response, respond};
 
 pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
     respond(logout(state, req).await)

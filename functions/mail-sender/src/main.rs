@@ -4,17 +4,22 @@
 use std::sync::Arc;
 
 use lambda_runtime::{LambdaEvent, service_fn};
-use mail_sender::{MailSettings, deliver_due, purge};
+use mail_sender::{deliver_due, purge};
+use settings::{DatabaseSettings, MailSenderSettings};
 
 /// Jobs per invocation: well inside the function timeout at SES's default send rate.
 const MAX_JOBS: usize = 500;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    shared::telemetry::init();
+    settings::telemetry::init()?;
     let started = async {
-        let (config, pool) = shared::state::pool_from_env().await?;
-        let mail = MailSettings::from_env(true)?;
+        let MailSenderSettings { config, database, mail } = MailSenderSettings::from_env()?;
+        let pool = store::startup::pool(&DatabaseSettings {
+            db: config.db.clone(),
+            database,
+        })
+        .await?;
         anyhow::Ok((config, pool, mail))
     };
     let (config, pool, mail) = match started.await {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use secrecy::SecretString;
-use shared::config::Config;
+use settings::Config;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -76,7 +76,7 @@ async fn listen_forever(url: SecretString, config: Config, wake: Arc<Notify>) {
 }
 
 async fn listen_once(url: &SecretString, config: &Config, wake: &Arc<Notify>) -> anyhow::Result<()> {
-    let target = shared::db::pg_config(url, &config.db)?;
+    let target = store::db::pg_config(url, &config.db)?;
     match target.connector() {
         Some(tls) => {
             let (client, connection) = target.config.connect(tls).await?;

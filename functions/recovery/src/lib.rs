@@ -11,15 +11,15 @@ use http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use shared::auth::Caller;
-use shared::error::{ApiError, ApiResult, Challenge};
-use shared::http::{RequestBody, client_ip, empty_response, json_response, parse_json, respond};
-use shared::password::check_policy;
-use shared::ratelimit::{self, Bucket, Counter};
-use shared::users::{canonical_email, normalize_email};
-use shared::{AppState, db};
+use store::email::{canonical_email, normalize_email};
+use store::password::check_policy;
+use store::ratelimit::{self, Bucket, Counter};
+use store::{AppState, db};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
+use web::auth::Caller;
+use web::error::{ApiError, ApiResult, Challenge};
+use web::http::{RequestBody, client_ip, empty_response, json_response, parse_json, respond};
 
 pub mod outbox;
 

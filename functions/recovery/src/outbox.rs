@@ -11,7 +11,7 @@ pub const PASSWORD_RESET: &str = "password_reset";
 pub const EMAIL_VERIFICATION: &str = "email_verification";
 
 /// Queue a forgot-password job for the canonical email `$13`, whether or not it has an account,
-/// when the rate limits allow (`{within}`; see `shared::ratelimit::hit_in_turn_then`, which runs
+/// when the rate limits allow (`{within}`; see `store::ratelimit::hit_in_turn_then`, which runs
 /// the limits and this insert as one statement: one round trip, one commit). The same statement
 /// for every email.
 pub const ENQUEUE_PASSWORD_RESET: &str =

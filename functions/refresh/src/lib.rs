@@ -6,18 +6,18 @@
 //! client retrying a lost response) is refused without harm; after it, it is treated as stolen and
 //! the whole session is revoked (reuse detection), its newest token included.
 
+use access::roles::Role;
 use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use shared::error::{ApiError, ApiResult};
-use shared::http::{RequestBody, client_ip, parse_json, respond};
-use shared::roles::Role;
-use shared::tokens::{hash_refresh_token, new_refresh_token};
-use shared::users::{NewSession, token_response};
-use shared::{AppState, db};
+use store::users::{NewSession, token_response};
+use store::users::{hash_refresh_token, new_refresh_token};
+use store::{AppState, db};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
+use web::error::{ApiError, ApiResult};
+use web::http::{RequestBody, client_ip, parse_json, respond};
 
 /// Longest refresh token looked up (ours are 43 characters).
 const MAX_REFRESH_TOKEN_LEN: usize = 512;
@@ -79,10 +79,10 @@ async fn refresh(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     // Per client address first (every attempt, whatever the token: guesses that match no row
     // count too), then per session of the presented token, in one statement.
     let limits = &state.config.rate_limits;
-    shared::ratelimit::hit_refresh(
+    store::ratelimit::hit_refresh(
         &state.pool,
         &state.config.db,
-        &shared::ratelimit::ip_key(client_ip(&req)),
+        &store::ratelimit::ip_key(client_ip(&req)),
         &presented_hash,
         limits.refreshes_per_ip,
         limits.refreshes_per_session,

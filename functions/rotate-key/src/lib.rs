@@ -12,13 +12,13 @@
 //! Signers keep their cached key for up to the cache TTL, and verifiers accept current and
 //! previous, so a rotation causes no failed request.
 
+use access::keys::get_secret;
+use access::tokens::{Jwks, KeySet, Keys, SigningKey, TokenSettings, Tokens, VerifyingKey};
 use anyhow::{Context, anyhow, bail};
 use aws_sdk_secretsmanager::Client;
 use jsonwebtoken::Algorithm;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use shared::secrets::get_secret;
-use shared::tokens::{Jwks, KeySet, Keys, SigningKey, TokenSettings, Tokens, VerifyingKey};
 
 /// The event Secrets Manager sends to a rotation function.
 #[derive(Debug, Deserialize)]
@@ -216,10 +216,10 @@ async fn test(client: &Client, rotation: &Rotation, event: &RotationEvent) -> an
         settings.clone(),
         None,
     );
-    let token = signer.issue(uuid::Uuid::nil(), uuid::Uuid::nil(), shared::roles::Role::User)?;
+    let token = signer.issue(uuid::Uuid::nil(), uuid::Uuid::nil(), access::roles::Role::User)?;
     let verifier = match (rotation.algorithm, &rotation.jwks_arn) {
         (Algorithm::EdDSA, Some(jwks_arn)) => {
-            let jwks = shared::secrets::load_jwks(client, jwks_arn).await?;
+            let jwks = access::keys::load_jwks(client, jwks_arn).await?;
             Tokens::new(
                 Keys::verify_only(Algorithm::EdDSA, jwks.verifying_keys()?),
                 settings,

@@ -3,15 +3,18 @@ use std::sync::Arc;
 use jsonwebtoken::Algorithm;
 use lambda_runtime::{LambdaEvent, service_fn};
 use rotate_key::{Rotation, RotationEvent};
+use settings::RotationSettings;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    shared::telemetry::init();
-    let env = shared::config::EnvReader::process();
+    settings::telemetry::init()?;
     // One function rotates both keys: the Ed25519 private key (EdDSA) and the HMAC secret.
-    let private_key_arn = Arc::new(env.get("JWT_PRIVATE_KEY_ARN"));
-    let jwks_arn = env.get("JWT_JWKS_ARN");
-    let client = shared::secrets::client_from_env().await;
+    let RotationSettings {
+        private_key_arn,
+        jwks_arn,
+    } = RotationSettings::from_env()?;
+    let private_key_arn = Arc::new(private_key_arn);
+    let client = access::keys::client().await;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<RotationEvent>| {
         let (client, private_key_arn, jwks_arn) = (client.clone(), private_key_arn.clone(), jwks_arn.clone());
         async move {

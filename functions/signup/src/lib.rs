@@ -1,17 +1,17 @@
 //! `POST /auth/signup`: create an account and its first session.
 
+use access::roles::Role;
 use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use secrecy::SecretString;
 use serde::Deserialize;
-use shared::error::{ApiError, ApiResult, FieldError};
-use shared::http::{RequestBody, client_ip, parse_json, respond};
-use shared::ratelimit::{self, Bucket};
-use shared::roles::Role;
-use shared::users::{SessionParams, User, canonical_email, normalize_email, session_ctes, token_response};
-use shared::{AppState, db};
+use store::ratelimit::{self, Bucket};
+use store::users::{SessionParams, User, canonical_email, normalize_email, session_ctes, token_response};
+use store::{AppState, db};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
+use web::error::{ApiError, ApiResult, FieldError};
+use web::http::{RequestBody, client_ip, parse_json, respond};
 
 #[derive(Deserialize)]
 pub struct SignupBody {
@@ -33,7 +33,7 @@ async fn signup(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     let body: SignupBody = parse_json(&req)?;
     let mut errors: Vec<FieldError> = Vec::new();
     let email = normalize_email(&body.email).map_err(|e| errors.push(e)).ok();
-    let password = shared::password::check_policy(
+    let password = store::password::check_policy(
         &body.password,
         &body.email,
         state.config.password_min_length,

@@ -8,16 +8,17 @@
 use http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
-use shared::auth::{Caller, caller};
-use shared::error::{ApiError, ApiResult, Challenge, FieldError};
-use shared::http::{
-    RequestBody, double_option, empty_response, json_response, parse_json, path_param, query_param, respond,
-};
-use shared::{AppState, cursor, db};
+use store::{AppState, db};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
+use web::auth::{Caller, caller};
+use web::cursor;
+use web::error::{ApiError, ApiResult, Challenge, FieldError};
+use web::http::{
+    RequestBody, double_option, empty_response, json_response, parse_json, path_param, query_param, respond,
+};
 
 pub const MAX_TITLE_CHARS: usize = 200;
 pub const MAX_DESCRIPTION_CHARS: usize = 10_000;

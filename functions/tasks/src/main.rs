@@ -1,4 +1,4 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::lambda::run_http(|state, req| async move { tasks::handle(&state, req).await }).await
+    store::startup::run_http(|state, req| async move { tasks::handle(&state, req).await }).await
 }

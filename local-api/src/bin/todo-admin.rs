@@ -1,4 +1,5 @@
-//! `todo-admin`: operations run against `DATABASE_URL` (local or Neon).
+//! `todo-admin`: operations run against `DATABASE_URL` (local or Neon), or the database URL in
+//! the secret of `DATABASE_URL_SECRET_ARN`.
 //!
 //!   todo-admin migrate              apply pending migrations
 //!   todo-admin grant-admin EMAIL    make an existing account an admin (the first admin of a
@@ -7,21 +8,27 @@
 //! There is no default account and no default password anywhere.
 
 use anyhow::{Context, bail};
-use secrecy::SecretString;
-use shared::config::{Config, EnvReader};
+use settings::{DatabaseSettings, DatabaseUrl};
 use tokio_postgres::types::Type;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    shared::telemetry::init();
-    let env = EnvReader::process();
-    let config = Config::from_env()?;
-    let url = SecretString::from(env.get("DATABASE_URL").context("DATABASE_URL must be set")?);
+    settings::telemetry::init()?;
+    let settings = DatabaseSettings::from_env()?;
+    // The same start-up path as the functions: DATABASE_URL, or the secret of
+    // DATABASE_URL_SECRET_ARN.
+    let client = match settings.database {
+        DatabaseUrl::Env(_) => None,
+        DatabaseUrl::SecretsManager { .. } => Some(access::keys::client().await),
+    };
+    let url = &store::startup::load_database_url(&settings.database, client.as_ref())
+        .await
+        .context("loading the database URL")?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["migrate"] => {
-            let mut client = shared::db::connect(&url, &config.db).await?;
-            let applied = shared::db::migrate(&mut client, &config.db).await?;
+            let mut client = store::db::connect(url, &settings.db).await?;
+            let applied = store::db::migrate(&mut client, &settings.db).await?;
             if applied.is_empty() {
                 println!("no pending migrations");
             }
@@ -31,9 +38,9 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         ["grant-admin", email] => {
-            let client = shared::db::connect(&url, &config.db).await?;
+            let client = store::db::connect(url, &settings.db).await?;
             let email = email.trim().to_owned();
-            let canonical = shared::users::canonical_email(&email);
+            let canonical = store::users::canonical_email(&email);
             let rows = client
                 .query_typed(
                     "UPDATE users SET role = 'admin', updated_at = now() WHERE email_canonical = $1 RETURNING id",

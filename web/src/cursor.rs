@@ -7,6 +7,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::error::{ApiResult, FieldError};
+use crate::http::query_param;
+
 /// Longest cursor accepted (ours are about 70 characters).
 pub const MAX_CURSOR_LEN: usize = 128;
 
@@ -39,9 +42,8 @@ pub struct Page {
     pub after: Option<(OffsetDateTime, Uuid)>,
 }
 
-pub fn page_params(req: &lambda_http::Request, errors: &mut Vec<crate::error::FieldError>) -> crate::ApiResult<Page> {
-    use crate::error::FieldError;
-    let limit = match crate::http::query_param(req, "limit", 16)? {
+pub fn page_params(req: &lambda_http::Request, errors: &mut Vec<FieldError>) -> ApiResult<Page> {
+    let limit = match query_param(req, "limit", 16)? {
         None => DEFAULT_LIMIT,
         Some(raw) => match raw.parse::<i64>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
@@ -55,7 +57,7 @@ pub fn page_params(req: &lambda_http::Request, errors: &mut Vec<crate::error::Fi
             }
         },
     };
-    let after = match crate::http::query_param(req, "cursor", MAX_CURSOR_LEN)? {
+    let after = match query_param(req, "cursor", MAX_CURSOR_LEN)? {
         None => None,
         Some(raw) => {
             let decoded = decode(&raw);

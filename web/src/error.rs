@@ -206,7 +206,7 @@ impl ApiError {
             detail: &detail,
             errors,
         };
-        let mut response = crate::http::json_response_with_type(status, &body, "application/problem+json");
+        let mut response = crate::response::json_response_with_type(status, &body, "application/problem+json");
         let headers = response.headers_mut();
         match &self {
             ApiError::Unauthenticated(Challenge::InvalidToken) => {
@@ -248,64 +248,11 @@ pub const EMAIL_NOT_VERIFIED: ApiError = ApiError::Refused {
 /// Results of handler steps.
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// The constraint that makes emails unique through their canonical form (see
-/// migrations/V3__canonical_email.sql and `users::canonical_email`).
-pub const EMAIL_UNIQUE_CONSTRAINT: &str = "users_email_canonical_key";
-
-/// The uniqueness rule before V3 (`lower(email)`), kept until the canonical backfill has filled
-/// every row (see `db::backfill_canonical_emails`): a violation is the same 409.
-pub const LEGACY_EMAIL_UNIQUE_CONSTRAINT: &str = "users_email_lower_key";
-
-impl From<tokio_postgres::Error> for ApiError {
-    /// Map database errors: known constraint violations become client errors; a lost or refused
-    /// connection or a statement timeout becomes 503; anything else is a 500 with the cause logged.
-    fn from(err: tokio_postgres::Error) -> Self {
-        use tokio_postgres::error::SqlState;
-        if let Some(db) = err.as_db_error() {
-            let code = db.code();
-            if *code == SqlState::UNIQUE_VIOLATION
-                && matches!(
-                    db.constraint(),
-                    Some(EMAIL_UNIQUE_CONSTRAINT | LEGACY_EMAIL_UNIQUE_CONSTRAINT)
-                )
-            {
-                return ApiError::EmailTaken;
-            }
-            let unavailable = code.code().starts_with("08")
-                || *code == SqlState::QUERY_CANCELED
-                || *code == SqlState::ADMIN_SHUTDOWN
-                || *code == SqlState::CRASH_SHUTDOWN
-                || *code == SqlState::CANNOT_CONNECT_NOW
-                || *code == SqlState::TOO_MANY_CONNECTIONS
-                // A pooled server session lost a prepared statement, or already has one of that
-                // name: proof that a pooler moved this connection (see `db::run`); inside a
-                // transaction it cannot be retried there, but the request can be: retryable.
-                || *code == SqlState::INVALID_SQL_STATEMENT_NAME
-                || *code == SqlState::DUPLICATE_PSTATEMENT;
-            // Log the SQLSTATE, constraint and message only: a DbError's `detail` can quote a
-            // whole failing row, password hash included.
-            let summary = anyhow::anyhow!(
-                "database error {}: {} (constraint: {:?})",
-                code.code(),
-                db.message(),
-                db.constraint()
-            );
-            return if unavailable {
-                ApiError::ServiceUnavailable(summary)
-            } else {
-                ApiError::Internal(summary)
-            };
-        }
-        // No DbError: the connection is closed or broke, or the server could not be reached.
-        ApiError::ServiceUnavailable(anyhow::Error::new(err).context("database connection failed"))
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for ApiError {
-    fn from(err: deadpool_postgres::PoolError) -> Self {
-        match err {
-            deadpool_postgres::PoolError::Backend(e) => e.into(),
-            other => ApiError::ServiceUnavailable(anyhow::anyhow!("database pool: {other}")),
-        }
-    }
-}
+/// `?` on a driver error in a handler (`row.try_get(..)?`) needs `From<tokio_postgres::Error>`
+/// for this type, and the orphan rule lets only this crate write it. So the conversion is here,
+/// behind the `postgres` feature that only the `store` crate turns on: the authorizer and the
+/// JWKS function, which use this crate without `store`, link no database driver.
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "postgres")]
+pub use postgres::{EMAIL_UNIQUE_CONSTRAINT, LEGACY_EMAIL_UNIQUE_CONSTRAINT};

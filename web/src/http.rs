@@ -8,10 +8,9 @@
 
 use std::net::IpAddr;
 
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, header};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, ApiResult, FieldError};
@@ -24,38 +23,7 @@ pub trait RequestBody: DeserializeOwned {
     const FIELDS: &'static [&'static str];
 }
 
-pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
-    json_response_with_type(status, value, "application/json")
-}
-
-pub(crate) fn json_response_with_type<T: Serialize>(
-    status: StatusCode,
-    value: &T,
-    content_type: &'static str,
-) -> Response<Body> {
-    // Serializing our own response types cannot fail (no maps with non-string keys); fall back to
-    // an empty object rather than panic if it ever did.
-    let body = serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned());
-    let mut response = Response::new(Body::Text(body));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    add_standard_headers(headers);
-    response
-}
-
-pub fn empty_response(status: StatusCode) -> Response<Body> {
-    let mut response = Response::new(Body::Empty);
-    *response.status_mut() = status;
-    add_standard_headers(response.headers_mut());
-    response
-}
-
-/// Headers on every response: nothing here may be cached by a browser or proxy.
-pub fn add_standard_headers(headers: &mut HeaderMap) {
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
-}
+pub use crate::response::{add_standard_headers, empty_response, json_response};
 
 /// Turn a handler's result into the response, in the one place errors become problem+json.
 pub fn respond(result: ApiResult<Response<Body>>) -> Response<Body> {
@@ -355,6 +323,8 @@ pub fn query_param(req: &Request, name: &str, max_len: usize) -> ApiResult<Optio
 
 #[cfg(test)]
 mod tests {
+    use http::StatusCode;
+
     use super::*;
 
     #[derive(serde::Deserialize, Debug)]

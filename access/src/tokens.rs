@@ -331,13 +331,8 @@ pub enum TokenError {
     Invalid(String),
 }
 
-/// Settings shared by the issuer and the verifier.
-#[derive(Debug, Clone)]
-pub struct TokenSettings {
-    pub issuer: String,
-    pub audience: String,
-    pub ttl: Duration,
-}
+/// Settings shared by the issuer and the verifier (read with the rest of the configuration).
+pub use settings::TokenSettings;
 
 /// Signs and verifies access tokens.
 ///
@@ -418,6 +413,12 @@ impl Tokens {
             last_unknown_kid_reload: std::sync::Mutex::new(None),
             reload_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Whether any key can verify a token (a function trusting the authorizer's context holds
+    /// none; a key reload never empties a set that had keys).
+    pub fn can_verify(&self) -> bool {
+        !self.snapshot().verifying.is_empty()
     }
 
     pub fn settings(&self) -> &TokenSettings {
@@ -579,21 +580,6 @@ impl Tokens {
             .map_err(|e| TokenError::Invalid(format!("{:?}", e.kind())))?;
         Ok(data.claims)
     }
-}
-
-/// A fresh refresh token: 256 random bits, URL-safe; only its SHA-256 is stored.
-pub fn new_refresh_token() -> anyhow::Result<SecretString> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    Ok(SecretString::from(
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
-    ))
-}
-
-/// The stored form of a refresh token. A fast hash is right here: the token has 256 bits of
-/// entropy, so there is nothing to brute-force, and lookups must be cheap.
-pub fn hash_refresh_token(token: &SecretString) -> Vec<u8> {
-    Sha256::digest(token.expose_secret().as_bytes()).to_vec()
 }
 
 /// Take the token out of an `Authorization: Bearer <token>` value: the one grammar every path

@@ -31,9 +31,9 @@ use tokio_postgres::types::{ToSql, Type};
 
 pub use deadpool_postgres::{Pool, Transaction};
 
-use crate::auth::Caller;
-use crate::config::DbSettings;
-use crate::error::{ApiError, ApiResult};
+use settings::DbSettings;
+use web::auth::Caller;
+use web::error::{ApiError, ApiResult};
 
 mod embedded {
     refinery::embed_migrations!("../migrations");
@@ -450,7 +450,7 @@ pub async fn migrate_up_to(client: &mut tokio_postgres::Client, version: u32) ->
 const BACKFILL_BATCH: i64 = 1000;
 
 /// Fill `users.email_canonical` for rows that predate it (V3), with the one Rust definition
-/// ([`crate::users::canonical_email`]), in batches, then make the column NOT NULL. Two existing
+/// ([`crate::email::canonical_email`]), in batches, then make the column NOT NULL. Two existing
 /// accounts whose emails share a canonical form are never merged or renamed silently: the
 /// command stops, naming their ids, and an operator decides (delete one, or rename it with
 /// `email_canonical` set back to NULL, then migrate again; README). The old `lower(email)` unique
@@ -499,7 +499,7 @@ pub async fn backfill_canonical_emails(client: &mut tokio_postgres::Client) -> a
             let id: uuid::Uuid = row.try_get("id")?;
             let email: String = row.try_get("email")?;
             ids.push(id);
-            canonicals.push(crate::users::canonical_email(&email));
+            canonicals.push(crate::email::canonical_email(&email));
         }
         // Every pair of accounts, in this batch or against rows already filled, that would share
         // a canonical form.
@@ -806,7 +806,7 @@ fn timed_out() -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, EnvReader};
+    use settings::{Config, EnvReader};
 
     fn settings() -> anyhow::Result<DbSettings> {
         Ok(Config::from_reader(EnvReader::new(|_| None))?.db)

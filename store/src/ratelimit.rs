@@ -12,9 +12,10 @@ use deadpool_postgres::Pool;
 use sha2::{Digest, Sha256};
 use tokio_postgres::types::Type;
 
-use crate::config::{DbSettings, Limit};
+use settings::{DbSettings, Limit};
+use web::error::{ApiError, ApiResult};
+
 use crate::db;
-use crate::error::{ApiError, ApiResult};
 
 /// What is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,10 +68,10 @@ impl Bucket {
 const MAX_BACKOFF_FACTOR: i64 = 4;
 
 /// The counter key of an email: the SHA-256 of its canonical form
-/// ([`crate::users::canonical_email`]), so no spelling of one account makes a new counter, and
+/// ([`crate::email::canonical_email`]), so no spelling of one account makes a new counter, and
 /// the address itself is not stored.
 pub fn email_key(email: &str) -> String {
-    let digest = Sha256::digest(crate::users::canonical_email(email).as_bytes());
+    let digest = Sha256::digest(crate::email::canonical_email(email).as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -20,20 +20,15 @@ use tokio::sync::Semaphore;
 use unicode_normalization::UnicodeNormalization;
 use zeroize::Zeroize;
 
-use crate::error::FieldError;
+use web::error::FieldError;
 
-/// OWASP's minimum argon2id parameters (m=19456 KiB, t=2, p=1); configuration may only raise them.
-pub const OWASP_MIN_MEMORY_KIB: u32 = 19_456;
-pub const OWASP_MIN_ITERATIONS: u32 = 2;
+use crate::email::canonical_email;
+
+/// OWASP's minimum argon2id parameters, and the configured ones (read with the configuration).
+pub use settings::{Argon2Settings, OWASP_MIN_ITERATIONS, OWASP_MIN_MEMORY_KIB};
+
 /// Longest password accepted, in characters after NFKC normalisation.
 pub const MAX_PASSWORD_CHARS: usize = 256;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Argon2Settings {
-    pub memory_kib: u32,
-    pub iterations: u32,
-    pub parallelism: u32,
-}
 
 /// The 20,000 most common passwords (Django's list, from Royce Williams' analysis of breaches),
 /// lower-cased, shipped inside the binary.
@@ -83,7 +78,7 @@ pub fn check_policy(
             "This password is too common.",
         ));
     }
-    if crate::users::canonical_email(pw) == crate::users::canonical_email(email) {
+    if canonical_email(pw) == canonical_email(email) {
         return Err(FieldError::new(
             field,
             "password_equals_email",

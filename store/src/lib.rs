@@ -1,0 +1,25 @@
+//! The data functions' room: the database (pool, TLS policy, migrations, the "live caller" SQL),
+//! rate limits, users and sessions, passwords (argon2id), the handler state and the one start-up
+//! path. Nothing here is reachable from the authorizer or the JWKS function.
+//!
+//! Module tree (each arrow an import; no cycle):
+//!
+//! ```text
+//! lib ─┬─ email      the canonical form of an address
+//!      ├─ password   policy and argon2id hashing ─▶ email
+//!      ├─ db         pool, TLS, migrations, statements, the live caller ─▶ email
+//!      ├─ ratelimit  counters in PostgreSQL ─▶ db, email
+//!      ├─ state      AppState ─▶ password
+//!      ├─ users      users, sessions, refresh tokens, token responses ─▶ db, email, state
+//!      └─ startup    settings → secrets → pool → state ─▶ db, state
+//! ```
+
+pub mod db;
+pub mod email;
+pub mod password;
+pub mod ratelimit;
+pub mod startup;
+pub mod state;
+pub mod users;
+
+pub use state::AppState;

@@ -1,0 +1,114 @@
+//! The one start-up path: settings, then secrets, then the pool, then the state. The Lambda
+//! functions ([`run_http`]), the local API and the scheduled clean-up all start here, so what a
+//! deployed function and the local API run with is built the same way.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use access::keys::{self, get_secret};
+use anyhow::{Context, anyhow};
+use aws_sdk_secretsmanager::Client;
+use deadpool_postgres::Pool;
+use lambda_http::{Body, Request, Response};
+use secrecy::SecretString;
+use settings::{DatabaseSettings, DatabaseUrl, DbSettings, FunctionSettings};
+
+use crate::db;
+use crate::state::AppState;
+
+/// Read the database URL: the environment's, or the secret's `AWSCURRENT`.
+pub async fn load_database_url(source: &DatabaseUrl, client: Option<&Client>) -> anyhow::Result<SecretString> {
+    match source {
+        DatabaseUrl::Env(url) => Ok(url.clone()),
+        DatabaseUrl::SecretsManager { arn } => {
+            let client = client.ok_or_else(|| anyhow!("no Secrets Manager client"))?;
+            let v = get_secret(client, arn, "AWSCURRENT")
+                .await?
+                .ok_or_else(|| anyhow!("database URL secret has no AWSCURRENT version"))?;
+            Ok(v.value)
+        }
+    }
+}
+
+/// Apply the pending migrations (the local API, at start). Kept apart from
+/// [`state`] so that the functions, which never migrate, do not link the migration runner.
+pub async fn apply_migrations(database: &DatabaseUrl, settings: &DbSettings) -> anyhow::Result<Vec<String>> {
+    let client = match database {
+        DatabaseUrl::Env(_) => None,
+        DatabaseUrl::SecretsManager { .. } => Some(keys::client().await),
+    };
+    let url = load_database_url(database, client.as_ref())
+        .await
+        .context("loading the database URL")?;
+    let mut client = db::connect(&url, settings).await?;
+    db::migrate(&mut client, settings).await
+}
+
+/// Secrets (from Secrets Manager where ARNs are configured), then the pool, then the state.
+pub async fn state(settings: FunctionSettings) -> anyhow::Result<AppState> {
+    let FunctionSettings { config, keys, database } = settings;
+    let remote = keys.source.remote() || matches!(database, DatabaseUrl::SecretsManager { .. });
+    let client = if remote { Some(keys::client().await) } else { None };
+    let tokens = keys::tokens(keys, client.clone(), config.tokens.clone())
+        .await
+        .context("loading the signing key")?;
+    let url = load_database_url(&database, client.as_ref())
+        .await
+        .context("loading the database URL")?;
+    let pool = db::pool(&url, &config.db)?;
+    AppState::with_tokens(config, pool, tokens)
+}
+
+/// The pool alone, for what signs nothing (the scheduled clean-up).
+pub async fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
+    let client = match settings.database {
+        DatabaseUrl::Env(_) => None,
+        DatabaseUrl::SecretsManager { .. } => Some(keys::client().await),
+    };
+    let url = load_database_url(&settings.database, client.as_ref())
+        .await
+        .context("loading the database URL")?;
+    db::pool(&url, &settings.db)
+}
+
+/// An HTTP function's whole `main`: logging, settings, state, then serve `handler` forever.
+/// Any problem stops start-up with a clear message.
+pub async fn run_http<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
+where
+    F: Fn(Arc<AppState>, Request) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = Response<Body>> + Send,
+{
+    serve_http(FunctionSettings::from_env, handler).await
+}
+
+/// [`run_http`] for a function that holds no key ([`FunctionSettings::keyless_from_env`]).
+pub async fn run_http_keyless<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
+where
+    F: Fn(Arc<AppState>, Request) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = Response<Body>> + Send,
+{
+    serve_http(FunctionSettings::keyless_from_env, handler).await
+}
+
+async fn serve_http<F, Fut>(
+    load: fn() -> Result<FunctionSettings, settings::ConfigError>,
+    handler: F,
+) -> Result<(), lambda_http::Error>
+where
+    F: Fn(Arc<AppState>, Request) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = Response<Body>> + Send,
+{
+    settings::telemetry::init()?;
+    let state = match load() {
+        Ok(settings) => state(settings).await,
+        Err(e) => Err(e.into()),
+    };
+    let state = match state {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            tracing::error!(error = ?e, "start-up failed");
+            return Err(e.into());
+        }
+    };
+    web::lambda::serve(state, handler).await
+}
