@@ -161,6 +161,8 @@ env DATABASE_URL="$db_url" PORT="$port" RUST_LOG="${CONTRACT_RUST_LOG:-warn}" NO
     JWT_SECRET="$(head -c 48 /dev/urandom | base64 | tr -d '\n')" \
     RATE_LOGIN_ACCOUNT_FAILURES=$rate_max RATE_LOGIN_IP_ATTEMPTS=$rate_max \
     RATE_SIGNUP_IP=$rate_max RATE_REFRESH_SESSION=$rate_max RATE_REFRESH_IP=$rate_max \
+    RATE_FORGOT_IP=$rate_max RATE_FORGOT_EMAIL=$rate_max RATE_RESET_IP=$rate_max \
+    RATE_VERIFY_IP=$rate_max RATE_VERIFY_RESEND=$rate_max \
     "$bin" >"$api_log" 2>&1 &
 api_pid=$!
 

@@ -2,7 +2,7 @@
 # The project's test command (also what CI runs through .ci/run).
 #
 #   scripts/test.sh                 # everything
-#   scripts/test.sh -p shared       # extra args go to `cargo test` (before any --);
+#   scripts/test.sh -p store        # extra args go to `cargo test` (before any --);
 #                                   # with -p/--package, --workspace is left out
 #
 # Steps, stopping at the first failure: rustfmt check, clippy (-D warnings),

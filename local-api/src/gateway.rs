@@ -18,6 +18,7 @@ pub enum Function {
     Tasks,
     Admin,
     Jwks,
+    Recovery,
 }
 
 impl Function {
@@ -32,6 +33,7 @@ impl Function {
             Function::Tasks => "tasks",
             Function::Admin => "admin",
             Function::Jwks => "jwks",
+            Function::Recovery => "recovery",
         }
     }
 }
@@ -46,6 +48,10 @@ pub static DISPATCH: &[(&str, Function)] = &[
     ("/auth/logout-all", Function::Logout),
     ("/auth/me", Function::Account),
     ("/auth/password", Function::Account),
+    ("/auth/password/forgot", Function::Recovery),
+    ("/auth/password/reset", Function::Recovery),
+    ("/auth/email/verify", Function::Recovery),
+    ("/auth/email/verify/resend", Function::Account),
     ("/.well-known/jwks.json", Function::Jwks),
     ("/tasks", Function::Tasks),
     ("/tasks/{id}", Function::Tasks),

@@ -40,6 +40,8 @@ use crate::gateway::{Function, function_for, match_route, policy_allows};
 
 pub mod gateway;
 
+pub mod mail;
+
 /// The fake account and API id in local method ARNs.
 const LOCAL_ARN_PREFIX: &str = "arn:aws:execute-api:local:000000000000:local/local";
 
@@ -165,7 +167,9 @@ pub async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let response = route(state, cache, req, peer.ip()).await;
-    tracing::info!(%method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    let elapsed = started.elapsed();
+    tracing::info!(%method, %path, status = response.status().as_u16(), elapsed_ms = elapsed.as_millis() as u64,
+        elapsed_us = elapsed.as_micros() as u64, "request");
     response
 }
 
@@ -287,6 +291,7 @@ async fn route(
         Function::Tasks => tasks::handle(state, request).await,
         Function::Admin => admin::handle(state, request).await,
         Function::Jwks => jwks::handle(Some(&state.tokens)).await,
+        Function::Recovery => recovery::handle(state, request).await,
     };
     to_hyper(response)
 }

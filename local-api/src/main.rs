@@ -4,7 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use anyhow::Context;
-use settings::LocalApiSettings;
+use settings::{DatabaseUrl, LocalApiSettings};
 use store::startup;
 
 #[tokio::main]
@@ -14,7 +14,14 @@ async fn main() -> anyhow::Result<()> {
     let function = settings.function;
     let applied = startup::apply_migrations(&function.database, &function.config.db).await?;
     tracing::info!(?applied, "migrations applied");
+    // The local API reads DATABASE_URL only (settings): the mail sender's LISTEN connection uses it.
+    let url = match &function.database {
+        DatabaseUrl::Env(url) => url.clone(),
+        DatabaseUrl::SecretsManager { .. } => anyhow::bail!("the local API reads DATABASE_URL only"),
+    };
+    let mail = local_api::mail::mailer(&settings.mail)?;
     let state = Arc::new(startup::state(function).await?);
+    let _sender = local_api::mail::spawn_sender(&state.pool, &state.config, url, &settings.mail, mail);
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, settings.port));
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -166,7 +166,17 @@ def build_event(name, args):
     if name == "admin":
         s = fresh_session(args.api, args.admin_email, args.password)
         return rest_event(s, "GET", "/admin/users", "/admin/users")
-    if name == "cleanup":
+    if name == "recovery":
+        # A public route: forgot-password for the bench account (it only queues a job).
+        event = json.loads(
+            fill((FIXTURES / "apigw-v1-login.json").read_text(), {"EMAIL": args.email, "PASSWORD": args.password})
+        )
+        event["path"] = event["resource"] = "/auth/password/forgot"
+        event["requestContext"]["path"] = "/prod/auth/password/forgot"
+        event["requestContext"]["resourcePath"] = "/auth/password/forgot"
+        event["body"] = json.dumps({"email": args.email})
+        return event
+    if name in ("cleanup", "mail-sender"):
         # An EventBridge scheduled event, as the hourly rule sends it.
         return {
             "version": "0",

@@ -10,14 +10,18 @@
 //! | authorizer | [`VerifierSettings`] |
 //! | jwks | [`JwksSettings`] |
 //! | signup, login, refresh, logout, account, tasks, admin | [`FunctionSettings`] |
+//! | recovery | [`FunctionSettings::keyless_from_env`] |
 //! | cleanup, `todo-admin` | [`DatabaseSettings`] |
+//! | mail-sender | [`MailSenderSettings`] |
 //! | rotate-key | [`RotationSettings`] |
 //! | local-api | [`LocalApiSettings`] |
 //!
 //! Module tree: `lib` (the sections and loaders) uses `env` (the reader that collects problems);
-//! `telemetry` (logging set-up, `RUST_LOG`) stands alone.
+//! `mail` (the mail sender's and the local API's mail sections) uses both; `telemetry` (logging
+//! set-up, `RUST_LOG`) stands alone.
 
 pub mod env;
+pub mod mail;
 pub mod telemetry;
 
 use std::time::Duration;
@@ -25,6 +29,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 pub use env::{ConfigError, EnvReader};
+pub use mail::{LocalMailSettings, MailSenderSettings, MailSettings};
 
 const DAY: u64 = 24 * 60 * 60;
 
@@ -259,6 +264,38 @@ pub struct RateLimits {
     /// Refresh attempts per client address (IPv6: per /64), counted before the token is looked
     /// up, so tokens that match no row count too.
     pub refreshes_per_ip: Limit,
+    /// Forgot-password requests per client address (IPv6: per /64).
+    pub forgot_per_ip: Limit,
+    /// Forgot-password requests per email (its canonical form), known or not.
+    pub forgot_per_email: Limit,
+    /// Password-reset attempts per client address.
+    pub reset_per_ip: Limit,
+    /// Email-verification attempts per client address.
+    pub verify_per_ip: Limit,
+    /// Verification resends per user.
+    pub verify_resend_per_user: Limit,
+}
+
+/// Account recovery and email verification (issue 16). In [`Config`]: login reads
+/// `require_verified_email`, and the recovery routes and the mail sender the token lifetimes.
+#[derive(Debug, Clone)]
+pub struct RecoverySettings {
+    /// `REQUIRE_VERIFIED_EMAIL`: login with the right password of an unverified account is 403.
+    pub require_verified_email: bool,
+    /// `PASSWORD_RESET_TTL_SECONDS` (30 min by default).
+    pub password_reset_ttl: Duration,
+    /// `EMAIL_VERIFICATION_TTL_SECONDS` (24 h by default).
+    pub email_verification_ttl: Duration,
+}
+
+impl RecoverySettings {
+    pub fn read(env: &mut EnvReader<'_>) -> Self {
+        RecoverySettings {
+            require_verified_email: env.boolean("REQUIRE_VERIFIED_EMAIL", false),
+            password_reset_ttl: env.seconds("PASSWORD_RESET_TTL_SECONDS", 30 * 60, 1, DAY),
+            email_verification_ttl: env.seconds("EMAIL_VERIFICATION_TTL_SECONDS", DAY, 1, 30 * DAY),
+        }
+    }
 }
 
 /// What the data functions need besides their secrets: tokens they issue, sessions, passwords,
@@ -274,6 +311,7 @@ pub struct Config {
     pub db: DbSettings,
     pub rate_limits: RateLimits,
     pub task_quota: i64,
+    pub recovery: RecoverySettings,
 }
 
 impl Config {
@@ -318,8 +356,14 @@ impl Config {
             signups_per_ip: limit("RATE_SIGNUP_IP", 20, "RATE_SIGNUP_IP_WINDOW_SECONDS", 3600),
             refreshes_per_session: limit("RATE_REFRESH_SESSION", 60, "RATE_REFRESH_SESSION_WINDOW_SECONDS", 3600),
             refreshes_per_ip: limit("RATE_REFRESH_IP", 600, "RATE_REFRESH_IP_WINDOW_SECONDS", 300),
+            forgot_per_ip: limit("RATE_FORGOT_IP", 5, "RATE_FORGOT_IP_WINDOW_SECONDS", 3600),
+            forgot_per_email: limit("RATE_FORGOT_EMAIL", 3, "RATE_FORGOT_EMAIL_WINDOW_SECONDS", 3600),
+            reset_per_ip: limit("RATE_RESET_IP", 20, "RATE_RESET_IP_WINDOW_SECONDS", 3600),
+            verify_per_ip: limit("RATE_VERIFY_IP", 20, "RATE_VERIFY_IP_WINDOW_SECONDS", 3600),
+            verify_resend_per_user: limit("RATE_VERIFY_RESEND", 3, "RATE_VERIFY_RESEND_WINDOW_SECONDS", 3600),
         };
         let task_quota = env.number("TASK_QUOTA_PER_USER", 10_000i64, 1, 10_000_000);
+        let recovery = RecoverySettings::read(env);
         Config {
             tokens,
             refresh_reuse_grace,
@@ -330,6 +374,7 @@ impl Config {
             db,
             rate_limits,
             task_quota,
+            recovery,
         }
     }
 }
@@ -392,6 +437,24 @@ impl FunctionSettings {
         Self::from_reader(EnvReader::process(), 1)
     }
 
+    /// A function that signs no token and reads no caller (recovery: public routes only): no key
+    /// at all, whatever the environment holds, and `JWT_TRUST_AUTHORIZER_CONTEXT` is not read
+    /// (template.yaml gives it only to functions behind the authorizer).
+    pub fn keyless_from_env() -> Result<Self, ConfigError> {
+        Self::keyless_from_reader(EnvReader::process())
+    }
+
+    pub fn keyless_from_reader(mut env: EnvReader<'_>) -> Result<Self, ConfigError> {
+        let config = Config::read(&mut env, 1);
+        let algorithm = Algorithm::read(&mut env);
+        let keys = KeyConfig::with_source(&mut env, algorithm, KeySource::AuthorizerContext);
+        let database = DatabaseUrl::read(&mut env);
+        match database {
+            Some(database) => env.finish(FunctionSettings { config, keys, database }),
+            None => Err(env.into_error()),
+        }
+    }
+
     /// `default_pool_size`: see [`DbSettings::read`].
     pub fn from_reader(mut env: EnvReader<'_>, default_pool_size: usize) -> Result<Self, ConfigError> {
         let config = Config::read(&mut env, default_pool_size);
@@ -448,7 +511,7 @@ impl RotationSettings {
 }
 
 /// The local API: a data function's settings (keys and database URL from the environment only,
-/// a pool of 16 by default), plus its port and its emulated authorizer cache.
+/// a pool of 16 by default), plus its port, its emulated authorizer cache and its mail sender.
 #[derive(Debug, Clone)]
 pub struct LocalApiSettings {
     pub function: FunctionSettings,
@@ -457,6 +520,8 @@ pub struct LocalApiSettings {
     /// `AUTHORIZER_CACHE_TTL_SECONDS` (0 to 3600), 300 by default like template.yaml's
     /// `AuthorizerCacheTtl`.
     pub authorizer_cache_ttl: Duration,
+    /// The outbox's sender, run as a background task (`MAIL_*`, `APP_URL`).
+    pub mail: LocalMailSettings,
 }
 
 impl LocalApiSettings {
@@ -476,11 +541,13 @@ impl LocalApiSettings {
         }
         let port = env.number("PORT", 3000u16, 1, u16::MAX);
         let authorizer_cache_ttl = env.seconds("AUTHORIZER_CACHE_TTL_SECONDS", 300, 0, 3600);
+        let mail = LocalMailSettings::read(&mut env);
         match database {
             Some(database) => env.finish(LocalApiSettings {
                 function: FunctionSettings { config, keys, database },
                 port,
                 authorizer_cache_ttl,
+                mail,
             }),
             None => Err(env.into_error()),
         }
@@ -517,6 +584,38 @@ mod tests {
     }
 
     #[test]
+    fn recovery_defaults_follow_the_contract() -> Result<(), ConfigError> {
+        let c = from(&[])?;
+        assert!(!c.recovery.require_verified_email);
+        assert_eq!(c.recovery.password_reset_ttl, Duration::from_secs(30 * 60));
+        assert_eq!(c.recovery.email_verification_ttl, Duration::from_secs(24 * 3600));
+        let hour = Duration::from_secs(3600);
+        assert_eq!(c.rate_limits.forgot_per_ip, Limit { max: 5, window: hour });
+        assert_eq!(c.rate_limits.forgot_per_email, Limit { max: 3, window: hour });
+        let c = from(&[("REQUIRE_VERIFIED_EMAIL", "true"), ("PASSWORD_RESET_TTL_SECONDS", "60")])?;
+        assert!(c.recovery.require_verified_email);
+        assert_eq!(c.recovery.password_reset_ttl, Duration::from_secs(60));
+        assert!(from(&[("REQUIRE_VERIFIED_EMAIL", "yes")]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn the_mail_sender_reports_mail_and_database_problems_together() {
+        let err = MailSenderSettings::from_reader(reader(&[("MAIL_MAX_ATTEMPTS", "0")]))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        for expected in [
+            "MAIL_FROM: must be set",
+            "APP_URL: must be set",
+            "MAIL_MAX_ATTEMPTS: must be between 1",
+            "DATABASE_URL (or DATABASE_URL_SECRET_ARN) must be set",
+        ] {
+            assert!(err.contains(expected), "{expected} missing from: {err}");
+        }
+    }
+
+    #[test]
     fn every_bad_value_is_named() {
         let err = from(&[
             ("DB_POOL_SIZE", "zero"),
@@ -544,6 +643,7 @@ mod tests {
             ("JWT_ALGORITHM", "none"),
             ("JWT_KEY_ACTIVATION_SECONDS", "soon"),
             ("AUTHORIZER_CACHE_TTL_SECONDS", "-1"),
+            ("MAIL_POLL_MS", "often"),
         ]))
         .err()
         .map(|e| e.to_string())
@@ -554,6 +654,7 @@ mod tests {
             "JWT_ALGORITHM: must be HS256 or EdDSA",
             "JWT_KEY_ACTIVATION_SECONDS: must be a whole number",
             "AUTHORIZER_CACHE_TTL_SECONDS: must be a whole number",
+            "MAIL_POLL_MS: must be a whole number",
             "JWT_SECRET (or JWT_SECRET_ARN) must be set",
             "DATABASE_URL (or DATABASE_URL_SECRET_ARN) must be set",
         ] {
@@ -585,6 +686,10 @@ mod tests {
         )?;
         assert_eq!(function.keys.source, KeySource::AuthorizerContext);
         assert_eq!(function.config.db.pool_size, 1);
+        // Recovery: no key, and none asked for.
+        let recovery = FunctionSettings::keyless_from_reader(reader(&[("DATABASE_URL", "postgres://x")]))?;
+        assert_eq!(recovery.keys.source, KeySource::AuthorizerContext);
+        assert!(recovery.keys.env_keys.current.is_none());
         Ok(())
     }
 

@@ -30,6 +30,16 @@ pub enum Bucket {
     RefreshSession,
     /// Refresh attempts per client address, whatever the token (unknown ones included).
     RefreshIp,
+    /// Forgot-password requests per client address.
+    ForgotIp,
+    /// Forgot-password requests per email, known or not.
+    ForgotEmail,
+    /// Password-reset attempts per client address.
+    ResetIp,
+    /// Email-verification attempts per client address.
+    VerifyIp,
+    /// Verification resends per user.
+    VerifyResendUser,
 }
 
 impl Bucket {
@@ -41,6 +51,11 @@ impl Bucket {
             Bucket::SignupIp => "signup_ip",
             Bucket::RefreshSession => "refresh_session",
             Bucket::RefreshIp => "refresh_ip",
+            Bucket::ForgotIp => "forgot_ip",
+            Bucket::ForgotEmail => "forgot_email",
+            Bucket::ResetIp => "reset_ip",
+            Bucket::VerifyIp => "verify_ip",
+            Bucket::VerifyResendUser => "verify_resend_user",
         }
     }
 
@@ -177,6 +192,43 @@ pub async fn hit_in_turn(pool: &Pool, settings: &DbSettings, first: Counter<'_>,
         &IN_TURN,
         first,
         (second.bucket, &second.key, Type::TEXT, second.limit),
+        &[],
+    )
+    .await
+}
+
+/// [`hit_in_turn`], and in the same statement, only when both counters are within their limits,
+/// the data-modifying `then` (a statement that may read CTEs `first` and `second`, whose own
+/// parameters start at `$13`, and whose `{within}` stands for that condition): one round trip and one commit for the limits and the work, where
+/// a [`hit_in_turn`] then a statement take two of each. Forgot-password queues its job this way.
+pub async fn hit_in_turn_then(
+    pool: &Pool,
+    settings: &DbSettings,
+    first: Counter<'_>,
+    second: Counter<'_>,
+    then: &str,
+    then_params: &[(&(dyn tokio_postgres::types::ToSql + Sync), Type)],
+) -> ApiResult<()> {
+    debug_assert!(
+        (first.bucket, first.key) != (second.bucket, second.key),
+        "hit_in_turn_then needs two different counters"
+    );
+    let within = "(SELECT count FROM first) <= $4 AND (SELECT count FROM second) <= $10";
+    let sql = IN_TURN.replacen(
+        "\n         SELECT f.count AS first_count",
+        &format!(
+            ",\n              then_work AS ({})\n         SELECT f.count AS first_count",
+            then.replace("{within}", within)
+        ),
+        1,
+    );
+    in_turn(
+        pool,
+        settings,
+        &sql,
+        first,
+        (second.bucket, &second.key, Type::TEXT, second.limit),
+        then_params,
     )
     .await
 }
@@ -203,6 +255,7 @@ pub async fn hit_refresh(
             limit: per_ip,
         },
         (Bucket::RefreshSession, &token_hash, Type::BYTEA, per_session),
+        &[],
     )
     .await
 }
@@ -213,31 +266,29 @@ async fn in_turn(
     sql: &str,
     first: Counter<'_>,
     second: (Bucket, &(dyn tokio_postgres::types::ToSql + Sync), Type, Limit),
+    extra: &[(&(dyn tokio_postgres::types::ToSql + Sync), Type)],
 ) -> ApiResult<()> {
     let (second_bucket, second_key, second_key_type, second_limit) = second;
     let [w1, m1] = window_and_max(first.limit);
     let [w2, m2] = window_and_max(second_limit);
     let (b1, b2) = (first.bucket.backoff(), second_bucket.backoff());
-    let rows = db::query(
-        pool,
-        settings,
-        sql,
-        &[
-            (&first.bucket.name(), Type::TEXT),
-            (&first.key, Type::TEXT),
-            (&w1, Type::INT8),
-            (&m1, Type::INT8),
-            (&b1, Type::BOOL),
-            (&MAX_BACKOFF_FACTOR, Type::INT8),
-            (&second_bucket.name(), Type::TEXT),
-            (second_key, second_key_type),
-            (&w2, Type::INT8),
-            (&m2, Type::INT8),
-            (&b2, Type::BOOL),
-            (&MAX_BACKOFF_FACTOR, Type::INT8),
-        ],
-    )
-    .await?;
+    let (first_name, second_name) = (first.bucket.name(), second_bucket.name());
+    let mut params: Vec<(&(dyn tokio_postgres::types::ToSql + Sync), Type)> = vec![
+        (&first_name, Type::TEXT),
+        (&first.key, Type::TEXT),
+        (&w1, Type::INT8),
+        (&m1, Type::INT8),
+        (&b1, Type::BOOL),
+        (&MAX_BACKOFF_FACTOR, Type::INT8),
+        (&second_name, Type::TEXT),
+        (second_key, second_key_type),
+        (&w2, Type::INT8),
+        (&m2, Type::INT8),
+        (&b2, Type::BOOL),
+        (&MAX_BACKOFF_FACTOR, Type::INT8),
+    ];
+    params.extend(extra.iter().map(|(v, t)| (*v, t.clone())));
+    let rows = db::query(pool, settings, sql, &params).await?;
     let row = rows
         .first()
         .ok_or_else(|| anyhow::anyhow!("the rate-limit upsert returned no row"))?;

@@ -78,8 +78,28 @@ where
     F: Fn(Arc<AppState>, Request) -> Fut + Copy + Send + 'static,
     Fut: Future<Output = Response<Body>> + Send,
 {
+    serve_http(FunctionSettings::from_env, handler).await
+}
+
+/// [`run_http`] for a function that holds no key ([`FunctionSettings::keyless_from_env`]).
+pub async fn run_http_keyless<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
+where
+    F: Fn(Arc<AppState>, Request) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = Response<Body>> + Send,
+{
+    serve_http(FunctionSettings::keyless_from_env, handler).await
+}
+
+async fn serve_http<F, Fut>(
+    load: fn() -> Result<FunctionSettings, settings::ConfigError>,
+    handler: F,
+) -> Result<(), lambda_http::Error>
+where
+    F: Fn(Arc<AppState>, Request) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = Response<Body>> + Send,
+{
     settings::telemetry::init()?;
-    let state = match FunctionSettings::from_env() {
+    let state = match load() {
         Ok(settings) => state(settings).await,
         Err(e) => Err(e.into()),
     };

@@ -16,7 +16,7 @@ use web::error::{ApiError, ApiResult};
 use crate::db::{self, Transaction};
 use crate::state::AppState;
 
-/// The public view of a user: `{id, email, role, created_at}`.
+/// The public view of a user: `{id, email, role, created_at, email_verified}`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct User {
     pub id: Uuid,
@@ -24,10 +24,11 @@ pub struct User {
     pub role: Role,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    pub email_verified: bool,
 }
 
 impl User {
-    /// From a row with columns `id, email, role, created_at`.
+    /// From a row with columns `id, email, role, created_at, email_verified`.
     pub fn from_row(row: &Row) -> ApiResult<Self> {
         let role: String = row.try_get("role")?;
         Ok(User {
@@ -35,6 +36,7 @@ impl User {
             email: row.try_get("email")?,
             role: Role::parse(&role).ok_or_else(|| anyhow::anyhow!("unknown role in database"))?,
             created_at: row.try_get("created_at")?,
+            email_verified: row.try_get("email_verified")?,
         })
     }
 }

@@ -100,7 +100,7 @@ fn assert_forbidden(r: &Resp, what: &str) {
     assert_eq!(r.body, ACCESS_DENIED_BODY, "{what}");
 }
 
-/// An admin view of a user: exactly `{id, email, role, disabled, created_at}`.
+/// An admin view of a user: exactly `{id, email, role, disabled, created_at, email_verified}`.
 #[track_caller]
 fn assert_admin_user_shape(user: &Value) {
     let obj = user
@@ -108,7 +108,11 @@ fn assert_admin_user_shape(user: &Value) {
         .unwrap_or_else(|| panic!("user is not an object: {user}"));
     let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["created_at", "disabled", "email", "id", "role"], "{user}");
+    assert_eq!(
+        keys,
+        ["created_at", "disabled", "email", "email_verified", "id", "role"],
+        "{user}"
+    );
     assert!(
         user["id"].as_str().and_then(|s| s.parse::<Uuid>().ok()).is_some(),
         "{user}"

@@ -36,7 +36,11 @@ fn assert_token_body(body: &Value, email: &str) {
     let user = body["user"].as_object().expect("user object");
     let mut user_keys: Vec<&str> = user.keys().map(String::as_str).collect();
     user_keys.sort_unstable();
-    assert_eq!(user_keys, ["created_at", "email", "id", "role"], "{body}");
+    assert_eq!(
+        user_keys,
+        ["created_at", "email", "email_verified", "id", "role"],
+        "{body}"
+    );
     assert!(
         body["user"]["id"]
             .as_str()

@@ -737,7 +737,7 @@ async fn me_returns_exactly_the_public_user() {
     assert_eq!(r.header("content-type"), Some("application/json"));
     let mut keys: Vec<&str> = body.as_object().expect("object").keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["created_at", "email", "id", "role"], "{body}");
+    assert_eq!(keys, ["created_at", "email", "email_verified", "id", "role"], "{body}");
     assert_eq!(body["id"], json!(acct.user_id));
     assert_eq!(body["email"], json!(acct.email));
     assert_eq!(body["role"], "user");

@@ -304,7 +304,7 @@ async fn v1_signup_201_with_the_contract_body() {
     let user = &body["user"];
     assert_eq!(
         sorted_keys(user),
-        ["created_at", "email", "id", "role"],
+        ["created_at", "email", "email_verified", "id", "role"],
         "no hash or internals in `user`"
     );
     assert_eq!(user["email"], "Carol.Smith@Example.COM", "trimmed, spelling kept");
@@ -368,7 +368,10 @@ async fn v1_login_200_with_the_contract_body() {
     );
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], 900);
-    assert_eq!(sorted_keys(&body["user"]), ["created_at", "email", "id", "role"]);
+    assert_eq!(
+        sorted_keys(&body["user"]),
+        ["created_at", "email", "email_verified", "id", "role"]
+    );
     assert_eq!(body["user"]["id"], account.id.to_string());
     assert_eq!(body["user"]["email"], "dave@example.com");
     let claims = state.tokens.verify(body["access_token"].as_str().unwrap()).unwrap();

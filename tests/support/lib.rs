@@ -233,6 +233,11 @@ pub fn test_config() -> Config {
     limits.login_failures_per_account = generous(limits.login_failures_per_account);
     limits.refreshes_per_session = generous(limits.refreshes_per_session);
     limits.refreshes_per_ip = generous(limits.refreshes_per_ip);
+    limits.forgot_per_ip = generous(limits.forgot_per_ip);
+    limits.forgot_per_email = generous(limits.forgot_per_email);
+    limits.reset_per_ip = generous(limits.reset_per_ip);
+    limits.verify_per_ip = generous(limits.verify_per_ip);
+    limits.verify_resend_per_user = generous(limits.verify_resend_per_user);
     config
 }
 
@@ -287,11 +292,16 @@ pub struct TestApi {
     pub state: Arc<AppState>,
     pub db: TestDb,
     server: tokio::task::JoinHandle<()>,
+    /// The mail sender task, when the API was spawned with one ([`spawn_api_with_mail`]).
+    sender: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for TestApi {
     fn drop(&mut self) {
         self.server.abort();
+        if let Some(sender) = &self.sender {
+            sender.abort();
+        }
     }
 }
 
@@ -355,6 +365,7 @@ async fn serve_with_cache(state: Arc<AppState>, db: TestDb, cache_ttl: Duration)
         state,
         db,
         server,
+        sender: None,
     }
 }
 
@@ -377,6 +388,38 @@ pub async fn spawn_instance(config: Config, db: &TestDb) -> TestApi {
         direct_url: db.direct_url.clone(),
     };
     spawn_api_on(config, copy).await
+}
+
+/// The mail settings of the test APIs: a fixed sender and front end, and fast retries.
+pub fn test_mail_settings() -> settings::MailSettings {
+    let mut env = EnvReader::new(|_| None);
+    let mut settings = settings::MailSettings::from_reader(&mut env, false);
+    settings.from = "todo-api <no-reply@todo-api.test>".to_owned();
+    settings.app_url = "https://app.todo-api.test".to_owned();
+    settings.retry_base = Duration::from_millis(50);
+    settings.retry_max = Duration::from_millis(400);
+    settings
+}
+
+/// The local API with the mail sender running as in `local-api` (a background task woken by the
+/// outbox's NOTIFY), delivering to `mailer`.
+pub async fn spawn_api_with_mail(
+    config: Config,
+    mailer: Arc<dyn mail::Mailer>,
+    settings: settings::MailSettings,
+) -> TestApi {
+    let (state, db) = test_state_with(config).await;
+    let sender = mail_sender::worker::spawn(
+        state.pool.clone(),
+        state.config.clone(),
+        db.url.clone(),
+        settings,
+        mailer,
+        Duration::from_millis(50),
+    );
+    let mut api = serve(state, db).await;
+    api.sender = Some(sender);
+    api
 }
 
 /// The key section for a source the test chooses, the rest (algorithm, environment keys,

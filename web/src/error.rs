@@ -72,6 +72,12 @@ pub enum ApiError {
     EmailTaken,
     #[error("conflict: {code}")]
     Conflict { code: &'static str, detail: &'static str },
+    /// 400 with its own code (an unusable reset or verification token).
+    #[error("bad request: {code}")]
+    BadRequest { code: &'static str, detail: &'static str },
+    /// 403 with its own code (`email_not_verified`).
+    #[error("refused: {code}")]
+    Refused { code: &'static str, detail: &'static str },
     #[error("rate limited")]
     RateLimited { retry_after_secs: u64 },
     #[error("service unavailable")]
@@ -101,14 +107,14 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            MalformedJson(_) | DuplicateKey { .. } => StatusCode::BAD_REQUEST,
+            MalformedJson(_) | DuplicateKey { .. } | BadRequest { .. } => StatusCode::BAD_REQUEST,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnknownFields(_) | Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Unauthenticated(_) | InvalidCredentials | InvalidRefreshToken | RefreshTokenReused => {
                 StatusCode::UNAUTHORIZED
             }
-            AccountDisabled | Forbidden => StatusCode::FORBIDDEN,
+            AccountDisabled | Forbidden | Refused { .. } => StatusCode::FORBIDDEN,
             NotFound | NoRoute => StatusCode::NOT_FOUND,
             EmailTaken | Conflict { .. } => StatusCode::CONFLICT,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -134,7 +140,7 @@ impl ApiError {
             Forbidden => "forbidden",
             NotFound | NoRoute => "not_found",
             EmailTaken => "email_taken",
-            Conflict { code, .. } => code,
+            Conflict { code, .. } | BadRequest { code, .. } | Refused { code, .. } => code,
             RateLimited { .. } => "rate_limited",
             ServiceUnavailable(_) => "service_unavailable",
             Internal(_) => "internal_error",
@@ -168,7 +174,7 @@ impl ApiError {
             NotFound => "No such resource.",
             NoRoute => "No such route.",
             EmailTaken => "An account with this email already exists.",
-            Conflict { detail, .. } => detail,
+            Conflict { detail, .. } | BadRequest { detail, .. } | Refused { detail, .. } => detail,
             RateLimited { .. } => "Too many requests; retry later.",
             ServiceUnavailable(_) => "The service is temporarily unavailable.",
             Internal(_) => "An unexpected error occurred.",
@@ -231,6 +237,13 @@ impl ApiError {
         ApiError::Validation(vec![FieldError::new(field, code, message)])
     }
 }
+
+/// 403 `email_not_verified`: the right password of an account whose email is not verified, with
+/// `REQUIRE_VERIFIED_EMAIL=true`.
+pub const EMAIL_NOT_VERIFIED: ApiError = ApiError::Refused {
+    code: "email_not_verified",
+    detail: "Confirm your email address first: follow the link in the verification message.",
+};
 
 /// Results of handler steps.
 pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,4 +1,5 @@
-//! The caller's own account: `GET /auth/me`, `POST /auth/password`, `DELETE /auth/me`.
+//! The caller's own account: `GET /auth/me`, `POST /auth/password`, `DELETE /auth/me`, and
+//! `POST /auth/email/verify/resend` (the recovery crate's handler).
 
 use http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
@@ -39,6 +40,12 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
 async fn dispatch(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     let caller = caller(&req, &state.tokens).await?;
     let path = req.uri().path().trim_end_matches('/');
+    if path.ends_with("/auth/email/verify/resend") {
+        return match *req.method() {
+            Method::POST => recovery::resend(state, &caller).await,
+            _ => Err(ApiError::NoRoute),
+        };
+    }
     match (req.method().clone(), path.ends_with("/password")) {
         (Method::GET, false) => me(state, &caller).await,
         (Method::DELETE, false) => delete(state, &caller, &req).await,
@@ -54,7 +61,7 @@ fn dead_session() -> ApiError {
 /// The caller's user row (with its hash, for the password checks), if the session is live.
 async fn load(state: &AppState, caller: &Caller) -> ApiResult<(User, String)> {
     let sql = format!(
-        "WITH {} SELECT u.id, u.email, u.role, u.created_at, u.password_hash
+        "WITH {} SELECT u.id, u.email, u.role, u.created_at, u.email_verified, u.password_hash
                   FROM caller c JOIN users u ON u.id = c.user_id",
         db::LIVE_CALLER
     );
@@ -78,7 +85,7 @@ async fn check_password(state: &AppState, email: &str, password: SecretString, s
 #[tracing::instrument(skip_all, fields(user_id = %caller.user_id))]
 async fn me(state: &AppState, caller: &Caller) -> ApiResult<Response<Body>> {
     let sql = format!(
-        "WITH {} SELECT u.id, u.email, u.role, u.created_at FROM caller c JOIN users u ON u.id = c.user_id",
+        "WITH {} SELECT u.id, u.email, u.role, u.created_at, u.email_verified FROM caller c JOIN users u ON u.id = c.user_id",
         db::LIVE_CALLER
     );
     let rows = db::caller_query(&state.pool, &state.config.db, caller, &sql, &[]).await?;

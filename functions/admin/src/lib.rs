@@ -53,6 +53,7 @@ pub struct AdminUser {
     pub disabled: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    pub email_verified: bool,
 }
 
 impl AdminUser {
@@ -67,11 +68,12 @@ impl AdminUser {
             role: Role::parse(&role).ok_or_else(|| anyhow::anyhow!("unknown role in database"))?,
             disabled: row.try_get("disabled")?,
             created_at: row.try_get("created_at")?,
+            email_verified: row.try_get("email_verified")?,
         }))
     }
 }
 
-const USER_COLUMNS: &str = "u.id, u.email, u.role, u.disabled, u.created_at";
+const USER_COLUMNS: &str = "u.id, u.email, u.role, u.disabled, u.created_at, u.email_verified";
 
 #[derive(Serialize)]
 struct UserList {

@@ -64,7 +64,7 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     let found = db::query(
         &state.pool,
         &state.config.db,
-        "SELECT id, email, role, created_at, password_hash, disabled
+        "SELECT id, email, role, created_at, email_verified, password_hash, disabled
            FROM users WHERE email_canonical = $1",
         &[(&email, Type::TEXT)],
     )
@@ -80,6 +80,10 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     let user = User::from_row(row)?;
     if row.try_get::<_, bool>("disabled")? {
         return Err(ApiError::AccountDisabled);
+    }
+    // Like `disabled`, only revealed after the right password.
+    if state.config.recovery.require_verified_email && !user.email_verified {
+        return Err(web::error::EMAIL_NOT_VERIFIED);
     }
     // Parameters were raised since this hash was made: store a fresh one while we know the password.
     let new_hash = if verified.needs_rehash {

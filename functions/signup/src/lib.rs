@@ -60,13 +60,17 @@ async fn signup(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     let session = SessionParams::new(state)?;
     // One statement: the user, the session and the refresh token are written together or not at
     // all. A concurrent signup with the same email loses on the unique index: 409 email_taken.
+    // The verification message is queued in the same statement (recovery::outbox sends it):
+    // an account never exists without its request for one.
     let sql = format!(
         "WITH new_user AS (
             INSERT INTO users (id, email, email_canonical, password_hash) VALUES ($1, $2, $8, $3)
-            RETURNING id, email, role, created_at),
+            RETURNING id, email, role, created_at, email_verified),
+         {},
          {}
-         SELECT id, email, role, created_at FROM new_user",
-        session_ctes("new_user", 4)
+         SELECT id, email, role, created_at, email_verified FROM new_user",
+        session_ctes("new_user", 4),
+        recovery::outbox::verification_cte("new_user")
     );
     let [t_sid, t_hash, t_idle, t_abs] = SessionParams::types();
     let row = db::query(
