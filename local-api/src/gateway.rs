@@ -19,6 +19,7 @@ pub enum Function {
     Admin,
     Jwks,
     Recovery,
+    Mfa,
 }
 
 impl Function {
@@ -34,6 +35,7 @@ impl Function {
             Function::Admin => "admin",
             Function::Jwks => "jwks",
             Function::Recovery => "recovery",
+            Function::Mfa => "mfa",
         }
     }
 }
@@ -57,6 +59,10 @@ pub static DISPATCH: &[(&str, Function)] = &[
     ("/tasks/{id}", Function::Tasks),
     ("/admin/users", Function::Admin),
     ("/admin/users/{id}", Function::Admin),
+    ("/auth/mfa/totp", Function::Mfa),
+    ("/auth/mfa/totp/confirm", Function::Mfa),
+    ("/auth/mfa/recovery-codes", Function::Mfa),
+    ("/auth/mfa/verify", Function::Mfa),
 ];
 
 /// The function that serves `route`.

@@ -735,9 +735,10 @@ pub async fn run<C: Runner>(
 /// The caller's session, live: not revoked, not past its idle or absolute expiry, and its user
 /// exists and is enabled. Every data query starts `WITH` this and joins on `caller.user_id`, so
 /// revocation bites on the very next request in the same round trip as the work.
-/// `$1` is the session id (`sid`), `$2` the user id (`sub`).
+/// `$1` is the session id (`sid`), `$2` the user id (`sub`). `mfa`: the session was made with a
+/// second factor.
 pub const LIVE_CALLER: &str = "caller AS (
-    SELECT u.id AS user_id, u.role AS role
+    SELECT u.id AS user_id, u.role AS role, s.mfa AS mfa
       FROM sessions s JOIN users u ON u.id = s.user_id
      WHERE s.id = $1 AND s.user_id = $2
        AND s.revoked_at IS NULL

@@ -7,15 +7,17 @@
 //! ```text
 //! lib ─┬─ email      the canonical form of an address
 //!      ├─ password   policy and argon2id hashing ─▶ email
+//!      ├─ mfa_key    AES-256-GCM encryption of TOTP secrets at rest
 //!      ├─ db         pool, TLS, migrations, statements, the live caller ─▶ email
 //!      ├─ ratelimit  counters in PostgreSQL ─▶ db, email
-//!      ├─ state      AppState ─▶ password
+//!      ├─ state      AppState ─▶ password, mfa_key
 //!      ├─ users      users, sessions, refresh tokens, token responses ─▶ db, email, state
 //!      └─ startup    settings → secrets → pool → state ─▶ db, state
 //! ```
 
 pub mod db;
 pub mod email;
+pub mod mfa_key;
 pub mod password;
 pub mod ratelimit;
 pub mod startup;

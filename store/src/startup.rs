@@ -11,9 +11,10 @@ use aws_sdk_secretsmanager::Client;
 use deadpool_postgres::Pool;
 use lambda_http::{Body, Request, Response};
 use secrecy::SecretString;
-use settings::{DatabaseSettings, DatabaseUrl, DbSettings, FunctionSettings};
+use settings::{DatabaseSettings, DatabaseUrl, DbSettings, FunctionSettings, MfaKeySource};
 
 use crate::db;
+use crate::mfa_key::MfaKeys;
 use crate::state::AppState;
 
 /// Read the database URL: the environment's, or the secret's `AWSCURRENT`.
@@ -47,7 +48,12 @@ pub async fn apply_migrations(database: &DatabaseUrl, settings: &DbSettings) -> 
 /// Secrets (from Secrets Manager where ARNs are configured), then the pool, then the state.
 pub async fn state(settings: FunctionSettings) -> anyhow::Result<AppState> {
     let FunctionSettings { config, keys, database } = settings;
-    let remote = keys.source.remote() || matches!(database, DatabaseUrl::SecretsManager { .. });
+    let mfa_arn = match &config.mfa.key {
+        Some(MfaKeySource::SecretsManager { arn }) => Some(arn.clone()),
+        _ => None,
+    };
+    let remote =
+        keys.source.remote() || matches!(database, DatabaseUrl::SecretsManager { .. }) || mfa_arn.is_some();
     let client = if remote { Some(keys::client().await) } else { None };
     let tokens = keys::tokens(keys, client.clone(), config.tokens.clone())
         .await
@@ -56,7 +62,24 @@ pub async fn state(settings: FunctionSettings) -> anyhow::Result<AppState> {
         .await
         .context("loading the database URL")?;
     let pool = db::pool(&url, &config.db)?;
-    AppState::with_tokens(config, pool, tokens)
+    let mut state = AppState::with_tokens(config, pool, tokens)?;
+    if let (Some(arn), Some(client)) = (mfa_arn, client.as_ref()) {
+        state.mfa_keys = Some(load_mfa_keys(client, &arn).await.context("loading the MFA encryption key")?);
+    }
+    Ok(state)
+}
+
+/// The MFA encryption keys from Secrets Manager: `AWSCURRENT` encrypts, `AWSPREVIOUS` (when there
+/// is one) still decrypts; each key's id is its version id.
+pub async fn load_mfa_keys(client: &Client, arn: &str) -> anyhow::Result<MfaKeys> {
+    let current = get_secret(client, arn, "AWSCURRENT")
+        .await?
+        .ok_or_else(|| anyhow!("the MFA encryption key secret has no AWSCURRENT version"))?;
+    let previous = get_secret(client, arn, "AWSPREVIOUS").await?;
+    MfaKeys::new(
+        (current.version_id.clone(), &current.value),
+        previous.as_ref().map(|p| (p.version_id.clone(), &p.value)),
+    )
 }
 
 /// The pool alone, for what signs nothing (the scheduled clean-up).
@@ -79,6 +102,26 @@ where
     Fut: Future<Output = Response<Body>> + Send,
 {
     serve_http(FunctionSettings::from_env, handler).await
+}
+
+/// [`run_http`] for a function that encrypts or decrypts TOTP secrets: without a usable MFA
+/// encryption key (`MFA_ENCRYPTION_KEY_ARN` or `MFA_ENCRYPTION_KEY`) it does not start.
+pub async fn run_http_mfa<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
+where
+    F: Fn(Arc<AppState>, Request) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = Response<Body>> + Send,
+{
+    serve_http(require_mfa_key, handler).await
+}
+
+fn require_mfa_key() -> Result<FunctionSettings, settings::ConfigError> {
+    let settings = FunctionSettings::from_env()?;
+    if settings.config.mfa.key.is_none() {
+        return Err(settings::ConfigError {
+            problems: vec!["MFA_ENCRYPTION_KEY (or MFA_ENCRYPTION_KEY_ARN) must be set: 32 random bytes, base64".into()],
+        });
+    }
+    Ok(settings)
 }
 
 /// [`run_http`] for a function that holds no key ([`FunctionSettings::keyless_from_env`]).

@@ -237,6 +237,7 @@ fn expired_token_is_unauthorized() {
         nbf: now - 3600,
         exp: now - 2700,
         jti: Uuid::new_v4(),
+        amr: access::tokens::amr(false),
     };
     let mut header = Header::new(Algorithm::HS256);
     header.typ = Some("at+jwt".into());
