@@ -52,8 +52,7 @@ pub async fn state(settings: FunctionSettings) -> anyhow::Result<AppState> {
         Some(MfaKeySource::SecretsManager { arn }) => Some(arn.clone()),
         _ => None,
     };
-    let remote =
-        keys.source.remote() || matches!(database, DatabaseUrl::SecretsManager { .. }) || mfa_arn.is_some();
+    let remote = keys.source.remote() || matches!(database, DatabaseUrl::SecretsManager { .. }) || mfa_arn.is_some();
     let client = if remote { Some(keys::client().await) } else { None };
     let tokens = keys::tokens(keys, client.clone(), config.tokens.clone())
         .await
@@ -64,7 +63,11 @@ pub async fn state(settings: FunctionSettings) -> anyhow::Result<AppState> {
     let pool = db::pool(&url, &config.db)?;
     let mut state = AppState::with_tokens(config, pool, tokens)?;
     if let (Some(arn), Some(client)) = (mfa_arn, client.as_ref()) {
-        state.mfa_keys = Some(load_mfa_keys(client, &arn).await.context("loading the MFA encryption key")?);
+        state.mfa_keys = Some(
+            load_mfa_keys(client, &arn)
+                .await
+                .context("loading the MFA encryption key")?,
+        );
     }
     Ok(state)
 }
@@ -118,7 +121,9 @@ fn require_mfa_key() -> Result<FunctionSettings, settings::ConfigError> {
     let settings = FunctionSettings::from_env()?;
     if settings.config.mfa.key.is_none() {
         return Err(settings::ConfigError {
-            problems: vec!["MFA_ENCRYPTION_KEY (or MFA_ENCRYPTION_KEY_ARN) must be set: 32 random bytes, base64".into()],
+            problems: vec![
+                "MFA_ENCRYPTION_KEY (or MFA_ENCRYPTION_KEY_ARN) must be set: 32 random bytes, base64".into(),
+            ],
         });
     }
     Ok(settings)

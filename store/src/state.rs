@@ -30,9 +30,10 @@ impl AppState {
         // Keys given in the environment are decoded here (a short one stops start-up); keys in
         // Secrets Manager are loaded by `startup::state`.
         let mfa_keys = match &config.mfa.key {
-            Some(settings::MfaKeySource::Env { current, previous }) => {
-                Some(MfaKeys::from_env(current, previous.as_ref()).map_err(|e| anyhow::anyhow!("MFA_ENCRYPTION_KEY: {e}"))?)
-            }
+            Some(settings::MfaKeySource::Env { current, previous }) => Some(
+                MfaKeys::from_env(current, previous.as_ref())
+                    .map_err(|e| anyhow::anyhow!("MFA_ENCRYPTION_KEY: {e}"))?,
+            ),
             _ => None,
         };
         Ok(Self {

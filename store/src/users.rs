@@ -186,9 +186,22 @@ pub async fn token_response(
 pub async fn check_password(state: &AppState, email: &str, password: SecretString, stored: String) -> ApiResult<()> {
     let key = crate::ratelimit::email_key(email);
     let limit = state.config.rate_limits.login_failures_per_account;
-    crate::ratelimit::hit(&state.pool, &state.config.db, crate::ratelimit::Bucket::LoginAccount, &key, limit).await?;
+    crate::ratelimit::hit(
+        &state.pool,
+        &state.config.db,
+        crate::ratelimit::Bucket::LoginAccount,
+        &key,
+        limit,
+    )
+    .await?;
     if !state.passwords.verify(password, Some(stored)).await?.matches {
         return Err(ApiError::InvalidCredentials);
     }
-    crate::ratelimit::reset(&state.pool, &state.config.db, crate::ratelimit::Bucket::LoginAccount, &key).await
+    crate::ratelimit::reset(
+        &state.pool,
+        &state.config.db,
+        crate::ratelimit::Bucket::LoginAccount,
+        &key,
+    )
+    .await
 }

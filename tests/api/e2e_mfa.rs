@@ -57,9 +57,14 @@ fn wrong_code(secret: &str) -> String {
 
 /// Start an enrolment; returns the base32 secret.
 async fn enrol(api: &TestApi, account: &Account) -> String {
-    let body = post(api, &account.access_token, "/auth/mfa/totp", &json!({ "password": account.password }))
-        .await
-        .expect(200);
+    let body = post(
+        api,
+        &account.access_token,
+        "/auth/mfa/totp",
+        &json!({ "password": account.password }),
+    )
+    .await
+    .expect(200);
     body["secret"].as_str().expect("secret").to_owned()
 }
 
@@ -88,7 +93,10 @@ async fn first_step(api: &TestApi, account: &Account) -> String {
     let body = login_resp(api, &account.email, &account.password).await.expect(200);
     assert_eq!(body["mfa_required"], true, "{body}");
     assert_eq!(body["expires_in"], 300, "{body}");
-    assert!(body.get("access_token").is_none() && body.get("refresh_token").is_none(), "{body}");
+    assert!(
+        body.get("access_token").is_none() && body.get("refresh_token").is_none(),
+        "{body}"
+    );
     let token = body["mfa_token"].as_str().expect("mfa_token").to_owned();
     assert_eq!(token.len(), 43, "256 bits, base64url");
     token
@@ -114,13 +122,23 @@ async fn enrol_confirm_and_log_in_in_two_steps() {
     let other = login_ok(&api, &account.email, &account.password).await;
 
     // The password is required, and checked.
-    post(&api, &account.access_token, "/auth/mfa/totp", &json!({ "password": "wrong password" }))
-        .await
-        .problem(401, "invalid_credentials");
+    post(
+        &api,
+        &account.access_token,
+        "/auth/mfa/totp",
+        &json!({ "password": "wrong password" }),
+    )
+    .await
+    .problem(401, "invalid_credentials");
     // Nothing to confirm yet.
-    post(&api, &account.access_token, "/auth/mfa/totp/confirm", &json!({ "code": "123456" }))
-        .await
-        .problem(409, "mfa_not_pending");
+    post(
+        &api,
+        &account.access_token,
+        "/auth/mfa/totp/confirm",
+        &json!({ "code": "123456" }),
+    )
+    .await
+    .problem(409, "mfa_not_pending");
 
     let enrolment = post(
         &api,
@@ -134,21 +152,41 @@ async fn enrol_confirm_and_log_in_in_two_steps() {
     assert_eq!(secret.len(), 32, "160 bits in base32: {secret}");
     assert_eq!(base32_decode(&secret).len(), 20);
     let uri = enrolment["otpauth_uri"].as_str().expect("uri");
-    let account_label = account.email.replace('@', "%40").replace('.', "%2E").replace('-', "%2D");
+    let account_label = account
+        .email
+        .replace('@', "%40")
+        .replace('.', "%2E")
+        .replace('-', "%2D");
     assert!(uri.starts_with("otpauth://totp/todo%2Dapi:"), "{uri}");
-    assert!(uri.contains(&format!(":{account_label}?")), "the account name is set: {uri}");
+    assert!(
+        uri.contains(&format!(":{account_label}?")),
+        "the account name is set: {uri}"
+    );
     assert!(uri.contains(&format!("secret={secret}&")), "{uri}");
     assert!(uri.contains("&issuer=todo%2Dapi"), "{uri}");
-    assert!(uri.contains("algorithm=SHA1") && uri.contains("digits=6") && uri.contains("period=30"), "{uri}");
+    assert!(
+        uri.contains("algorithm=SHA1") && uri.contains("digits=6") && uri.contains("period=30"),
+        "{uri}"
+    );
 
     // Pending: login still answers tokens, and a wrong code does not confirm.
     login_ok(&api, &account.email, &account.password).await;
-    post(&api, &account.access_token, "/auth/mfa/totp/confirm", &json!({ "code": wrong_code(&secret) }))
-        .await
-        .problem(400, "invalid_mfa_code");
-    post(&api, &account.access_token, "/auth/mfa/totp/confirm", &json!({ "code": "12345" }))
-        .await
-        .problem(400, "invalid_mfa_code");
+    post(
+        &api,
+        &account.access_token,
+        "/auth/mfa/totp/confirm",
+        &json!({ "code": wrong_code(&secret) }),
+    )
+    .await
+    .problem(400, "invalid_mfa_code");
+    post(
+        &api,
+        &account.access_token,
+        "/auth/mfa/totp/confirm",
+        &json!({ "code": "12345" }),
+    )
+    .await
+    .problem(400, "invalid_mfa_code");
 
     let codes = post(
         &api,
@@ -163,9 +201,14 @@ async fn enrol_confirm_and_log_in_in_two_steps() {
     // Every other session is revoked; the caller's stays.
     assert_eq!(me_status(&api, &other.access_token).await, 401);
     assert_eq!(me_status(&api, &account.access_token).await, 200);
-    post(&api, &account.access_token, "/auth/mfa/totp", &json!({ "password": account.password }))
-        .await
-        .problem(409, "mfa_already_enabled");
+    post(
+        &api,
+        &account.access_token,
+        "/auth/mfa/totp",
+        &json!({ "password": account.password }),
+    )
+    .await
+    .problem(409, "mfa_already_enabled");
 
     // A wrong password answers exactly as for an unknown account: no oracle.
     let wrong = login_resp(&api, &account.email, "not the password").await;
@@ -177,7 +220,9 @@ async fn enrol_confirm_and_log_in_in_two_steps() {
     // The right password: no tokens, an mfa_token.
     let mfa_token = first_step(&api, &account).await;
     // Neither a missing factor nor two of them.
-    verify(&api, &json!({ "mfa_token": mfa_token })).await.problem(422, "validation_failed");
+    verify(&api, &json!({ "mfa_token": mfa_token }))
+        .await
+        .problem(422, "validation_failed");
     verify(
         &api,
         &json!({ "mfa_token": mfa_token, "code": "000000", "recovery_code": "x" }),
@@ -212,7 +257,10 @@ async fn enrol_confirm_and_log_in_in_two_steps() {
     )
     .await
     .expect(200);
-    assert_eq!(amr(refreshed["access_token"].as_str().expect("token")), json!(["pwd", "otp"]));
+    assert_eq!(
+        amr(refreshed["access_token"].as_str().expect("token")),
+        json!(["pwd", "otp"])
+    );
     let refreshed = post_json(
         &api,
         "/auth/refresh",
@@ -220,11 +268,18 @@ async fn enrol_confirm_and_log_in_in_two_steps() {
     )
     .await
     .expect(200);
-    assert_eq!(amr(refreshed["access_token"].as_str().expect("token")), json!(["pwd", "otp"]));
+    assert_eq!(
+        amr(refreshed["access_token"].as_str().expect("token")),
+        json!(["pwd", "otp"])
+    );
     // A password-only session keeps ["pwd"] through a refresh.
-    let plain = post_json(&api, "/auth/refresh", &json!({ "refresh_token": account.refresh_token }))
-        .await
-        .expect(200);
+    let plain = post_json(
+        &api,
+        "/auth/refresh",
+        &json!({ "refresh_token": account.refresh_token }),
+    )
+    .await
+    .expect(200);
     assert_eq!(amr(plain["access_token"].as_str().expect("token")), json!(["pwd"]));
 
     // Single use: the same mfa_token again, even with a fresh code.
@@ -265,7 +320,10 @@ async fn a_code_is_accepted_once_and_with_one_step_of_drift() {
         .problem(400, "invalid_mfa_code");
     let db = api.sql().await;
     let row = db
-        .query_one("SELECT last_used_step FROM mfa_totp WHERE user_id = $1", &[&account.user_id])
+        .query_one(
+            "SELECT last_used_step FROM mfa_totp WHERE user_id = $1",
+            &[&account.user_id],
+        )
         .await
         .expect("row");
     assert!(row.get::<_, i64>("last_used_step") >= now_step());
@@ -291,9 +349,12 @@ async fn wrong_codes_use_up_the_token_and_the_account_budget() {
         .problem(401, "invalid_mfa_token");
     // A wrong recovery code counts the same way (7, 8).
     let token = first_step(&api, &account).await;
-    verify(&api, &json!({ "mfa_token": token, "recovery_code": "aaaa-bbbb-cccc-dddd" }))
-        .await
-        .problem(400, "invalid_mfa_code");
+    verify(
+        &api,
+        &json!({ "mfa_token": token, "recovery_code": "aaaa-bbbb-cccc-dddd" }),
+    )
+    .await
+    .problem(400, "invalid_mfa_code");
     // Over the budget (9 > 8): refused, and then even the right code is refused.
     let r = verify(&api, &json!({ "mfa_token": token, "code": wrong_code(&secret) })).await;
     r.problem(429, "rate_limited");
@@ -405,7 +466,10 @@ async fn recovery_codes_work_once_and_a_new_set_voids_the_old() {
     let body = verify(&api, &json!({ "mfa_token": token, "recovery_code": typed }))
         .await
         .expect(200);
-    assert_eq!(amr(body["access_token"].as_str().expect("token")), json!(["pwd", "otp"]));
+    assert_eq!(
+        amr(body["access_token"].as_str().expect("token")),
+        json!(["pwd", "otp"])
+    );
     // Once only.
     let token = first_step(&api, &account).await;
     verify(&api, &json!({ "mfa_token": token, "recovery_code": codes[0] }))
@@ -413,9 +477,14 @@ async fn recovery_codes_work_once_and_a_new_set_voids_the_old() {
         .problem(400, "invalid_mfa_code");
 
     // A new set (needs a code); the old set stops working.
-    post(&api, &account.access_token, "/auth/mfa/recovery-codes", &json!({ "code": wrong_code(&secret) }))
-        .await
-        .problem(400, "invalid_mfa_code");
+    post(
+        &api,
+        &account.access_token,
+        "/auth/mfa/recovery-codes",
+        &json!({ "code": wrong_code(&secret) }),
+    )
+    .await
+    .problem(400, "invalid_mfa_code");
     let renewed = post(
         &api,
         &account.access_token,
@@ -497,7 +566,10 @@ async fn turning_it_off_needs_the_password_and_a_code_and_revokes_other_sessions
     let db = api.sql().await;
     for table in ["mfa_totp", "mfa_recovery_codes", "mfa_challenges"] {
         let n: i64 = db
-            .query_one(&format!("SELECT count(*) FROM {table} WHERE user_id = $1"), &[&account.user_id])
+            .query_one(
+                &format!("SELECT count(*) FROM {table} WHERE user_id = $1"),
+                &[&account.user_id],
+            )
             .await
             .expect("count")
             .get(0);
@@ -528,10 +600,16 @@ async fn a_database_dump_holds_no_usable_secret() {
     }
     assert!(dump.contains("secret_ciphertext"), "the dump has the mfa rows");
     let lower = dump.to_lowercase();
-    assert!(!dump.contains(&secret) && !lower.contains(&secret.to_lowercase()), "base32 secret in dump");
+    assert!(
+        !dump.contains(&secret) && !lower.contains(&secret.to_lowercase()),
+        "base32 secret in dump"
+    );
     assert!(!lower.contains(&raw_hex), "raw secret bytes (hex) in dump");
     for c in &codes {
-        assert!(!lower.contains(c) && !lower.contains(&c.replace('-', "")), "recovery code in dump");
+        assert!(
+            !lower.contains(c) && !lower.contains(&c.replace('-', "")),
+            "recovery code in dump"
+        );
     }
     assert!(!dump.contains(&mfa_token), "mfa_token in dump");
     // The raw bytes are not in any bytea column either.
@@ -554,7 +632,12 @@ async fn a_database_dump_holds_no_usable_secret() {
         .await
         .expect("row");
     let (blob, key_id): (Vec<u8>, String) = (row.get(0), row.get(1));
-    assert_eq!(keys.decrypt(&key_id, account.user_id, &blob).expect("decrypts").as_slice(), raw.as_slice());
+    assert_eq!(
+        keys.decrypt(&key_id, account.user_id, &blob)
+            .expect("decrypts")
+            .as_slice(),
+        raw.as_slice()
+    );
     assert!(keys.decrypt(&key_id, Uuid::new_v4(), &blob).is_err());
 }
 
@@ -564,9 +647,14 @@ async fn without_an_encryption_key_the_mfa_routes_are_unavailable() {
     config.mfa.key = None;
     let api = api_tests::spawn_api_with(config).await;
     let account = signup_ok(&api).await;
-    post(&api, &account.access_token, "/auth/mfa/totp", &json!({ "password": account.password }))
-        .await
-        .problem(503, "service_unavailable");
+    post(
+        &api,
+        &account.access_token,
+        "/auth/mfa/totp",
+        &json!({ "password": account.password }),
+    )
+    .await
+    .problem(503, "service_unavailable");
     // A short key stops start-up.
     let mut config = api_tests::test_config();
     config.mfa.key = Some(settings::MfaKeySource::Env {
@@ -623,7 +711,9 @@ async fn admin_routes_need_a_second_factor_when_the_flag_is_on() {
         .await
         .expect(200);
     let stepped = body["access_token"].as_str().expect("token").to_owned();
-    let me = get(&api, &stepped, &format!("/admin/users/{}", boss.user_id)).await.expect(200);
+    let me = get(&api, &stepped, &format!("/admin/users/{}", boss.user_id))
+        .await
+        .expect(200);
     assert_eq!(me["mfa_enabled"], true);
 
     // Account recovery: an admin turns a user's second factor off; the user's sessions go.
@@ -634,16 +724,32 @@ async fn admin_routes_need_a_second_factor_when_the_flag_is_on() {
         .await
         .expect(200);
     let user_access = user_session["access_token"].as_str().expect("token").to_owned();
-    let listed = get(&api, &stepped, &format!("/admin/users/{}", user.user_id)).await.expect(200);
-    assert_eq!(listed["mfa_enabled"], true);
-    patch(&api, &stepped, &format!("/admin/users/{}", user.user_id), &json!({ "mfa_enabled": true }))
-        .await
-        .problem(422, "validation_failed");
-    let changed = patch(&api, &stepped, &format!("/admin/users/{}", user.user_id), &json!({ "mfa_enabled": false }))
+    let listed = get(&api, &stepped, &format!("/admin/users/{}", user.user_id))
         .await
         .expect(200);
+    assert_eq!(listed["mfa_enabled"], true);
+    patch(
+        &api,
+        &stepped,
+        &format!("/admin/users/{}", user.user_id),
+        &json!({ "mfa_enabled": true }),
+    )
+    .await
+    .problem(422, "validation_failed");
+    let changed = patch(
+        &api,
+        &stepped,
+        &format!("/admin/users/{}", user.user_id),
+        &json!({ "mfa_enabled": false }),
+    )
+    .await
+    .expect(200);
     assert_eq!(changed["mfa_enabled"], false);
-    assert_eq!(me_status(&api, &user_access).await, 401, "the user's sessions are revoked");
+    assert_eq!(
+        me_status(&api, &user_access).await,
+        401,
+        "the user's sessions are revoked"
+    );
     assert_eq!(me_status(&api, &user.access_token).await, 401);
     let back = login_ok(&api, &user.email, &user.password).await;
     assert_eq!(amr(&back.access_token), json!(["pwd"]));
@@ -659,5 +765,7 @@ async fn admin_routes_need_no_second_factor_when_the_flag_is_off() {
     assert!(items.iter().all(|u| u["mfa_enabled"] == false), "{body}");
     // A plain user still gets the plain 403.
     let user = signup_ok(&api).await;
-    get(&api, &user.access_token, "/admin/users").await.problem(403, "forbidden");
+    get(&api, &user.access_token, "/admin/users")
+        .await
+        .problem(403, "forbidden");
 }

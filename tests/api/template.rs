@@ -790,11 +790,7 @@ async fn access_denied_gateway_response_matches_the_local_api() {
         };
         assert_same_body("ACCESS_DENIED", &rendered, status, &body);
         assert_standard_headers("ACCESS_DENIED", &gateway, &headers);
-        assert_eq!(
-            parse_json("local body", &body)["code"],
-            expected_code,
-            "{role}: {body}"
-        );
+        assert_eq!(parse_json("local body", &body)["code"], expected_code, "{role}: {body}");
     }
     // A token with a second factor is not refused at the gateway (the function then checks the
     // session in the database).

@@ -295,7 +295,13 @@ async fn begin_admin_change(
 }
 
 #[tracing::instrument(skip_all, fields(admin_id = %caller.user_id, user_id = %id))]
-async fn patch(state: &AppState, step_up: StepUp, caller: &Caller, id: Uuid, req: &Request) -> ApiResult<Response<Body>> {
+async fn patch(
+    state: &AppState,
+    step_up: StepUp,
+    caller: &Caller,
+    id: Uuid,
+    req: &Request,
+) -> ApiResult<Response<Body>> {
     let body: PatchUser = parse_json(req)?;
     let mut errors = Vec::new();
     let role = match &body.role {

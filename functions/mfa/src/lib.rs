@@ -590,13 +590,7 @@ async fn open_session(
         }
         let used = match factor {
             Factor::Step(step) => {
-                db::run(
-                    &tx,
-                    settings,
-                    USE_STEP,
-                    &[(&user_id, Type::UUID), (step, Type::INT8)],
-                )
-                .await?
+                db::run(&tx, settings, USE_STEP, &[(&user_id, Type::UUID), (step, Type::INT8)]).await?
             }
             Factor::RecoveryCode(hash) => {
                 db::run(
