@@ -769,3 +769,38 @@ async fn admin_routes_need_no_second_factor_when_the_flag_is_off() {
         .await
         .problem(403, "forbidden");
 }
+
+#[tokio::test]
+async fn the_clean_up_deletes_expired_login_challenges() {
+    let api = api_tests::spawn_api().await;
+    let account = signup_ok(&api).await;
+    enable(&api, &account).await;
+    first_step(&api, &account).await;
+    first_step(&api, &account).await;
+    let db = api.sql().await;
+    // One expired two days ago, one live.
+    db.execute(
+        "UPDATE mfa_challenges SET expires_at = now() - interval '2 days'
+          WHERE token_hash = (SELECT token_hash FROM mfa_challenges WHERE user_id = $1 LIMIT 1)",
+        &[&account.user_id],
+    )
+    .await
+    .expect("age one");
+    let report = cleanup::run(
+        &api.state.pool,
+        &api.state.config.db,
+        cleanup::CleanupSettings::default(),
+    )
+    .await
+    .expect("clean-up");
+    assert_eq!(report.mfa_challenges_deleted, 1);
+    let left: i64 = db
+        .query_one(
+            "SELECT count(*) FROM mfa_challenges WHERE user_id = $1",
+            &[&account.user_id],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(left, 1, "the live challenge stays");
+}

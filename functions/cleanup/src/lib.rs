@@ -8,7 +8,8 @@
 //! ~2,880 token rows, so a dead session's tokens are deleted first, in batches of their own
 //! (through `refresh_tokens_session_id_idx`), and a session only once it has none left: deleting
 //! 1,000 sessions with their tokens by cascade could be millions of rows in one statement, past
-//! the statement timeout. Rate-limit counters go once their window ended over `retention` ago.
+//! the statement timeout. Rate-limit counters go once their window ended over `retention` ago,
+//! and two-step login challenges (`mfa_challenges`, 5 minutes each) once they expired that long ago.
 //!
 //! Every step runs even when one before it failed (logged): a step that keeps failing must not
 //! stop the others for good. The first error is returned at the end.
@@ -45,6 +46,8 @@ pub struct CleanupReport {
     /// Dead sessions deleted, once their refresh tokens were gone.
     pub sessions_deleted: u64,
     pub rate_limits_deleted: u64,
+    /// Two-step login challenges (`mfa_challenges`) expired for longer than the retention.
+    pub mfa_challenges_deleted: u64,
 }
 
 /// Session `s` is dead (revoked, or idle- or absolutely expired) for longer than `$1` seconds.
@@ -77,11 +80,16 @@ const DELETE_RATE_LIMITS: &str = "
 DELETE FROM rate_limits WHERE (bucket, key) IN (
     SELECT bucket, key FROM rate_limits WHERE window_end < now() - $1 * interval '1 second' LIMIT $2)";
 
+const DELETE_MFA_CHALLENGES: &str = "
+DELETE FROM mfa_challenges WHERE token_hash IN (
+    SELECT token_hash FROM mfa_challenges WHERE expires_at < now() - $1 * interval '1 second' LIMIT $2)";
+
 #[derive(Debug, Clone, Copy)]
 enum Step {
     RefreshTokens,
     Sessions,
     RateLimits,
+    MfaChallenges,
 }
 
 impl Step {
@@ -90,6 +98,7 @@ impl Step {
             Step::RefreshTokens => DELETE_DEAD_TOKENS,
             Step::Sessions => DELETE_SESSIONS,
             Step::RateLimits => DELETE_RATE_LIMITS,
+            Step::MfaChallenges => DELETE_MFA_CHALLENGES,
         }
     }
 
@@ -98,6 +107,7 @@ impl Step {
             Step::RefreshTokens => &mut report.refresh_tokens_deleted,
             Step::Sessions => &mut report.sessions_deleted,
             Step::RateLimits => &mut report.rate_limits_deleted,
+            Step::MfaChallenges => &mut report.mfa_challenges_deleted,
         }
     }
 }
@@ -105,7 +115,12 @@ impl Step {
 pub async fn run(pool: &Pool, db_settings: &DbSettings, settings: CleanupSettings) -> ApiResult<CleanupReport> {
     let mut report = CleanupReport::default();
     let mut first_error: Option<ApiError> = None;
-    for step in [Step::RefreshTokens, Step::Sessions, Step::RateLimits] {
+    for step in [
+        Step::RefreshTokens,
+        Step::Sessions,
+        Step::RateLimits,
+        Step::MfaChallenges,
+    ] {
         if let Err(e) = run_step(pool, db_settings, settings, step, step.counter(&mut report)).await {
             tracing::error!(?step, error = ?e, "clean-up step failed; going on with the next");
             first_error.get_or_insert(e);
