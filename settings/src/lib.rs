@@ -29,7 +29,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 pub use env::{ConfigError, EnvReader};
-pub use mail::{LocalMailSettings, MailSenderSettings, MailSettings};
+pub use mail::{LocalMailSettings, MailSenderSettings, MailSettings, OutboxSettings};
 
 const DAY: u64 = 24 * 60 * 60;
 
@@ -589,6 +589,9 @@ impl LocalApiSettings {
         let database = DatabaseUrl::read(&mut env);
         if matches!(database, Some(DatabaseUrl::SecretsManager { .. })) {
             env.problem("the local API reads DATABASE_URL only, not DATABASE_URL_SECRET_ARN".into());
+        }
+        if matches!(config.mfa.key, Some(MfaKeySource::SecretsManager { .. })) {
+            env.problem("the local API reads MFA_ENCRYPTION_KEY only, not MFA_ENCRYPTION_KEY_ARN".into());
         }
         let port = env.number("PORT", 3000u16, 1, u16::MAX);
         let authorizer_cache_ttl = env.seconds("AUTHORIZER_CACHE_TTL_SECONDS", 300, 0, 3600);

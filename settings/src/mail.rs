@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::{Config, ConfigError, DatabaseUrl, EnvReader};
+use crate::{Config, ConfigError, DatabaseUrl, DbSettings, EnvReader, RecoverySettings};
 
 /// Where messages come from and point to, and how sending is retried.
 #[derive(Debug, Clone)]
@@ -88,11 +88,38 @@ impl MailSettings {
     }
 }
 
-/// The deployed sender step: the database, the token lifetimes ([`Config::recovery`]) and the
-/// mail settings, with `MAIL_FROM` and `APP_URL` required.
+/// What the sender step reads of the configuration: how it reaches the database and how long
+/// the tokens it mails live. Nothing of the request paths (keys, limits, passwords).
+#[derive(Debug, Clone)]
+pub struct OutboxSettings {
+    pub db: DbSettings,
+    pub recovery: RecoverySettings,
+}
+
+impl OutboxSettings {
+    pub fn read(env: &mut EnvReader<'_>, default_pool_size: usize) -> Self {
+        OutboxSettings {
+            db: DbSettings::read(env, default_pool_size),
+            recovery: RecoverySettings::read(env),
+        }
+    }
+}
+
+impl From<&Config> for OutboxSettings {
+    /// The local API's sender runs beside the routes, on their configuration.
+    fn from(config: &Config) -> Self {
+        OutboxSettings {
+            db: config.db.clone(),
+            recovery: config.recovery.clone(),
+        }
+    }
+}
+
+/// The deployed sender step: the database, the token lifetimes and the mail settings, with
+/// `MAIL_FROM` and `APP_URL` required.
 #[derive(Debug, Clone)]
 pub struct MailSenderSettings {
-    pub config: Config,
+    pub outbox: OutboxSettings,
     pub database: DatabaseUrl,
     pub mail: MailSettings,
 }
@@ -103,10 +130,10 @@ impl MailSenderSettings {
     }
 
     pub fn from_reader(mut env: EnvReader<'_>) -> Result<Self, ConfigError> {
-        let config = Config::read(&mut env, 1);
+        let outbox = OutboxSettings::read(&mut env, 1);
         let mail = MailSettings::from_reader(&mut env, true);
         match DatabaseUrl::read(&mut env) {
-            Some(database) => env.finish(MailSenderSettings { config, database, mail }),
+            Some(database) => env.finish(MailSenderSettings { outbox, database, mail }),
             None => Err(env.into_error()),
         }
     }

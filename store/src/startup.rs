@@ -5,9 +5,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use access::keys::{self, get_secret};
+use access::keys::{self, EnvOnly, SecretStore};
 use anyhow::{Context, anyhow};
-use aws_sdk_secretsmanager::Client;
 use deadpool_postgres::Pool;
 use lambda_http::{Body, Request, Response};
 use secrecy::SecretString;
@@ -18,12 +17,16 @@ use crate::mfa_key::MfaKeys;
 use crate::state::AppState;
 
 /// Read the database URL: the environment's, or the secret's `AWSCURRENT`.
-pub async fn load_database_url(source: &DatabaseUrl, client: Option<&Client>) -> anyhow::Result<SecretString> {
+pub async fn load_database_url<S: SecretStore>(
+    source: &DatabaseUrl,
+    client: Option<&S>,
+) -> anyhow::Result<SecretString> {
     match source {
         DatabaseUrl::Env(url) => Ok(url.clone()),
         DatabaseUrl::SecretsManager { arn } => {
             let client = client.ok_or_else(|| anyhow!("no Secrets Manager client"))?;
-            let v = get_secret(client, arn, "AWSCURRENT")
+            let v = client
+                .get(arn, "AWSCURRENT")
                 .await?
                 .ok_or_else(|| anyhow!("database URL secret has no AWSCURRENT version"))?;
             Ok(v.value)
@@ -31,29 +34,35 @@ pub async fn load_database_url(source: &DatabaseUrl, client: Option<&Client>) ->
     }
 }
 
-/// Apply the pending migrations (the local API, at start). Kept apart from
-/// [`state`] so that the functions, which never migrate, do not link the migration runner.
-pub async fn apply_migrations(database: &DatabaseUrl, settings: &DbSettings) -> anyhow::Result<Vec<String>> {
-    let client = match database {
-        DatabaseUrl::Env(_) => None,
-        DatabaseUrl::SecretsManager { .. } => Some(keys::client().await),
-    };
-    let url = load_database_url(database, client.as_ref())
-        .await
-        .context("loading the database URL")?;
-    let mut client = db::connect(&url, settings).await?;
+/// Apply the pending migrations (the local API, at start, and `todo-admin migrate`). Kept apart
+/// from [`state`] so that the functions, which never migrate, do not link the migration runner.
+pub async fn apply_migrations(url: &SecretString, settings: &DbSettings) -> anyhow::Result<Vec<String>> {
+    let mut client = db::connect(url, settings).await?;
     db::migrate(&mut client, settings).await
 }
 
-/// Secrets (from Secrets Manager where ARNs are configured), then the pool, then the state.
+/// Secrets (from Secrets Manager where ARNs are configured), then the pool, then the state: a
+/// function's start-up.
 pub async fn state(settings: FunctionSettings) -> anyhow::Result<AppState> {
+    let mfa_remote = matches!(settings.config.mfa.key, Some(MfaKeySource::SecretsManager { .. }));
+    let remote =
+        settings.keys.source.remote() || matches!(settings.database, DatabaseUrl::SecretsManager { .. }) || mfa_remote;
+    let client = if remote { Some(keys::client().await) } else { None };
+    state_from(settings, client).await
+}
+
+/// [`state`] for the local API, whose settings name no secret by ARN (they refuse one): the same
+/// path with [`EnvOnly`] secrets, so the local API never links the AWS SDK.
+pub async fn local_state(settings: FunctionSettings) -> anyhow::Result<AppState> {
+    state_from(settings, Some(EnvOnly)).await
+}
+
+async fn state_from<S: SecretStore>(settings: FunctionSettings, client: Option<S>) -> anyhow::Result<AppState> {
     let FunctionSettings { config, keys, database } = settings;
     let mfa_arn = match &config.mfa.key {
         Some(MfaKeySource::SecretsManager { arn }) => Some(arn.clone()),
         _ => None,
     };
-    let remote = keys.source.remote() || matches!(database, DatabaseUrl::SecretsManager { .. }) || mfa_arn.is_some();
-    let client = if remote { Some(keys::client().await) } else { None };
     let tokens = keys::tokens(keys, client.clone(), config.tokens.clone())
         .await
         .context("loading the signing key")?;
@@ -62,7 +71,8 @@ pub async fn state(settings: FunctionSettings) -> anyhow::Result<AppState> {
         .context("loading the database URL")?;
     let pool = db::pool(&url, &config.db)?;
     let mut state = AppState::with_tokens(config, pool, tokens)?;
-    if let (Some(arn), Some(client)) = (mfa_arn, client.as_ref()) {
+    if let Some(arn) = mfa_arn {
+        let client = client.as_ref().ok_or_else(|| anyhow!("no Secrets Manager client"))?;
         state.mfa_keys = Some(
             load_mfa_keys(client, &arn)
                 .await
@@ -74,11 +84,12 @@ pub async fn state(settings: FunctionSettings) -> anyhow::Result<AppState> {
 
 /// The MFA encryption keys from Secrets Manager: `AWSCURRENT` encrypts, `AWSPREVIOUS` (when there
 /// is one) still decrypts; each key's id is its version id.
-pub async fn load_mfa_keys(client: &Client, arn: &str) -> anyhow::Result<MfaKeys> {
-    let current = get_secret(client, arn, "AWSCURRENT")
+pub async fn load_mfa_keys<S: SecretStore>(client: &S, arn: &str) -> anyhow::Result<MfaKeys> {
+    let current = client
+        .get(arn, "AWSCURRENT")
         .await?
         .ok_or_else(|| anyhow!("the MFA encryption key secret has no AWSCURRENT version"))?;
-    let previous = get_secret(client, arn, "AWSPREVIOUS").await?;
+    let previous = client.get(arn, "AWSPREVIOUS").await?;
     MfaKeys::new(
         (current.version_id.clone(), &current.value),
         previous.as_ref().map(|p| (p.version_id.clone(), &p.value)),

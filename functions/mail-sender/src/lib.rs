@@ -17,7 +17,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use mail::{Mailer, Purpose, SendError};
 use secrecy::ExposeSecret;
-use settings::{Config, MailSettings};
+use settings::{MailSettings, OutboxSettings};
 use store::db;
 use time::OffsetDateTime;
 use tokio_postgres::types::Type;
@@ -98,7 +98,7 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-async fn claim(pool: &Pool, config: &Config, mail: &MailSettings) -> anyhow::Result<Option<Job>> {
+async fn claim(pool: &Pool, config: &OutboxSettings, mail: &MailSettings) -> anyhow::Result<Option<Job>> {
     let lease = millis(mail.lease());
     let rows = db::query(pool, &config.db, CLAIM, &[(&lease, Type::INT8)]).await?;
     let Some(row) = rows.first() else { return Ok(None) };
@@ -118,7 +118,13 @@ async fn claim(pool: &Pool, config: &Config, mail: &MailSettings) -> anyhow::Res
     }))
 }
 
-async fn finish(pool: &Pool, config: &Config, job: Uuid, outcome: &str, error: Option<&str>) -> anyhow::Result<()> {
+async fn finish(
+    pool: &Pool,
+    config: &OutboxSettings,
+    job: Uuid,
+    outcome: &str,
+    error: Option<&str>,
+) -> anyhow::Result<()> {
     db::query(
         pool,
         &config.db,
@@ -133,7 +139,7 @@ async fn finish(pool: &Pool, config: &Config, job: Uuid, outcome: &str, error: O
 /// is a database problem (the jobs stay queued for the next run).
 pub async fn deliver_due(
     pool: &Pool,
-    config: &Config,
+    config: &OutboxSettings,
     mail: &MailSettings,
     mailer: &dyn Mailer,
     max_jobs: usize,
@@ -150,7 +156,7 @@ pub async fn deliver_due(
 
 async fn deliver_one(
     pool: &Pool,
-    config: &Config,
+    config: &OutboxSettings,
     mail: &MailSettings,
     mailer: &dyn Mailer,
     job: Job,
@@ -259,7 +265,7 @@ async fn deliver_one(
 
 /// Delete finished jobs older than a week and tokens a day past their expiry, in bounded
 /// batches. Returns how many rows went.
-pub async fn purge(pool: &Pool, config: &Config) -> anyhow::Result<u64> {
+pub async fn purge(pool: &Pool, config: &OutboxSettings) -> anyhow::Result<u64> {
     let mut n = 0;
     for sql in [
         "DELETE FROM mail_outbox WHERE id IN (
