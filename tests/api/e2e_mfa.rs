@@ -229,6 +229,17 @@ async fn enrol_confirm_and_log_in_in_two_steps() {
     )
     .await
     .problem(422, "validation_failed");
+    // `null` is a value of the wrong type, not an absent field.
+    let r = verify(
+        &api,
+        &json!({ "mfa_token": mfa_token, "code": null, "recovery_code": codes[0] }),
+    )
+    .await;
+    r.problem(422, "validation_failed");
+    assert_eq!(
+        error_fields(&r.json()),
+        [("code".to_owned(), "invalid_type".to_owned())]
+    );
     verify(&api, &json!({ "mfa_token": "not-a-token", "code": code(&secret, 0) }))
         .await
         .problem(401, "invalid_mfa_token");

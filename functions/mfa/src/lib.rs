@@ -33,7 +33,7 @@ use tokio_postgres::types::Type;
 use uuid::Uuid;
 use web::auth::{Caller, caller};
 use web::error::{ApiError, ApiResult, Challenge, FieldError};
-use web::http::{RequestBody, empty_response, json_response, parse_json, respond};
+use web::http::{RequestBody, double_option, empty_response, json_response, parse_json, respond};
 
 /// Recovery codes per set.
 pub const RECOVERY_CODES: usize = 10;
@@ -99,10 +99,11 @@ impl RequestBody for DisableBody {
 #[derive(Deserialize)]
 pub struct VerifyBody {
     mfa_token: SecretString,
-    #[serde(default)]
-    code: Option<SecretString>,
-    #[serde(default)]
-    recovery_code: Option<SecretString>,
+    /// Absent, or a string: `null` is refused like any value of the wrong type.
+    #[serde(default, deserialize_with = "double_option")]
+    code: Option<Option<SecretString>>,
+    #[serde(default, deserialize_with = "double_option")]
+    recovery_code: Option<Option<SecretString>>,
 }
 
 impl RequestBody for VerifyBody {
@@ -192,6 +193,13 @@ impl StoredTotp {
     fn matching_step(&self, keys: &MfaKeys, user_id: Uuid, code: &SecretString) -> ApiResult<Option<u64>> {
         let secret = keys.decrypt(&self.key_id, user_id, &self.ciphertext)?;
         Ok(totp::matching_step(&secret, code.expose_secret().trim(), now_secs()))
+    }
+
+    /// [`matching_step`](Self::matching_step) as the statements take it; no step is 400
+    /// `invalid_mfa_code`.
+    fn accepted_step(&self, keys: &MfaKeys, user_id: Uuid, code: &SecretString) -> ApiResult<i64> {
+        let step = self.matching_step(keys, user_id, code)?.ok_or(INVALID_MFA_CODE)?;
+        step_param(step)
     }
 }
 
@@ -313,10 +321,7 @@ async fn confirm(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<
         Some(t) if t.enabled => return Err(MFA_ALREADY_ENABLED),
         Some(t) => t,
     };
-    let step = stored
-        .matching_step(keys, caller.user_id, &body.code)?
-        .ok_or(INVALID_MFA_CODE)?;
-    let step = step_param(step)?;
+    let step = stored.accepted_step(keys, caller.user_id, &body.code)?;
     let (codes, hashes) = new_recovery_codes()?;
     // Only the very enrolment the code was checked against (a new one replaces the secret), and
     // only once: the step is recorded in the same statement.
@@ -362,10 +367,7 @@ async fn regenerate(state: &AppState, caller: &Caller, req: &Request) -> ApiResu
     let keys = keys(state)?;
     let account = load(state, caller).await?;
     let stored = account.totp.filter(|t| t.enabled).ok_or(MFA_NOT_ENABLED)?;
-    let step = stored
-        .matching_step(keys, caller.user_id, &body.code)?
-        .ok_or(INVALID_MFA_CODE)?;
-    let step = step_param(step)?;
+    let step = stored.accepted_step(keys, caller.user_id, &body.code)?;
     let (codes, hashes) = new_recovery_codes()?;
     let sql = format!(
         "WITH {},
@@ -404,10 +406,7 @@ async fn disable(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<
     let account = load(state, caller).await?;
     check_password(state, &account.user.email, body.password, account.password_hash).await?;
     let stored = account.totp.filter(|t| t.enabled).ok_or(MFA_NOT_ENABLED)?;
-    let step = stored
-        .matching_step(keys, caller.user_id, &body.code)?
-        .ok_or(INVALID_MFA_CODE)?;
-    let step = step_param(step)?;
+    let step = stored.accepted_step(keys, caller.user_id, &body.code)?;
     // The replay check is the DELETE's own condition: a step used before does not turn it off.
     let sql = format!(
         "WITH {},
@@ -485,7 +484,18 @@ enum Outcome {
 #[tracing::instrument(name = "mfa_verify", skip_all)]
 async fn verify(state: &AppState, req: &Request) -> ApiResult<Response<Body>> {
     let body: VerifyBody = parse_json(req)?;
-    let (code, recovery_code) = match (body.code, body.recovery_code) {
+    let nulls: Vec<FieldError> = [
+        ("code", body.code.as_ref()),
+        ("recovery_code", body.recovery_code.as_ref()),
+    ]
+    .into_iter()
+    .filter(|(_, value)| matches!(value, Some(None)))
+    .map(|(field, _)| FieldError::new(field, "invalid_type", format!("{field} must be a string.")))
+    .collect();
+    if !nulls.is_empty() {
+        return Err(ApiError::Validation(nulls));
+    }
+    let (code, recovery_code) = match (body.code.flatten(), body.recovery_code.flatten()) {
         (Some(code), None) => (Some(code), None),
         (None, Some(recovery)) => (None, Some(recovery)),
         _ => {
