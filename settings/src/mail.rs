@@ -69,7 +69,7 @@ impl MailSettings {
         Self {
             from,
             app_url,
-            max_attempts: env.number("MAIL_MAX_ATTEMPTS", 8, 1, 100),
+            max_attempts: env.number("MAIL_MAX_ATTEMPTS", 16, 1, 100),
             retry_base: env.millis("MAIL_RETRY_BASE_MS", 2000, 1, 3_600_000),
             retry_max: env.seconds("MAIL_RETRY_MAX_SECONDS", 900, 1, 86_400),
             send_timeout: env.millis("MAIL_SEND_TIMEOUT_MS", 10_000, 100, 60_000),
@@ -188,6 +188,19 @@ mod tests {
         let waits: Vec<u64> = (1..=5).map(|a| s.backoff(a).as_millis() as u64).collect();
         assert_eq!(waits, [1000, 2000, 4000, 5000, 5000]);
         assert_eq!(s.backoff(i32::MAX), Duration::from_secs(5), "no overflow");
+    }
+
+    /// Security review of issue 16, finding 4: with the defaults, a transient SES outage of an
+    /// hour (throttling, a paused account, a regional incident) turns no queued mail into a
+    /// permanent failure.
+    #[test]
+    fn the_default_retries_outlast_an_hour_of_outage() {
+        let s = settings(&[], false).unwrap();
+        let waited: Duration = (1..s.max_attempts).map(|a| s.backoff(a)).sum();
+        assert!(
+            waited >= Duration::from_secs(3600),
+            "the last attempt comes {waited:?} after the first"
+        );
     }
 
     #[test]
