@@ -341,7 +341,15 @@ async fn a_login_that_verified_a_replaced_hash_opens_no_session() {
     .await
     .expect(204);
 
-    let opened = login::open_session(&api.state, acct.user_id, &verified, None, "no-counter").await;
+    let opened = login::open_session(
+        &api.state,
+        acct.user_id,
+        &verified,
+        None,
+        "no-counter",
+        &store::events::Origin::default(),
+    )
+    .await;
     assert!(
         matches!(opened, Ok(None)),
         "a session for a replaced hash: {:?}",
@@ -349,7 +357,15 @@ async fn a_login_that_verified_a_replaced_hash_opens_no_session() {
     );
     // The current hash still opens one.
     let current = stored_hash(&api, acct.user_id).await;
-    let opened = login::open_session(&api.state, acct.user_id, &current, None, "no-counter").await;
+    let opened = login::open_session(
+        &api.state,
+        acct.user_id,
+        &current,
+        None,
+        "no-counter",
+        &store::events::Origin::default(),
+    )
+    .await;
     assert!(matches!(opened, Ok(Some(_))));
 }
 
@@ -394,9 +410,16 @@ async fn a_login_session_step_waits_for_an_uncommitted_password_change() {
     let state = api.state.clone();
     let user = acct.user_id;
     let step = tokio::spawn(async move {
-        login::open_session(&state, user, &verified, None, "no-counter")
-            .await
-            .map(|s| s.is_some())
+        login::open_session(
+            &state,
+            user,
+            &verified,
+            None,
+            "no-counter",
+            &store::events::Origin::default(),
+        )
+        .await
+        .map(|s| s.is_some())
     });
     let observer = api.sql().await;
     assert!(
