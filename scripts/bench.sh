@@ -18,7 +18,10 @@
 #    that user; the seed plan's load: GET /tasks at BENCH_WIDE_CONNS (1000) connections and a
 #    burst of BENCH_BURST (1000) concurrent logins of as many different accounts, each once
 #    (scripts/bench/burst.py); refresh at 64 and signup at 4 connections; the plan PostgreSQL runs
-#    for every hot statement (auto_explain, scripts/bench/explain.py).
+#    for every hot statement (auto_explain, scripts/bench/explain.py);
+# 7. forgot-password (scripts/forgot_timing.py, in the nearly empty database): the server's own
+#    time per request (p50, p99) and the client-side medians per branch (unknown email, accounts
+#    in every state), BENCH_FORGOT_ROUNDS (1000) interleaved rounds.
 #
 # Needs PostgreSQL (started or installed by ensure_postgres) and wrk (installed with apt-get when
 # missing). Makes its own databases (todo_bench_*), starts its own local API processes on free
@@ -36,9 +39,9 @@
 #
 # Partial and quick runs (figures for checking the script, not for quoting):
 #   BENCH_ONLY=growth,wide,burst,auth,explain scripts/bench.sh   only these sections; the others
-#       are micro, small (section 2), lastused (section 7: GET /tasks with last_used_at tracking
-#       on and off, alternating, same run), coldstart, scale (section 3), sizes. Any of scale, growth,
-#       wide, burst, auth, explain seeds the scaled database.
+#       are micro, small (section 2), lastused (section 10: GET /tasks with last_used_at
+#       tracking on and off, alternating, same run), coldstart, forgot, scale (section 3), sizes.
+#       Any of scale, growth, wide, burst, auth, explain seeds the scaled database.
 #   BENCH_QUICK=1 scripts/bench.sh   everything at small scale: 3 s runs, 2,000 users, a burst of
 #       200, 200 connections, 1 cold start per binary, no criterion, the debug build
 #       (BENCH_PROFILE=release|dev); any knob above still overrides.
@@ -59,7 +62,7 @@ source scripts/lib/postgres.sh
 quick="${BENCH_QUICK:-0}"
 if [[ "$quick" == 1 ]]; then
     : "${BENCH_DURATION:=3s}" "${BENCH_SCALE_USERS:=2000}" "${BENCH_BURST:=200}" "${BENCH_COLD_RUNS:=1}"
-    : "${BENCH_WARM_EVENTS:=3}" "${BENCH_SKIP_MICRO:=1}" "${BENCH_WIDE_CONNS:=200}"
+    : "${BENCH_WARM_EVENTS:=3}" "${BENCH_SKIP_MICRO:=1}" "${BENCH_WIDE_CONNS:=200}" "${BENCH_FORGOT_ROUNDS:=100}"
 fi
 duration="${BENCH_DURATION:-15s}"
 pool_size="${BENCH_DB_POOL_SIZE:-16}"
@@ -71,6 +74,7 @@ warm_events="${BENCH_WARM_EVENTS:-20}"
 heavy_tasks="${BENCH_HEAVY_TASKS:-9000}"
 wide_conns="${BENCH_WIDE_CONNS:-1000}"
 burst="${BENCH_BURST:-1000}"
+forgot_rounds="${BENCH_FORGOT_ROUNDS:-1000}"
 token_users=64
 # Refresh tokens for the refresh run: two per connection (each wrk thread keeps its own queue).
 refresh_sessions=128
@@ -86,7 +90,7 @@ want() {
     [[ ",$only," == *",$1,"* ]]
 }
 for s_ in ${only//,/ }; do
-    [[ "$s_" =~ ^(micro|small|lastused|coldstart|scale|sizes|growth|wide|burst|auth|explain)$ ]] \
+    [[ "$s_" =~ ^(micro|small|lastused|coldstart|forgot|scale|sizes|growth|wide|burst|auth|explain)$ ]] \
         || { echo "BENCH_ONLY: unknown section '$s_'" >&2; exit 2; }
 done
 [[ "${BENCH_SKIP_MICRO:-0}" == 1 ]] && only_micro=0 || only_micro=1
@@ -350,7 +354,7 @@ cp /proc/loadavg "$R/load_measure.txt"
 need_large=0
 for s_ in scale growth wide burst auth explain; do want "$s_" && need_large=1; done
 need_small=0
-{ want small || want lastused || want coldstart || (( need_large )); } && need_small=1
+{ want small || want lastused || want coldstart || want forgot || (( need_large )); } && need_small=1
 lambdas=()
 for dir in functions/*/; do
     name="$(basename "$dir")"
@@ -399,7 +403,7 @@ if (( need_small )); then
         peak_rss "$small_pid" "$R/rss_small.txt"
     fi
 
-    # --- 7. last_used_at tracking on and off, paired in this run --------------------------
+    # --- 10. last_used_at tracking on and off, paired in this run -------------------------
 
     if want lastused; then
         section "last_used_at tracking: GET /tasks at 64 connections, on and off (alternating)"
@@ -450,6 +454,32 @@ if (( need_small )); then
                 --runs "$cold_runs" --warm-events "$warm_events" --out "$R/coldstart/$name.json" --log "$R/logs/coldstart-$name.log" \
                 || log "$name cold start: some runs failed (log: $R/logs/coldstart-$name.log)"
         done
+    fi
+
+    # --- forgot-password: server time per request and equal time per branch ------------------
+
+    if want forgot; then
+        section "Forgot-password: $forgot_rounds interleaved rounds per branch"
+        # Its own local API at RUST_LOG=info: the server's time of each request (`elapsed_us`
+        # of its request log line) is read back from the log. The forgot limits are raised (5
+        # per address per hour would answer 429 at once); the mail sender runs as usual.
+        forgot_port="$(free_port)"
+        forgot_log="$R/logs/local-api-forgot.log"
+        note_cmd "$(api_env_text "$small_url" "$forgot_port") RUST_LOG=info RATE_FORGOT_IP=$rate_max RATE_FORGOT_EMAIL=$rate_max ${bin/#"$target_dir"/target}/local-api &"
+        DATABASE_URL="$small_url" PORT="$forgot_port" RUST_LOG=info NO_COLOR=1 DB_POOL_SIZE="$pool_size" \
+        RATE_FORGOT_IP="$rate_max" RATE_FORGOT_EMAIL="$rate_max" "$bin/local-api" >"$forgot_log" 2>&1 &
+        forgot_pid=$!
+        pids+=("$forgot_pid")
+        for (( i_ = 0; i_ < 300; i_++ )); do
+            curl -s -o /dev/null "http://127.0.0.1:$forgot_port/tasks" 2>/dev/null && break
+            kill -0 "$forgot_pid" 2>/dev/null || { tail -n 20 "$forgot_log" >&2; die "the local API exited"; }
+            sleep 0.1
+        done
+        # Exit status 1 is a missed target, reported in BENCHMARKS.md, not a failed run.
+        SERVER_LOG="$forgot_log" run python3 scripts/forgot_timing.py "http://127.0.0.1:$forgot_port" "$small_url" \
+            "$forgot_rounds" "$R/forgot.md" "scripts/bench.sh" >"$R/logs/forgot.txt" \
+            || log "forgot-password: a target was missed (see $R/forgot.md)"
+        stop_api "$forgot_pid"
     fi
     stop_api "$small_pid"
 fi

@@ -8,7 +8,8 @@ branch alike. Prints and writes the medians, p99 and the spread; checks every an
 byte-identical bodies and header names. With SERVER_LOG (the local API's log at RUST_LOG=info) it
 also reports the server's own time per request (p50, p99).
 
-Usage: forgot_timing.py BASE_URL DATABASE_URL ROUNDS OUTPUT_MD
+Usage: forgot_timing.py BASE_URL DATABASE_URL ROUNDS OUTPUT_MD [COMMAND]
+COMMAND: what to name as the command that measured (default `scripts/forgot-timing.sh ROUNDS`).
 Needs psql (to verify and disable the test accounts). Standard library only.
 """
 import http.client
@@ -42,6 +43,7 @@ class Conn:
 
 def main():
     base, db_url, rounds, output = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    command = sys.argv[5] if len(sys.argv) > 5 else f"scripts/forgot-timing.sh {rounds}"
     setup = Conn(base)
     password = "correct horse battery " + uuid.uuid4().hex[:6]
     emails = {name: f"forgot-{name}-{uuid.uuid4().hex[:8]}@example.com"
@@ -108,7 +110,7 @@ def main():
     lines = [
         "# Forgot-password timing per branch",
         "",
-        f"Measured {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())} by `scripts/forgot-timing.sh {rounds}`:"
+        f"Measured {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())} by `{command}`:"
         f" {rounds} interleaved rounds against the release local API on this machine (rate limits raised"
         " for the run; the mail sender running in the background as usual, its console output discarded)."
         " Times are client-side over loopback keep-alive connections, so they include the server time.",

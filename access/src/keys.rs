@@ -3,7 +3,12 @@
 //! from the environment for local runs and tests. Which source applies is decided by the
 //! configuration ([`settings::KeyConfig`]); a missing, short or unreadable key stops start-up:
 //! there is no fallback key.
+//!
+//! The loaders are generic over a [`SecretStore`]: the functions pass the Secrets Manager
+//! [`Client`]; the local binaries, which read the environment only, pass [`EnvOnly`], so nothing
+//! they run can reach the AWS SDK and the linker leaves it out of them.
 
+use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
@@ -69,6 +74,29 @@ fn order_for_signing(
     }
 }
 
+/// Where secrets named by ARN are read.
+pub trait SecretStore: Clone + Send + Sync + 'static {
+    /// `arn` at `stage`, as [`get_secret`] says.
+    fn get(&self, arn: &str, stage: &str) -> impl Future<Output = anyhow::Result<Option<SecretVersion>>> + Send;
+}
+
+impl SecretStore for Client {
+    fn get(&self, arn: &str, stage: &str) -> impl Future<Output = anyhow::Result<Option<SecretVersion>>> + Send {
+        get_secret(self, arn, stage)
+    }
+}
+
+/// The store of a binary that reads its secrets from the environment only (the local API, the
+/// admin command): every read by ARN is an error, and the AWS SDK is never linked in.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EnvOnly;
+
+impl SecretStore for EnvOnly {
+    async fn get(&self, arn: &str, _stage: &str) -> anyhow::Result<Option<SecretVersion>> {
+        bail!("this binary reads secrets from the environment only, not from Secrets Manager ({arn})")
+    }
+}
+
 /// Read `arn` at `stage` (`AWSCURRENT`, `AWSPREVIOUS`). `Ok(None)` when the secret has no version
 /// at that stage (a secret that was never rotated has no `AWSPREVIOUS`).
 pub async fn get_secret(client: &Client, arn: &str, stage: &str) -> anyhow::Result<Option<SecretVersion>> {
@@ -112,7 +140,7 @@ pub async fn get_secret(client: &Client, arn: &str, stage: &str) -> anyhow::Resu
 }
 
 /// Load the signing keys. Fails when a key is missing, unreadable or shorter than 32 bytes.
-pub async fn load_keys(config: &KeyConfig, client: Option<&Client>) -> anyhow::Result<KeySet> {
+pub async fn load_keys<S: SecretStore>(config: &KeyConfig, client: Option<&S>) -> anyhow::Result<KeySet> {
     match &config.source {
         KeySource::Env => {
             let Some(current) = config.env_keys.current.clone() else {
@@ -128,14 +156,16 @@ pub async fn load_keys(config: &KeyConfig, client: Option<&Client>) -> anyhow::R
         }
         KeySource::PrivateKey { arn, .. } => {
             let client = client.ok_or_else(|| anyhow!("no Secrets Manager client"))?;
-            let current = get_secret(client, arn, "AWSCURRENT")
+            let current = client
+                .get(arn, "AWSCURRENT")
                 .await?
                 .ok_or_else(|| anyhow!("private key secret has no AWSCURRENT version"))?;
             let created = current.created;
             let current = SigningKey::ed25519_pem(current.version_id, &current.value)?;
             // The previous key only matters while the new one is not active yet; the stack's
             // first placeholder is no key at all, so an unreadable previous is simply skipped.
-            let previous = get_secret(client, arn, "AWSPREVIOUS")
+            let previous = client
+                .get(arn, "AWSPREVIOUS")
                 .await?
                 .filter(|p| p.version_id != current.kid)
                 .and_then(|p| SigningKey::ed25519_pem(p.version_id, &p.value).ok());
@@ -147,12 +177,13 @@ pub async fn load_keys(config: &KeyConfig, client: Option<&Client>) -> anyhow::R
         }
         KeySource::SecretsManager { arn } => {
             let client = client.ok_or_else(|| anyhow!("no Secrets Manager client"))?;
-            let current = get_secret(client, arn, "AWSCURRENT")
+            let current = client
+                .get(arn, "AWSCURRENT")
                 .await?
                 .ok_or_else(|| anyhow!("signing key secret has no AWSCURRENT version"))?;
             let created = current.created;
             let current = SigningKey::hmac(current.version_id, current.value)?;
-            let previous = match get_secret(client, arn, "AWSPREVIOUS").await? {
+            let previous = match client.get(arn, "AWSPREVIOUS").await? {
                 Some(p) if p.version_id != current.kid => Some(SigningKey::hmac(p.version_id, p.value)?),
                 _ => None,
             };
@@ -162,8 +193,9 @@ pub async fn load_keys(config: &KeyConfig, client: Option<&Client>) -> anyhow::R
 }
 
 /// Read the JWKS document of `arn` (`AWSCURRENT`).
-pub async fn load_jwks(client: &Client, arn: &str) -> anyhow::Result<Jwks> {
-    let v = get_secret(client, arn, "AWSCURRENT")
+pub async fn load_jwks<S: SecretStore>(client: &S, arn: &str) -> anyhow::Result<Jwks> {
+    let v = client
+        .get(arn, "AWSCURRENT")
         .await?
         .ok_or_else(|| anyhow!("JWKS secret has no AWSCURRENT version"))?;
     serde_json::from_str(secrecy::ExposeSecret::expose_secret(&v.value))
@@ -171,7 +203,7 @@ pub async fn load_jwks(client: &Client, arn: &str) -> anyhow::Result<Jwks> {
 }
 
 /// The keys of `source`: what signs (if anything) and what verifies.
-pub async fn load_token_keys(config: &KeyConfig, client: Option<&Client>) -> anyhow::Result<Keys> {
+pub async fn load_token_keys<S: SecretStore>(config: &KeyConfig, client: Option<&S>) -> anyhow::Result<Keys> {
     match &config.source {
         // Nothing signs and nothing verifies: every token this function would check itself fails.
         KeySource::AuthorizerContext => Ok(Keys::verify_only(jwt_algorithm(config.algorithm), Vec::new())),
@@ -201,7 +233,11 @@ pub async fn load_token_keys(config: &KeyConfig, client: Option<&Client>) -> any
 
 /// Build the token service for `config`, reloading from Secrets Manager after start-up when the
 /// keys live there (rotation without downtime).
-pub async fn tokens(config: KeyConfig, client: Option<Client>, settings: TokenSettings) -> anyhow::Result<Tokens> {
+pub async fn tokens<S: SecretStore>(
+    config: KeyConfig,
+    client: Option<S>,
+    settings: TokenSettings,
+) -> anyhow::Result<Tokens> {
     let configured = jwt_algorithm(config.algorithm);
     let keys = load_token_keys(&config, client.as_ref()).await?;
     let expected = match config.source {

@@ -38,7 +38,7 @@ pub fn spawn_sender(
 ) -> JoinHandle<()> {
     mail_sender::worker::spawn(
         pool.clone(),
-        config.clone(),
+        config.into(),
         url,
         settings.mail.clone(),
         mailer,

@@ -12,15 +12,16 @@ async fn main() -> anyhow::Result<()> {
     settings::telemetry::init()?;
     let settings = LocalApiSettings::from_env()?;
     let function = settings.function;
-    let applied = startup::apply_migrations(&function.database, &function.config.db).await?;
-    tracing::info!(?applied, "migrations applied");
-    // The local API reads DATABASE_URL only (settings): the mail sender's LISTEN connection uses it.
+    // The local API reads DATABASE_URL only (its settings refuse a secret's ARN): migrations and
+    // the mail sender's LISTEN connection use it.
     let url = match &function.database {
         DatabaseUrl::Env(url) => url.clone(),
         DatabaseUrl::SecretsManager { .. } => anyhow::bail!("the local API reads DATABASE_URL only"),
     };
+    let applied = startup::apply_migrations(&url, &function.config.db).await?;
+    tracing::info!(?applied, "migrations applied");
     let mail = local_api::mail::mailer(&settings.mail)?;
-    let state = Arc::new(startup::state(function).await?);
+    let state = Arc::new(startup::local_state(function).await?);
     let _sender = local_api::mail::spawn_sender(&state.pool, &state.config, url, &settings.mail, mail);
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, settings.port));
     let listener = tokio::net::TcpListener::bind(addr)

@@ -29,7 +29,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 pub use env::{ConfigError, EnvReader};
-pub use mail::{LocalMailSettings, MailSenderSettings, MailSettings};
+pub use mail::{LocalMailSettings, MailSenderSettings, MailSettings, OutboxSettings};
 
 const DAY: u64 = 24 * 60 * 60;
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::{Config, ConfigError, DatabaseUrl, EnvReader};
+use crate::{Config, ConfigError, DatabaseUrl, DbSettings, EnvReader, RecoverySettings};
 
 /// Where messages come from and point to, and how sending is retried.
 #[derive(Debug, Clone)]
@@ -69,7 +69,7 @@ impl MailSettings {
         Self {
             from,
             app_url,
-            max_attempts: env.number("MAIL_MAX_ATTEMPTS", 8, 1, 100),
+            max_attempts: env.number("MAIL_MAX_ATTEMPTS", 16, 1, 100),
             retry_base: env.millis("MAIL_RETRY_BASE_MS", 2000, 1, 3_600_000),
             retry_max: env.seconds("MAIL_RETRY_MAX_SECONDS", 900, 1, 86_400),
             send_timeout: env.millis("MAIL_SEND_TIMEOUT_MS", 10_000, 100, 60_000),
@@ -88,11 +88,38 @@ impl MailSettings {
     }
 }
 
-/// The deployed sender step: the database, the token lifetimes ([`Config::recovery`]) and the
-/// mail settings, with `MAIL_FROM` and `APP_URL` required.
+/// What the sender step reads of the configuration: how it reaches the database and how long
+/// the tokens it mails live. Nothing of the request paths (keys, limits, passwords).
+#[derive(Debug, Clone)]
+pub struct OutboxSettings {
+    pub db: DbSettings,
+    pub recovery: RecoverySettings,
+}
+
+impl OutboxSettings {
+    pub fn read(env: &mut EnvReader<'_>, default_pool_size: usize) -> Self {
+        OutboxSettings {
+            db: DbSettings::read(env, default_pool_size),
+            recovery: RecoverySettings::read(env),
+        }
+    }
+}
+
+impl From<&Config> for OutboxSettings {
+    /// The local API's sender runs beside the routes, on their configuration.
+    fn from(config: &Config) -> Self {
+        OutboxSettings {
+            db: config.db.clone(),
+            recovery: config.recovery.clone(),
+        }
+    }
+}
+
+/// The deployed sender step: the database, the token lifetimes and the mail settings, with
+/// `MAIL_FROM` and `APP_URL` required.
 #[derive(Debug, Clone)]
 pub struct MailSenderSettings {
-    pub config: Config,
+    pub outbox: OutboxSettings,
     pub database: DatabaseUrl,
     pub mail: MailSettings,
 }
@@ -103,10 +130,10 @@ impl MailSenderSettings {
     }
 
     pub fn from_reader(mut env: EnvReader<'_>) -> Result<Self, ConfigError> {
-        let config = Config::read(&mut env, 1);
+        let outbox = OutboxSettings::read(&mut env, 1);
         let mail = MailSettings::from_reader(&mut env, true);
         match DatabaseUrl::read(&mut env) {
-            Some(database) => env.finish(MailSenderSettings { config, database, mail }),
+            Some(database) => env.finish(MailSenderSettings { outbox, database, mail }),
             None => Err(env.into_error()),
         }
     }
@@ -161,6 +188,19 @@ mod tests {
         let waits: Vec<u64> = (1..=5).map(|a| s.backoff(a).as_millis() as u64).collect();
         assert_eq!(waits, [1000, 2000, 4000, 5000, 5000]);
         assert_eq!(s.backoff(i32::MAX), Duration::from_secs(5), "no overflow");
+    }
+
+    /// Security review of issue 16, finding 4: with the defaults, a transient SES outage of an
+    /// hour (throttling, a paused account, a regional incident) turns no queued mail into a
+    /// permanent failure.
+    #[test]
+    fn the_default_retries_outlast_an_hour_of_outage() {
+        let s = settings(&[], false).unwrap();
+        let waited: Duration = (1..s.max_attempts).map(|a| s.backoff(a)).sum();
+        assert!(
+            waited >= Duration::from_secs(3600),
+            "the last attempt comes {waited:?} after the first"
+        );
     }
 
     #[test]

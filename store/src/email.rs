@@ -49,11 +49,24 @@ fn canonical_step(s: &str) -> String {
 
 /// Trim and check an email. The stored address keeps the user's spelling; comparisons go through
 /// [`canonical_email`].
+///
+/// Only ASCII addresses: the account's mail (reset, verification) goes to the stored spelling, and
+/// Amazon SES takes ASCII addresses only (an internationalised domain in its punycode form). An
+/// address that could never be mailed would also let someone hold a mailbox's canonical form
+/// (`ｖｉｃｔｉｍ@example.com` folds to `victim@example.com`) with no way for its owner to
+/// recover it by mail.
 pub fn normalize_email(raw: &str) -> Result<String, FieldError> {
     let email = raw.trim();
     let invalid = || FieldError::new("email", "invalid_email", "This is not a valid email address.");
     if email.is_empty() || email.len() > MAX_EMAIL_LEN || email.chars().any(char::is_control) {
         return Err(invalid());
+    }
+    if !email.is_ascii() {
+        return Err(FieldError::new(
+            "email",
+            "invalid_email",
+            "Only ASCII email addresses are accepted (write an internationalised domain in its punycode form).",
+        ));
     }
     let parsed = email_address::EmailAddress::parse_with_options(
         email,
@@ -97,6 +110,18 @@ mod tests {
             assert!(normalize_email(bad).is_err(), "{bad:?} should be refused");
         }
         assert!(normalize_email(&format!("{}@example.com", "a".repeat(250))).is_err());
+        // Only ASCII (what SES can mail): no fullwidth or dotted-I spelling of an address, no
+        // internationalised domain except in its punycode form.
+        for non_ascii in ["ｖｉｃｔｉｍ@example.com", "v\u{130}ctim@example.com", "user@bücher.de"] {
+            let err = normalize_email(non_ascii).expect_err(non_ascii);
+            assert_eq!(err.code, "invalid_email", "{non_ascii:?}");
+        }
+        assert!(normalize_email("user@xn--bcher-kva.de").is_ok());
+        // Unicode white space around an ASCII address is trimmed, not refused.
+        assert_eq!(
+            normalize_email("\u{3000}a@example.com\u{a0}").ok().as_deref(),
+            Some("a@example.com")
+        );
     }
 
     #[test]

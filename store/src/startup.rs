@@ -5,9 +5,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use access::keys::{self, get_secret};
+use access::keys::{self, EnvOnly, SecretStore};
 use anyhow::{Context, anyhow};
-use aws_sdk_secretsmanager::Client;
 use deadpool_postgres::Pool;
 use lambda_http::{Body, Request, Response};
 use secrecy::SecretString;
@@ -17,12 +16,16 @@ use crate::db;
 use crate::state::AppState;
 
 /// Read the database URL: the environment's, or the secret's `AWSCURRENT`.
-pub async fn load_database_url(source: &DatabaseUrl, client: Option<&Client>) -> anyhow::Result<SecretString> {
+pub async fn load_database_url<S: SecretStore>(
+    source: &DatabaseUrl,
+    client: Option<&S>,
+) -> anyhow::Result<SecretString> {
     match source {
         DatabaseUrl::Env(url) => Ok(url.clone()),
         DatabaseUrl::SecretsManager { arn } => {
             let client = client.ok_or_else(|| anyhow!("no Secrets Manager client"))?;
-            let v = get_secret(client, arn, "AWSCURRENT")
+            let v = client
+                .get(arn, "AWSCURRENT")
                 .await?
                 .ok_or_else(|| anyhow!("database URL secret has no AWSCURRENT version"))?;
             Ok(v.value)
@@ -30,25 +33,29 @@ pub async fn load_database_url(source: &DatabaseUrl, client: Option<&Client>) ->
     }
 }
 
-/// Apply the pending migrations (the local API, at start). Kept apart from
-/// [`state`] so that the functions, which never migrate, do not link the migration runner.
-pub async fn apply_migrations(database: &DatabaseUrl, settings: &DbSettings) -> anyhow::Result<Vec<String>> {
-    let client = match database {
-        DatabaseUrl::Env(_) => None,
-        DatabaseUrl::SecretsManager { .. } => Some(keys::client().await),
-    };
-    let url = load_database_url(database, client.as_ref())
-        .await
-        .context("loading the database URL")?;
-    let mut client = db::connect(&url, settings).await?;
+/// Apply the pending migrations (the local API, at start, and `todo-admin migrate`). Kept apart
+/// from [`state`] so that the functions, which never migrate, do not link the migration runner.
+pub async fn apply_migrations(url: &SecretString, settings: &DbSettings) -> anyhow::Result<Vec<String>> {
+    let mut client = db::connect(url, settings).await?;
     db::migrate(&mut client, settings).await
 }
 
-/// Secrets (from Secrets Manager where ARNs are configured), then the pool, then the state.
+/// Secrets (from Secrets Manager where ARNs are configured), then the pool, then the state: a
+/// function's start-up.
 pub async fn state(settings: FunctionSettings) -> anyhow::Result<AppState> {
-    let FunctionSettings { config, keys, database } = settings;
-    let remote = keys.source.remote() || matches!(database, DatabaseUrl::SecretsManager { .. });
+    let remote = settings.keys.source.remote() || matches!(settings.database, DatabaseUrl::SecretsManager { .. });
     let client = if remote { Some(keys::client().await) } else { None };
+    state_from(settings, client).await
+}
+
+/// [`state`] for the local API, whose settings name no secret by ARN (they refuse one): the same
+/// path with [`EnvOnly`] secrets, so the local API never links the AWS SDK.
+pub async fn local_state(settings: FunctionSettings) -> anyhow::Result<AppState> {
+    state_from(settings, Some(EnvOnly)).await
+}
+
+async fn state_from<S: SecretStore>(settings: FunctionSettings, client: Option<S>) -> anyhow::Result<AppState> {
+    let FunctionSettings { config, keys, database } = settings;
     let tokens = keys::tokens(keys, client.clone(), config.tokens.clone())
         .await
         .context("loading the signing key")?;

@@ -319,12 +319,12 @@ async fn emails_stay_unique_before_and_after_the_canonical_backfill() {
         lower_index, 0,
         "the lower(email) index goes once the canonical one holds"
     );
-    for spelling in [
-        "VICTIM@example.com",
-        "v\u{130}ctim@EXAMPLE.com",
-        "ｖｉｃｔｉｍ@example.com",
-    ] {
-        assert_eq!(signup_status(&api, spelling).await, 409, "{spelling:?}");
+    assert_eq!(signup_status(&api, "VICTIM@example.com").await, 409);
+    // Spellings that fold to the same canonical form but are not ASCII are refused before the
+    // uniqueness check (only ASCII addresses can be mailed; security review of issue 16): they
+    // never make a second account either.
+    for spelling in ["v\u{130}ctim@EXAMPLE.com", "ｖｉｃｔｉｍ@example.com"] {
+        assert_eq!(signup_status(&api, spelling).await, 422, "{spelling:?}");
     }
     assert_eq!(signup_status(&api, "someone-else@example.com").await, 201);
 }

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use access::keys::KeySource;
+use access::keys::{EnvOnly, KeySource};
 use access::roles::Role;
 use access::tokens::{KeySet, TokenError, TokenSettings, Tokens};
 use api_tests::load_keys;
@@ -343,7 +343,27 @@ async fn no_client_for_a_secrets_manager_source_fails() {
     let err = load_keys(&source, &no_env(), None).await.expect_err("no client");
     assert!(format!("{err:#}").contains("Secrets Manager"), "{err:#}");
     let source = DatabaseUrl::SecretsManager { arn: missing_arn() };
-    load_database_url(&source, None).await.expect_err("no client");
+    load_database_url(&source, None::<&Client>)
+        .await
+        .expect_err("no client");
+}
+
+/// The local API and `todo-admin` read their secrets from the environment only ([`EnvOnly`]):
+/// an ARN is refused with a message that says so, never read.
+#[tokio::test]
+async fn the_environment_only_store_refuses_every_arn() {
+    let source = DatabaseUrl::SecretsManager { arn: missing_arn() };
+    let err = load_database_url(&source, Some(&EnvOnly))
+        .await
+        .expect_err("environment only");
+    assert!(format!("{err:#}").contains("environment only"), "{err:#}");
+    let err = access::keys::load_keys(
+        &api_tests::key_config(KeySource::SecretsManager { arn: missing_arn() }, &no_env()).expect("key config"),
+        Some(&EnvOnly),
+    )
+    .await
+    .expect_err("environment only");
+    assert!(format!("{err:#}").contains("environment only"), "{err:#}");
 }
 
 #[tokio::test]

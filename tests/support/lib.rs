@@ -411,7 +411,7 @@ pub async fn spawn_api_with_mail(
     let (state, db) = test_state_with(config).await;
     let sender = mail_sender::worker::spawn(
         state.pool.clone(),
-        state.config.clone(),
+        (&state.config).into(),
         db.url.clone(),
         settings,
         mailer,

@@ -14,15 +14,15 @@ const MAX_JOBS: usize = 500;
 async fn main() -> Result<(), lambda_runtime::Error> {
     settings::telemetry::init()?;
     let started = async {
-        let MailSenderSettings { config, database, mail } = MailSenderSettings::from_env()?;
+        let MailSenderSettings { outbox, database, mail } = MailSenderSettings::from_env()?;
         let pool = store::startup::pool(&DatabaseSettings {
-            db: config.db.clone(),
+            db: outbox.db.clone(),
             database,
             // The pool only: the sender deletes no events.
             event_retention: Default::default(),
         })
         .await?;
-        anyhow::Ok((config, pool, mail))
+        anyhow::Ok((outbox, pool, mail))
     };
     let (config, pool, mail) = match started.await {
         Ok(s) => s,

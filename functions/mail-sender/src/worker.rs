@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use secrecy::SecretString;
-use settings::Config;
+use settings::OutboxSettings;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -24,7 +24,7 @@ const BATCH: usize = 100;
 /// Start the sender task on `pool`, listening through its own connection to `url`.
 pub fn spawn(
     pool: Pool,
-    config: Config,
+    config: OutboxSettings,
     url: SecretString,
     mail: MailSettings,
     mailer: SharedMailer,
@@ -63,7 +63,7 @@ impl Drop for AbortOnDrop {
 
 /// Keep a `LISTEN` connection open, reconnecting with back-off, and wake the sender on every
 /// notification (and once after each reconnect, for jobs queued meanwhile).
-async fn listen_forever(url: SecretString, config: Config, wake: Arc<Notify>) {
+async fn listen_forever(url: SecretString, config: OutboxSettings, wake: Arc<Notify>) {
     let mut backoff = Duration::from_millis(200);
     loop {
         match listen_once(&url, &config, &wake).await {
@@ -75,7 +75,7 @@ async fn listen_forever(url: SecretString, config: Config, wake: Arc<Notify>) {
     }
 }
 
-async fn listen_once(url: &SecretString, config: &Config, wake: &Arc<Notify>) -> anyhow::Result<()> {
+async fn listen_once(url: &SecretString, config: &OutboxSettings, wake: &Arc<Notify>) -> anyhow::Result<()> {
     let target = store::db::pg_config(url, &config.db)?;
     match target.connector() {
         Some(tls) => {

@@ -163,9 +163,10 @@ async fn forgot(state: &AppState, req: &Request) -> ApiResult<Response<Body>> {
 /// A reset token that still works: unused, unexpired, its user enabled, and no reset request for
 /// that user's email made after the one that produced it (supersession). `t` is
 /// `account_tokens`, `u` its user. A password change or reset deletes the user's reset tokens
-/// (trigger in migrations/V7).
+/// (trigger in migrations/V7), and a token of a request made before the password last changed
+/// never works (V8): one made by a sender racing the change, or sent after it.
 const LIVE_RESET_TOKEN: &str = "t.purpose = 'password_reset' AND t.used_at IS NULL AND t.expires_at > now()
-       AND NOT u.disabled
+       AND NOT u.disabled AND t.requested_at > u.password_changed_at
        AND NOT EXISTS (SELECT 1 FROM mail_outbox o
                         WHERE o.kind = 'password_reset' AND o.email_canonical = u.email_canonical
                           AND o.created_at > t.requested_at)";

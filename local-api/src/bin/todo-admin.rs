@@ -1,5 +1,6 @@
-//! `todo-admin`: operations run against `DATABASE_URL` (local or Neon), or the database URL in
-//! the secret of `DATABASE_URL_SECRET_ARN`.
+//! `todo-admin`: operations run against `DATABASE_URL` (local or Neon). For a deployed stack,
+//! read the URL from its secret first (README, "Deploy"); this command never talks to AWS itself,
+//! so it links no AWS SDK.
 //!
 //!   todo-admin migrate              apply pending migrations
 //!   todo-admin grant-admin EMAIL    make an existing account an admin (the first admin of a
@@ -7,28 +8,23 @@
 //!
 //! There is no default account and no default password anywhere.
 
+use access::keys::EnvOnly;
 use anyhow::{Context, bail};
-use settings::{DatabaseSettings, DatabaseUrl};
+use settings::DatabaseSettings;
 use tokio_postgres::types::Type;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     settings::telemetry::init()?;
     let settings = DatabaseSettings::from_env()?;
-    // The same start-up path as the functions: DATABASE_URL, or the secret of
-    // DATABASE_URL_SECRET_ARN.
-    let client = match settings.database {
-        DatabaseUrl::Env(_) => None,
-        DatabaseUrl::SecretsManager { .. } => Some(access::keys::client().await),
-    };
-    let url = &store::startup::load_database_url(&settings.database, client.as_ref())
+    // The functions' start-up path, with secrets from the environment only.
+    let url = &store::startup::load_database_url(&settings.database, Some(&EnvOnly))
         .await
-        .context("loading the database URL")?;
+        .context("loading the database URL (todo-admin reads DATABASE_URL only)")?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["migrate"] => {
-            let mut client = store::db::connect(url, &settings.db).await?;
-            let applied = store::db::migrate(&mut client, &settings.db).await?;
+            let applied = store::startup::apply_migrations(url, &settings.db).await?;
             if applied.is_empty() {
                 println!("no pending migrations");
             }
