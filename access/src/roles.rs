@@ -92,6 +92,9 @@ pub static ROUTES: &[Route] = &[
     route!(POST "/auth/password/reset", Access::Public),
     route!(POST "/auth/email/verify", Access::Public),
     route!(POST "/auth/email/verify/resend", ANY_USER),
+    route!(GET "/auth/sessions", ANY_USER),
+    route!(DELETE "/auth/sessions/{id}", ANY_USER),
+    route!(GET "/auth/events", ANY_USER),
     route!(GET "/.well-known/jwks.json", Access::Public),
     route!(GET "/tasks", ANY_USER),
     route!(POST "/tasks", ANY_USER),
@@ -102,6 +105,7 @@ pub static ROUTES: &[Route] = &[
     route!(GET "/admin/users/{id}", ADMIN_ONLY),
     route!(PATCH "/admin/users/{id}", ADMIN_ONLY),
     route!(DELETE "/admin/users/{id}", ADMIN_ONLY),
+    route!(GET "/admin/events", ADMIN_ONLY),
 ];
 
 /// The API Gateway resource of a route for an execute-api ARN: `GET/tasks/*` for `/tasks/{id}`.

@@ -52,11 +52,15 @@ pub static DISPATCH: &[(&str, Function)] = &[
     ("/auth/password/reset", Function::Recovery),
     ("/auth/email/verify", Function::Recovery),
     ("/auth/email/verify/resend", Function::Account),
+    ("/auth/sessions", Function::Account),
+    ("/auth/sessions/{id}", Function::Account),
+    ("/auth/events", Function::Account),
     ("/.well-known/jwks.json", Function::Jwks),
     ("/tasks", Function::Tasks),
     ("/tasks/{id}", Function::Tasks),
     ("/admin/users", Function::Admin),
     ("/admin/users/{id}", Function::Admin),
+    ("/admin/events", Function::Admin),
 ];
 
 /// The function that serves `route`.

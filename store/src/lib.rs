@@ -9,6 +9,7 @@
 //!      ├─ password   policy and argon2id hashing ─▶ email
 //!      ├─ db         pool, TLS, migrations, statements, the live caller ─▶ email
 //!      ├─ ratelimit  counters in PostgreSQL ─▶ db, email
+//!      ├─ events     the security event log ─▶ db
 //!      ├─ state      AppState ─▶ password
 //!      ├─ users      users, sessions, refresh tokens, token responses ─▶ db, email, state
 //!      └─ startup    settings → secrets → pool → state ─▶ db, state
@@ -16,6 +17,7 @@
 
 pub mod db;
 pub mod email;
+pub mod events;
 pub mod password;
 pub mod ratelimit;
 pub mod startup;

@@ -1,4 +1,5 @@
-//! `/admin/users`: list, get, change role or disabled, delete.
+//! `/admin/users`: list, get, change role or disabled, delete; `/admin/events`: every user's
+//! security events.
 //!
 //! The gateway already refused non-admin tokens, but a token's role can be stale: every request
 //! re-reads the caller's role and session in the same statement as its work, so a demoted admin is
@@ -12,6 +13,7 @@ use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 use settings::DbSettings;
 use store::db::Transaction;
+use store::events::{self, Event, EventType, Origin, Scope};
 use store::users::{LAST_ADMIN, canonical_email, lock_active_admins};
 use store::{AppState, db};
 use time::OffsetDateTime;
@@ -99,6 +101,12 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
 
 async fn dispatch(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     let caller = caller(&req, &state.tokens).await?;
+    if req.uri().path().trim_end_matches('/').ends_with("/admin/events") {
+        return match *req.method() {
+            Method::GET => list_events(state, &caller, &req).await,
+            _ => Err(ApiError::NoRoute),
+        };
+    }
     let id = path_param(&req, "id", &["admin", "users"]);
     // Not a UUID: no such user. The nil UUID is never issued, so it finds nothing, after the
     // caller's session and role are checked like on any other request.
@@ -109,7 +117,7 @@ async fn dispatch(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
         (Method::GET, None) => list(state, &caller, &req).await,
         (Method::GET, Some(id)) => get(state, &caller, id).await,
         (Method::PATCH, Some(id)) => patch(state, &caller, id, &req).await,
-        (Method::DELETE, Some(id)) => delete(state, &caller, id).await,
+        (Method::DELETE, Some(id)) => delete(state, &caller, id, &req).await,
         _ => Err(ApiError::NoRoute),
     }
 }
@@ -208,6 +216,54 @@ async fn list(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Res
     Ok(json_response(StatusCode::OK, &UserList { items, next_cursor }))
 }
 
+/// `GET /admin/events?user_id=&type=&limit=&cursor=`: every user's security events, newest
+/// first. The role is re-read in the same statement (a demoted admin is refused at once).
+#[tracing::instrument(skip_all, fields(admin_id = %caller.user_id))]
+async fn list_events(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Response<Body>> {
+    let mut errors = Vec::new();
+    let page = cursor::page_params(req, &mut errors)?;
+    let user_id = match query_param(req, "user_id", 64)? {
+        None => None,
+        Some(raw) => match Uuid::parse_str(&raw) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                errors.push(FieldError::new("user_id", "invalid_user_id", "user_id must be a UUID."));
+                None
+            }
+        },
+    };
+    let kind = match query_param(req, "type", 64)? {
+        None => None,
+        Some(raw) => match EventType::parse(&raw) {
+            Some(kind) => Some(kind),
+            None => {
+                errors.push(FieldError::new(
+                    "type",
+                    "invalid_event_type",
+                    "type must be one of the security event types.",
+                ));
+                None
+            }
+        },
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let (role, list) = events::list(
+        &state.pool,
+        &state.config.db,
+        caller,
+        Scope::Admin { user_id, kind },
+        &page,
+    )
+    .await?
+    .ok_or(ApiError::Unauthenticated(Challenge::InvalidToken))?;
+    if role != Role::Admin.as_str() {
+        return Err(ApiError::Forbidden);
+    }
+    Ok(json_response(StatusCode::OK, &list))
+}
+
 #[tracing::instrument(skip_all, fields(admin_id = %caller.user_id, user_id = %id))]
 async fn get(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Response<Body>> {
     let sql = format!(
@@ -272,6 +328,7 @@ async fn begin_admin_change(tx: &Transaction<'_>, settings: &DbSettings, caller:
 #[tracing::instrument(skip_all, fields(admin_id = %caller.user_id, user_id = %id))]
 async fn patch(state: &AppState, caller: &Caller, id: Uuid, req: &Request) -> ApiResult<Response<Body>> {
     let body: PatchUser = parse_json(req)?;
+    let origin = Origin::of(req);
     let mut errors = Vec::new();
     let role = match &body.role {
         None => None,
@@ -334,15 +391,47 @@ async fn patch(state: &AppState, caller: &Caller, id: Uuid, req: &Request) -> Ap
             .transpose()?
             .flatten()
             .ok_or(ApiError::NotFound)?;
+        // One event per change that happened, in the same transaction.
+        let mut changes = Vec::new();
+        if user.role != target.role {
+            changes.push(EventType::RoleChanged);
+        }
+        if user.disabled != target.disabled {
+            changes.push(if user.disabled {
+                EventType::UserDisabled
+            } else {
+                EventType::UserEnabled
+            });
+        }
+        let changes: Vec<Event> = changes
+            .into_iter()
+            .map(|kind| admin_event(kind, caller, id, &origin))
+            .collect();
+        for event in &changes {
+            events::record(&tx, &state.config.db, event).await?;
+        }
         tx.commit().await?;
+        changes.iter().for_each(events::log);
         tracing::info!(role = %user.role, disabled = user.disabled, "user changed by admin");
         Ok(json_response(StatusCode::OK, &user))
     })
     .await
 }
 
+/// An event about user `id` caused by the admin `caller`.
+fn admin_event<'a>(kind: EventType, caller: &Caller, id: Uuid, origin: &'a Origin) -> Event<'a> {
+    Event {
+        user_id: Some(id),
+        actor_id: Some(caller.user_id),
+        session_id: Some(caller.session_id),
+        ..Event::new(kind, origin)
+    }
+}
+
 #[tracing::instrument(skip_all, fields(admin_id = %caller.user_id, user_id = %id))]
-async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Response<Body>> {
+async fn delete(state: &AppState, caller: &Caller, id: Uuid, req: &Request) -> ApiResult<Response<Body>> {
+    let origin = Origin::of(req);
+    let event = admin_event(EventType::UserDeleted, caller, id, &origin);
     db::bounded(&state.pool, &state.config.db, async |client| {
         let tx = client.transaction().await?;
         let active_admins = begin_admin_change(&tx, &state.config.db, caller).await?;
@@ -358,7 +447,9 @@ async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Respon
             &[(&id, Type::UUID)],
         )
         .await?;
+        events::record(&tx, &state.config.db, &event).await?;
         tx.commit().await?;
+        events::log(&event);
         tracing::info!("user deleted by admin");
         Ok(empty_response(StatusCode::NO_CONTENT))
     })

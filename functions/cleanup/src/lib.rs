@@ -8,7 +8,8 @@
 //! ~2,880 token rows, so a dead session's tokens are deleted first, in batches of their own
 //! (through `refresh_tokens_session_id_idx`), and a session only once it has none left: deleting
 //! 1,000 sessions with their tokens by cascade could be millions of rows in one statement, past
-//! the statement timeout. Rate-limit counters go once their window ended over `retention` ago.
+//! the statement timeout. Rate-limit counters go once their window ended over `retention` ago,
+//! and security events once they are older than `event_retention` (`EVENT_RETENTION_DAYS`).
 //!
 //! Every step runs even when one before it failed (logged): a step that keeps failing must not
 //! stop the others for good. The first error is returned at the end.
@@ -26,6 +27,8 @@ pub struct CleanupSettings {
     pub batch_size: i64,
     pub max_batches: u32,
     pub retention: Duration,
+    /// Security events older than this go (`EVENT_RETENTION_DAYS`, 90 days by default).
+    pub event_retention: Duration,
 }
 
 impl Default for CleanupSettings {
@@ -34,6 +37,7 @@ impl Default for CleanupSettings {
             batch_size: 1000,
             max_batches: 100,
             retention: Duration::from_secs(24 * 60 * 60),
+            event_retention: Duration::from_secs(90 * 24 * 60 * 60),
         }
     }
 }
@@ -45,6 +49,8 @@ pub struct CleanupReport {
     /// Dead sessions deleted, once their refresh tokens were gone.
     pub sessions_deleted: u64,
     pub rate_limits_deleted: u64,
+    /// Security events past their retention.
+    pub events_deleted: u64,
 }
 
 /// Session `s` is dead (revoked, or idle- or absolutely expired) for longer than `$1` seconds.
@@ -77,11 +83,18 @@ const DELETE_RATE_LIMITS: &str = "
 DELETE FROM rate_limits WHERE (bucket, key) IN (
     SELECT bucket, key FROM rate_limits WHERE window_end < now() - $1 * interval '1 second' LIMIT $2)";
 
+/// Oldest first, through `security_events_created_idx`.
+const DELETE_EVENTS: &str = "
+DELETE FROM security_events WHERE id IN (
+    SELECT id FROM security_events WHERE created_at < now() - $1 * interval '1 second'
+     ORDER BY created_at LIMIT $2)";
+
 #[derive(Debug, Clone, Copy)]
 enum Step {
     RefreshTokens,
     Sessions,
     RateLimits,
+    Events,
 }
 
 impl Step {
@@ -90,6 +103,7 @@ impl Step {
             Step::RefreshTokens => DELETE_DEAD_TOKENS,
             Step::Sessions => DELETE_SESSIONS,
             Step::RateLimits => DELETE_RATE_LIMITS,
+            Step::Events => DELETE_EVENTS,
         }
     }
 
@@ -98,6 +112,14 @@ impl Step {
             Step::RefreshTokens => &mut report.refresh_tokens_deleted,
             Step::Sessions => &mut report.sessions_deleted,
             Step::RateLimits => &mut report.rate_limits_deleted,
+            Step::Events => &mut report.events_deleted,
+        }
+    }
+
+    fn retention(self, settings: &CleanupSettings) -> Duration {
+        match self {
+            Step::Events => settings.event_retention,
+            _ => settings.retention,
         }
     }
 }
@@ -105,7 +127,7 @@ impl Step {
 pub async fn run(pool: &Pool, db_settings: &DbSettings, settings: CleanupSettings) -> ApiResult<CleanupReport> {
     let mut report = CleanupReport::default();
     let mut first_error: Option<ApiError> = None;
-    for step in [Step::RefreshTokens, Step::Sessions, Step::RateLimits] {
+    for step in [Step::RefreshTokens, Step::Sessions, Step::RateLimits, Step::Events] {
         if let Err(e) = run_step(pool, db_settings, settings, step, step.counter(&mut report)).await {
             tracing::error!(?step, error = ?e, "clean-up step failed; going on with the next");
             first_error.get_or_insert(e);
@@ -127,7 +149,7 @@ async fn run_step(
     step: Step,
     deleted: &mut u64,
 ) -> ApiResult<()> {
-    let retention = settings.retention.as_secs() as i64;
+    let retention = step.retention(&settings).as_secs() as i64;
     for _ in 0..settings.max_batches {
         let n = db::bounded(pool, db_settings, async |client| {
             Ok(client
