@@ -116,13 +116,14 @@ async fn forgot(state: &AppState, req: &Request) -> ApiResult<Response<Body>> {
     let email_key = ratelimit::email_key(&email);
     let origin = Origin::of(req);
     let event = Event::new(EventType::PasswordResetRequested, &origin);
-    // Only for an existing account, in the statement that queues the job (the look-up is made for
-    // every email alike; only the event's row differs). Its log line is left out: writing one
-    // for known accounts only would make the two paths differ in the function's own work.
+    // One event for every request that queues a job, in the statement that queues it: with the
+    // account's id when one exists, without a user (like `login_failed` for an unknown email)
+    // when none does. Known and unknown emails do the same work, row for row; the log line,
+    // written for both alike, carries no user id (this path never learns whether there is one).
     let requested_event = events::cte(
         "requested_event",
         14,
-        "users u WHERE u.email_canonical = $13 AND EXISTS (SELECT 1 FROM then_work)",
+        "(VALUES (1)) one LEFT JOIN users u ON u.email_canonical = $13 WHERE EXISTS (SELECT 1 FROM then_work)",
         Sources {
             user_id: "u.id",
             ..Sources::default()
@@ -151,6 +152,7 @@ async fn forgot(state: &AppState, req: &Request) -> ApiResult<Response<Body>> {
         &then_params,
     )
     .await?;
+    events::log(&event);
     tracing::info!("password reset requested");
     Ok(json_response(
         StatusCode::ACCEPTED,
