@@ -39,8 +39,9 @@
 #
 # Partial and quick runs (figures for checking the script, not for quoting):
 #   BENCH_ONLY=growth,wide,burst,auth,explain scripts/bench.sh   only these sections; the others
-#       are micro, small (section 2), coldstart, forgot, scale (section 3), sizes. Any of scale, growth,
-#       wide, burst, auth, explain seeds the scaled database.
+#       are micro, small (section 2), lastused (section 10: GET /tasks with last_used_at
+#       tracking on and off, alternating, same run), coldstart, forgot, scale (section 3), sizes.
+#       Any of scale, growth, wide, burst, auth, explain seeds the scaled database.
 #   BENCH_QUICK=1 scripts/bench.sh   everything at small scale: 3 s runs, 2,000 users, a burst of
 #       200, 200 connections, 1 cold start per binary, no criterion, the debug build
 #       (BENCH_PROFILE=release|dev); any knob above still overrides.
@@ -89,7 +90,7 @@ want() {
     [[ ",$only," == *",$1,"* ]]
 }
 for s_ in ${only//,/ }; do
-    [[ "$s_" =~ ^(micro|small|coldstart|forgot|scale|sizes|growth|wide|burst|auth|explain)$ ]] \
+    [[ "$s_" =~ ^(micro|small|lastused|coldstart|forgot|scale|sizes|growth|wide|burst|auth|explain)$ ]] \
         || { echo "BENCH_ONLY: unknown section '$s_'" >&2; exit 2; }
 done
 [[ "${BENCH_SKIP_MICRO:-0}" == 1 ]] && only_micro=0 || only_micro=1
@@ -353,7 +354,7 @@ cp /proc/loadavg "$R/load_measure.txt"
 need_large=0
 for s_ in scale growth wide burst auth explain; do want "$s_" && need_large=1; done
 need_small=0
-{ want small || want coldstart || want forgot || (( need_large )); } && need_small=1
+{ want small || want lastused || want coldstart || want forgot || (( need_large )); } && need_small=1
 lambdas=()
 for dir in functions/*/; do
     name="$(basename "$dir")"
@@ -400,6 +401,36 @@ if (( need_small )); then
         wrk_run small_login 4 "$api" login "$small_users" "$password"
         note_cmd "grep -E '^(VmHWM|VmRSS)' /proc/<local-api pid>/status"
         peak_rss "$small_pid" "$R/rss_small.txt"
+    fi
+
+    # --- 10. last_used_at tracking on and off, paired in this run -------------------------
+
+    if want lastused; then
+        section "last_used_at tracking: GET /tasks at 64 connections, on and off (alternating)"
+        [[ -s "$R/tokens_small.txt" ]] \
+            || run python3 scripts/bench/tokens.py "$api" "$token_users" "$password" "$R/tokens_small.txt"
+        # A second local API on the same database, tracking off; the two alternate, so a drift of
+        # the machine's load hits both sides alike.
+        off_port="$(free_port)"
+        note_cmd "# the same local API with SESSION_TRACK_LAST_USED=false, on port $off_port:"
+        export SESSION_TRACK_LAST_USED=false
+        start_api "$small_url" "$off_port" "$R/logs/local-api-small-untracked.log"
+        unset SESSION_TRACK_LAST_USED
+        off_pid="$api_pid"
+        off_api="http://127.0.0.1:$off_port"
+        # Every session last used two minutes ago: each one is updated once in the tracked run
+        # (the most tracking ever does: once a minute per session).
+        aged="UPDATE sessions SET last_used_at = now() - interval '2 minutes'"
+        wrk -t2 -c64 -d3s -s scripts/bench/load.lua "$off_api" -- get_tasks "$R/tokens_small.txt" >/dev/null
+        for round in 1 2; do
+            run psql -X -q -w "$small_url" -c "$aged"
+            api_pid="$small_pid"
+            wrk_run "lastused_on_$round" 64 "$api" get_tasks "$R/tokens_small.txt"
+            api_pid="$off_pid"
+            wrk_run "lastused_off_$round" 64 "$off_api" get_tasks "$R/tokens_small.txt"
+        done
+        api_pid="$small_pid"
+        stop_api "$off_pid"
     fi
 
     # --- 4. cold start and peak memory of each function ------------------------------------

@@ -16,7 +16,8 @@
 #              included (task create -> get/patch/delete, signup -> login, ...);
 #      user    the same plus admin PATCH/DELETE /admin/users/{id}, with the
 #              plain user's token (the 403 side of /admin);
-#      revoke  logout, logout-all, DELETE /auth/me, POST /auth/password and
+#      revoke  logout, logout-all, DELETE /auth/me, POST /auth/password,
+#              DELETE /auth/sessions/{id} and
 #              admin PATCH/DELETE /admin/users/{id}: each test case runs as a
 #              fresh admin account (signed up, promoted, logged in by a hook),
 #              so a case that revokes or deletes its caller starves nothing.
@@ -242,7 +243,9 @@ TOML
 cat >"$work/fresh_admin_hooks.py" <<'PY'
 """schemathesis hooks for the `revoke` pass of scripts/contract-test.sh."""
 
+import base64
 import itertools
+import json
 import os
 import uuid
 
@@ -273,8 +276,12 @@ class FreshAdmin:
         creds = {"email": email, "password": PASSWORD}
         user_id = _call("POST", "/auth/signup", creds)["user"]["id"]
         _call("PATCH", f"/admin/users/{user_id}", {"role": "admin"}, ADMIN_TOKEN)
-        token = _call("POST", "/auth/login", creds)["access_token"]
-        return {"token": token, "user_id": user_id}
+        login = _call("POST", "/auth/login", creds)
+        token = login["access_token"]
+        # The session id: the `sid` claim of the access token (for DELETE /auth/sessions/{id}).
+        claims = token.split(".")[1]
+        sid = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))["sid"]
+        return {"token": token, "user_id": user_id, "session_id": sid}
 
     def set(self, case, data, ctx):
         case.headers = dict(case.headers or {})
@@ -289,6 +296,8 @@ class FreshAdmin:
         body = case.body
         if path == "/admin/users/{id}":
             case.path_parameters = {**(case.path_parameters or {}), "id": data["user_id"]}
+        elif path == "/auth/sessions/{id}":
+            case.path_parameters = {**(case.path_parameters or {}), "id": data["session_id"]}
         elif (method, path) == ("DELETE", "/auth/me") and isinstance(body, dict):
             if isinstance(body.get("password"), str):
                 case.body = {**body, "password": PASSWORD}
@@ -300,7 +309,7 @@ class FreshAdmin:
                 case.body = {**body, "current_password": PASSWORD, "new_password": new}
 PY
 
-revoking_ops=(logout logoutAll deleteMe changePassword updateUser deleteUser)
+revoking_ops=(logout logoutAll deleteMe changePassword endSession updateUser deleteUser)
 ops_total="$(python3 - "$spec" <<'PY'
 import sys, yaml
 doc = yaml.safe_load(open(sys.argv[1]))
@@ -375,7 +384,7 @@ run_pass admin 150 --header "Authorization: Bearer $admin_token" "${exclude_revo
 run_pass user 90 --header "Authorization: Bearer $user_token" \
     --exclude-operation-id logout --exclude-operation-id logoutAll \
     --exclude-operation-id deleteMe --exclude-operation-id changePassword \
-    --phases examples,coverage,fuzzing
+    --exclude-operation-id endSession --phases examples,coverage,fuzzing
 CONTRACT_BASE_URL="$base_url" CONTRACT_ADMIN_TOKEN="$admin_token" \
 SCHEMATHESIS_HOOKS="$work/fresh_admin_hooks.py" \
     run_pass revoke 150 "${include_revoking[@]}" --phases examples,coverage,fuzzing

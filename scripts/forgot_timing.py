@@ -132,9 +132,10 @@ def main():
         f" the same header names: {'yes' if len(header_sets) == 1 else 'NO'}.",
         "",
         "Why the branches cannot differ: the request path does the same work for every email (one"
-        " statement: the two rate-limit counters and, within them, one insert into `mail_outbox`),"
-        " and never reads `users`; the sender step that does runs apart (docs/API.md, \"Account"
-        " recovery and email verification\").",
+        " statement: the two rate-limit counters and, within them, one insert into `mail_outbox` and"
+        " one into `security_events`, whose user id comes from the same index look-up of `users` for"
+        " every email, found or not); the sender step, which resolves the account, runs apart"
+        " (docs/API.md, \"Account recovery and email verification\").",
         "",
     ]
     text = "\n".join(lines)

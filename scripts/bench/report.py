@@ -169,6 +169,22 @@ def wrk(R):
     return out
 
 
+def lastused_pairs(runs):
+    """The paired tracked/untracked GET /tasks runs (`lastused_on_N`, `lastused_off_N`), with the
+    mean throughput of each side and the share lost to tracking (in %)."""
+    rounds = []
+    n = 1
+    while f"lastused_on_{n}" in runs and f"lastused_off_{n}" in runs:
+        rounds.append((n, runs[f"lastused_on_{n}"], runs[f"lastused_off_{n}"]))
+        n += 1
+    if not rounds:
+        return None
+    on = sum(r[1]["ok_rps"] for r in rounds) / len(rounds)
+    off = sum(r[2]["ok_rps"] for r in rounds) / len(rounds)
+    loss = (1 - on / off) * 100 if off else 0.0
+    return {"rounds": rounds, "on": on, "off": off, "loss": loss}
+
+
 def coldstarts(R):
     out = {}
     for f in sorted((R / "coldstart").glob("*.json")):
@@ -989,6 +1005,26 @@ def main():
       "(signup grew to 219 MiB after 20 events, the local API to 642 MiB). The dummy hash for unknown emails is a "
       "random PHC string, so no function hashes at start-up.")
     w("")
+
+    # ---- last_used_at tracking, paired in one run
+    lu = lastused_pairs(runs)
+    if lu:
+        w("## 10. `last_used_at` tracking: GET /tasks at 64 connections, on and off")
+        w("")
+        w("Two local APIs on the same database, one with `SESSION_TRACK_LAST_USED=false`, measured alternately "
+          "(on, off, on, off) in this run. Before each tracked run every session's `last_used_at` is set two "
+          "minutes back, so each of the 64 sessions is updated once in it (the worst case: tracking updates a "
+          "session at most once a minute). Target: tracking costs at most 5 % of the throughput.")
+        w("")
+        w("| round | tracked req/s | untracked req/s | tracked p99 | untracked p99 |")
+        w("|---|---|---|---|---|")
+        for n, on, off in lu["rounds"]:
+            w(f"| {n} | {on['ok_rps']:,.0f} | {off['ok_rps']:,.0f} | {fmt_us(on['latency_us']['p99'])} | "
+              f"{fmt_us(off['latency_us']['p99'])} |")
+        w("")
+        w(f"Mean: {lu['on']:,.0f} req/s tracked, {lu['off']:,.0f} untracked: {lu['loss']:+.1f} % "
+          f"({'PASS' if lu['loss'] <= 5 else 'MISS'}: at most 5 % lost).")
+        w("")
 
     # ---- commands
     w("## Commands")

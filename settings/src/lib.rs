@@ -231,6 +231,10 @@ pub struct DbSettings {
     /// transaction-mode pooler without prepared-statement support): from then on every statement
     /// is sent unnamed, as with `prepared_statements = false` (see `db::run`). Shared by clones.
     pub prepared_fallback: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// `SESSION_TRACK_LAST_USED` (default true): every data request's liveness check also moves
+    /// its session's `last_used_at` forward when it is over a minute old (same statement). Off,
+    /// `last_used_at` moves only on refresh (for measuring what tracking costs).
+    pub track_last_used: bool,
 }
 
 impl DbSettings {
@@ -244,6 +248,7 @@ impl DbSettings {
             operation_timeout: env.millis("DB_OPERATION_TIMEOUT_MS", 8000, 100, 600_000),
             prepared_statements: env.boolean("DB_PREPARED_STATEMENTS", true),
             prepared_fallback: Default::default(),
+            track_last_used: env.boolean("SESSION_TRACK_LAST_USED", true),
         }
     }
 }
@@ -523,6 +528,9 @@ impl FunctionSettings {
 pub struct DatabaseSettings {
     pub db: DbSettings,
     pub database: DatabaseUrl,
+    /// `EVENT_RETENTION_DAYS` (1 to 3650, default 90): the clean-up deletes security events
+    /// older than this.
+    pub event_retention: Duration,
 }
 
 impl DatabaseSettings {
@@ -532,8 +540,13 @@ impl DatabaseSettings {
 
     pub fn from_reader(mut env: EnvReader<'_>) -> Result<Self, ConfigError> {
         let db = DbSettings::read(&mut env, 1);
+        let event_retention = Duration::from_secs(env.number("EVENT_RETENTION_DAYS", 90u64, 1, 3650) * DAY);
         match DatabaseUrl::read(&mut env) {
-            Some(database) => env.finish(DatabaseSettings { db, database }),
+            Some(database) => env.finish(DatabaseSettings {
+                db,
+                database,
+                event_retention,
+            }),
             None => Err(env.into_error()),
         }
     }

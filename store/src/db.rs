@@ -682,6 +682,7 @@ pub async fn run<C: Runner>(
     sql: &str,
     params: &[(&(dyn ToSql + Sync), Type)],
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let sql = &*statement_text(settings, sql);
     if !settings.prepared_statements || settings.prepared_fallback.load(std::sync::atomic::Ordering::Relaxed) {
         return client.query_unnamed(sql, params).await;
     }
@@ -732,18 +733,56 @@ pub async fn run<C: Runner>(
     }
 }
 
-/// The caller's session, live: not revoked, not past its idle or absolute expiry, and its user
-/// exists and is enabled. Every data query starts `WITH` this and joins on `caller.user_id`, so
-/// revocation bites on the very next request in the same round trip as the work.
-/// `$1` is the session id (`sid`), `$2` the user id (`sub`). `mfa`: the session was made with a
-/// second factor.
-pub const LIVE_CALLER: &str = "caller AS (
+macro_rules! live_caller_check {
+    () => {
+        "caller AS (
     SELECT u.id AS user_id, u.role AS role, s.mfa AS mfa
       FROM sessions s JOIN users u ON u.id = s.user_id
      WHERE s.id = $1 AND s.user_id = $2
        AND s.revoked_at IS NULL
        AND s.idle_expires_at > now() AND s.absolute_expires_at > now()
-       AND NOT u.disabled)";
+       AND NOT u.disabled)"
+    };
+}
+
+macro_rules! touch_last_used {
+    () => {
+        ",
+ last_used AS (
+    UPDATE sessions SET last_used_at = now()
+     WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL
+       AND last_used_at < now() - interval '1 minute')"
+    };
+}
+
+/// The caller's session, live: not revoked, not past its idle or absolute expiry, and its user
+/// exists and is enabled. Every data query starts `WITH` this and joins on `caller.user_id`, so
+/// revocation bites on the very next request in the same round trip as the work.
+/// `$1` is the session id (`sid`), `$2` the user id (`sub`). `mfa`: the session was made with a
+/// second factor.
+///
+/// In the same statement, [`TOUCH_LAST_USED`] moves the session's `last_used_at` forward when it
+/// is over a minute old: no round trip of its own, and at most one row update per session and
+/// minute (`SESSION_TRACK_LAST_USED=false` takes it out of every statement, see [`run`]).
+pub const LIVE_CALLER: &str = concat!(live_caller_check!(), touch_last_used!());
+
+/// [`LIVE_CALLER`] without the `last_used_at` update, for statements that update the caller's
+/// own session row themselves (logout, ending a session): one statement must not update a row
+/// twice (PostgreSQL would silently keep only one of the two changes).
+pub const LIVE_CALLER_CHECK: &str = live_caller_check!();
+
+/// The part of [`LIVE_CALLER`] that tracks `last_used_at` (a CTE nothing reads: PostgreSQL
+/// runs a data-modifying CTE whether or not it is referenced).
+pub const TOUCH_LAST_USED: &str = touch_last_used!();
+
+/// The statement as sent: without [`TOUCH_LAST_USED`] when tracking is off.
+fn statement_text<'a>(settings: &DbSettings, sql: &'a str) -> std::borrow::Cow<'a, str> {
+    if settings.track_last_used || !sql.contains(TOUCH_LAST_USED) {
+        std::borrow::Cow::Borrowed(sql)
+    } else {
+        std::borrow::Cow::Owned(sql.replace(TOUCH_LAST_USED, ""))
+    }
+}
 
 /// Run one statement that starts `WITH` [`LIVE_CALLER`]: the caller's session and user id are
 /// bound as `$1` and `$2`, `params` follow from `$3`. Bounded like every database call.
@@ -780,6 +819,7 @@ pub async fn caller_query_planned(
     params: &[(&(dyn ToSql + Sync), Type)],
 ) -> ApiResult<Vec<Row>> {
     let all = with_caller(caller, params);
+    let sql = &*statement_text(settings, sql);
     bounded(pool, settings, async |client| {
         Ok(client.query_unnamed(sql, &all).await?)
     })

@@ -10,6 +10,7 @@
 //!      ├─ mfa_key    AES-256-GCM encryption of TOTP secrets at rest
 //!      ├─ db         pool, TLS, migrations, statements, the live caller ─▶ email
 //!      ├─ ratelimit  counters in PostgreSQL ─▶ db, email
+//!      ├─ events     the security event log ─▶ db
 //!      ├─ state      AppState ─▶ password, mfa_key
 //!      ├─ users      users, sessions, refresh tokens, token responses ─▶ db, email, state
 //!      └─ startup    settings → secrets → pool → state ─▶ db, state
@@ -17,6 +18,7 @@
 
 pub mod db;
 pub mod email;
+pub mod events;
 pub mod mfa_key;
 pub mod password;
 pub mod ratelimit;

@@ -201,12 +201,14 @@ pub async fn hit_in_turn(pool: &Pool, settings: &DbSettings, first: Counter<'_>,
 /// the data-modifying `then` (a statement that may read CTEs `first` and `second`, whose own
 /// parameters start at `$13`, and whose `{within}` stands for that condition): one round trip and one commit for the limits and the work, where
 /// a [`hit_in_turn`] then a statement take two of each. Forgot-password queues its job this way.
+/// `after`: more CTEs (each `name AS (...)`, comma-separated) that may read `then_work`, or "".
 pub async fn hit_in_turn_then(
     pool: &Pool,
     settings: &DbSettings,
     first: Counter<'_>,
     second: Counter<'_>,
     then: &str,
+    after: &str,
     then_params: &[(&(dyn tokio_postgres::types::ToSql + Sync), Type)],
 ) -> ApiResult<()> {
     debug_assert!(
@@ -214,10 +216,15 @@ pub async fn hit_in_turn_then(
         "hit_in_turn_then needs two different counters"
     );
     let within = "(SELECT count FROM first) <= $4 AND (SELECT count FROM second) <= $10";
+    let after = if after.is_empty() {
+        String::new()
+    } else {
+        format!(",\n              {after}")
+    };
     let sql = IN_TURN.replacen(
         "\n         SELECT f.count AS first_count",
         &format!(
-            ",\n              then_work AS ({})\n         SELECT f.count AS first_count",
+            ",\n              then_work AS ({}){after}\n         SELECT f.count AS first_count",
             then.replace("{within}", within)
         ),
         1,

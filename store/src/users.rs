@@ -6,7 +6,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
 use access::roles::Role;
@@ -14,6 +14,7 @@ use settings::DbSettings;
 use web::error::{ApiError, ApiResult};
 
 use crate::db::{self, Transaction};
+use crate::events::Origin;
 use crate::state::AppState;
 
 /// The public view of a user: `{id, email, role, created_at, email_verified}`.
@@ -91,7 +92,7 @@ pub struct NewSession {
 /// The SQL that creates a session for the user in CTE `source` (a CTE with an `id` column and at
 /// most one row; none means no session is made) and stores its first refresh token's hash, as CTEs
 /// to put after a statement's `WITH`. Parameters: session id, refresh hash, idle and absolute
-/// lifetimes in seconds, at positions `first..first + 4`.
+/// lifetimes in seconds, the client address and user agent, at positions `first..first + 6`.
 pub fn session_ctes(source: &str, first: usize) -> String {
     session_ctes_made(source, first, false)
 }
@@ -99,11 +100,12 @@ pub fn session_ctes(source: &str, first: usize) -> String {
 /// [`session_ctes`] for a session made with a second factor (`mfa`) or not: the flag is part of
 /// the statement text (two constant statements), not a parameter.
 pub fn session_ctes_made(source: &str, first: usize, mfa: bool) -> String {
-    let (sid, hash, idle, abs) = (first, first + 1, first + 2, first + 3);
+    let (sid, hash, idle, abs, ip, ua) = (first, first + 1, first + 2, first + 3, first + 4, first + 5);
     format!(
         "new_session AS (
-            INSERT INTO sessions (id, user_id, idle_expires_at, absolute_expires_at, mfa)
-            SELECT ${sid}, src.id, now() + ${idle} * interval '1 second', now() + ${abs} * interval '1 second', {mfa}
+            INSERT INTO sessions (id, user_id, idle_expires_at, absolute_expires_at, ip, user_agent, mfa)
+            SELECT ${sid}, src.id, now() + ${idle} * interval '1 second', now() + ${abs} * interval '1 second',
+                   ${ip}, ${ua}, {mfa}
               FROM {source} src
             RETURNING id),
          new_refresh AS (
@@ -118,10 +120,12 @@ pub struct SessionParams {
     pub refresh_hash: Vec<u8>,
     pub idle_secs: i64,
     pub absolute_secs: i64,
+    /// Where the session was opened (shown by `GET /auth/sessions`).
+    pub origin: Origin,
 }
 
 impl SessionParams {
-    pub fn new(state: &AppState) -> ApiResult<Self> {
+    pub fn new(state: &AppState, origin: &Origin) -> ApiResult<Self> {
         let refresh_token = new_refresh_token()?;
         let refresh_hash = hash_refresh_token(&refresh_token);
         Ok(Self {
@@ -130,11 +134,20 @@ impl SessionParams {
             refresh_hash,
             idle_secs: state.config.session_idle_timeout.as_secs() as i64,
             absolute_secs: state.config.session_absolute_lifetime.as_secs() as i64,
+            origin: origin.clone(),
         })
     }
 
-    pub fn types() -> [Type; 4] {
-        [Type::UUID, Type::BYTEA, Type::INT8, Type::INT8]
+    /// [`session_ctes`]' parameters, in order.
+    pub fn params(&self) -> [(&(dyn ToSql + Sync), Type); 6] {
+        [
+            (&self.session_id, Type::UUID),
+            (&self.refresh_hash, Type::BYTEA),
+            (&self.idle_secs, Type::INT8),
+            (&self.absolute_secs, Type::INT8),
+            (&self.origin.ip, Type::TEXT),
+            (&self.origin.user_agent, Type::TEXT),
+        ]
     }
 
     pub fn into_session(self) -> NewSession {

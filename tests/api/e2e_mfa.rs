@@ -110,6 +110,20 @@ fn amr(access_token: &str) -> Value {
     jwt_parts(access_token).1["amr"].clone()
 }
 
+/// The security event types recorded about `user`, oldest first.
+async fn event_types(api: &TestApi, user: Uuid) -> Vec<String> {
+    let db = api.sql().await;
+    db.query(
+        "SELECT type FROM security_events WHERE user_id = $1 ORDER BY created_at, id",
+        &[&user],
+    )
+    .await
+    .expect("events")
+    .iter()
+    .map(|r| r.get::<_, String>(0))
+    .collect()
+}
+
 async fn me_status(api: &TestApi, token: &str) -> u16 {
     get(api, token, "/auth/me").await.status.as_u16()
 }
@@ -377,6 +391,9 @@ async fn wrong_codes_use_up_the_token_and_the_account_budget() {
     login_resp(&api, &account.email, &account.password)
         .await
         .problem(429, "rate_limited");
+    let kinds = event_types(&api, account.user_id).await;
+    assert!(kinds.iter().any(|k| k == "mfa_failed"), "{kinds:?}");
+    assert!(!kinds.iter().any(|k| k == "login_succeeded"), "{kinds:?}");
 
     // A fresh account on the same API: an expired mfa_token is refused.
     let other = signup_ok(&api).await;
@@ -518,6 +535,12 @@ async fn recovery_codes_work_once_and_a_new_set_voids_the_old() {
     verify(&api, &json!({ "mfa_token": token, "recovery_code": renewed[0] }))
         .await
         .expect(200);
+    let kinds = event_types(&api, account.user_id).await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "recovery_code_used").count(),
+        2,
+        "{kinds:?}"
+    );
 }
 
 #[tokio::test]
@@ -574,6 +597,10 @@ async fn turning_it_off_needs_the_password_and_a_code_and_revokes_other_sessions
     )
     .await
     .problem(409, "mfa_not_enabled");
+    let kinds = event_types(&api, account.user_id).await;
+    for kind in ["mfa_enabled", "login_succeeded", "mfa_disabled"] {
+        assert!(kinds.iter().any(|k| k == kind), "{kind} recorded: {kinds:?}");
+    }
     let db = api.sql().await;
     for table in ["mfa_totp", "mfa_recovery_codes", "mfa_challenges"] {
         let n: i64 = db

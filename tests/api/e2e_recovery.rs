@@ -17,14 +17,14 @@ use crate::helpers::{
 
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn mail_api(config: Config) -> (TestApi, Arc<MemoryMailer>) {
+pub(crate) async fn mail_api(config: Config) -> (TestApi, Arc<MemoryMailer>) {
     let mailer = MemoryMailer::new();
     let api = spawn_api_with_mail(config, mailer.clone(), test_mail_settings()).await;
     (api, mailer)
 }
 
 /// The token in a message's link.
-fn token_of(m: &Message) -> String {
+pub(crate) fn token_of(m: &Message) -> String {
     m.link()
         .split_once("?token=")
         .map(|(_, t)| t.to_owned())
@@ -32,7 +32,7 @@ fn token_of(m: &Message) -> String {
 }
 
 /// The `n`th message (1-based) of `purpose` to `to`, waiting for it.
-async fn nth_mail(mailer: &MemoryMailer, to: &str, purpose: mail::Purpose, n: usize) -> Message {
+pub(crate) async fn nth_mail(mailer: &MemoryMailer, to: &str, purpose: mail::Purpose, n: usize) -> Message {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let mine: Vec<Message> = mailer

@@ -1008,6 +1008,7 @@ async fn cleanup_deletes_dead_sessions_in_batches_and_keeps_consumed_tokens_of_l
             batch_size: 2,
             max_batches: 1,
             retention: Duration::ZERO,
+            ..cleanup::CleanupSettings::default()
         },
     )
     .await
@@ -1022,6 +1023,7 @@ async fn cleanup_deletes_dead_sessions_in_batches_and_keeps_consumed_tokens_of_l
             batch_size: 2,
             max_batches: 100,
             retention: Duration::ZERO,
+            ..cleanup::CleanupSettings::default()
         },
     )
     .await
@@ -1039,6 +1041,7 @@ async fn cleanup_deletes_dead_sessions_in_batches_and_keeps_consumed_tokens_of_l
             batch_size: 2,
             max_batches: 100,
             retention: Duration::ZERO,
+            ..cleanup::CleanupSettings::default()
         },
     )
     .await
@@ -1099,6 +1102,7 @@ async fn cleanup_keeps_recent_dead_rows_within_retention() {
             batch_size: 2,
             max_batches: 100,
             retention: Duration::from_secs(3600),
+            ..cleanup::CleanupSettings::default()
         },
     )
     .await

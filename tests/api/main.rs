@@ -8,6 +8,7 @@ mod database;
 mod db_path;
 mod e2e_admin;
 mod e2e_auth;
+mod e2e_events;
 mod e2e_limits;
 mod e2e_mfa;
 mod e2e_quota;

@@ -150,6 +150,7 @@ fn cleanup_settings(batch_size: i64, max_batches: u32) -> cleanup::CleanupSettin
         batch_size,
         max_batches,
         retention: Duration::ZERO,
+        ..cleanup::CleanupSettings::default()
     }
 }
 
@@ -236,6 +237,7 @@ async fn a_rehash_by_one_login_does_not_refuse_a_concurrent_correct_login() {
         &verified,
         Some(rehash(1).as_str()),
         "no-counter",
+        &store::events::Origin::default(),
     )
     .await;
     assert!(matches!(first, Ok(Some(_))), "{:?}", first.map(|s| s.is_some()));
@@ -246,6 +248,7 @@ async fn a_rehash_by_one_login_does_not_refuse_a_concurrent_correct_login() {
         &verified,
         Some(rehash(2).as_str()),
         "no-counter",
+        &store::events::Origin::default(),
     )
     .await;
     assert!(

@@ -1,17 +1,22 @@
 //! The caller's own account: `GET /auth/me`, `POST /auth/password`, `DELETE /auth/me`, and
-//! `POST /auth/email/verify/resend` (the recovery crate's handler).
+//! `POST /auth/email/verify/resend` (the recovery crate's handler), and the caller's sessions and
+//! security events ([`sessions`]: `GET /auth/sessions`, `DELETE /auth/sessions/{id}`,
+//! `GET /auth/events`).
 
 use http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 use secrecy::SecretString;
 use serde::Deserialize;
+use store::events::{self, Event, EventType, Origin, Sources};
 use store::password::check_policy;
 use store::users::{LAST_ADMIN, User, lock_active_admins};
 use store::{AppState, db};
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 use web::auth::{Caller, caller};
 use web::error::{ApiError, ApiResult, Challenge};
-use web::http::{RequestBody, empty_response, json_response, parse_json, respond};
+use web::http::{RequestBody, empty_response, json_response, parse_json, path_param, respond};
+
+pub mod sessions;
 
 #[derive(Deserialize)]
 pub struct PasswordBody {
@@ -42,6 +47,24 @@ async fn dispatch(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     if path.ends_with("/auth/email/verify/resend") {
         return match *req.method() {
             Method::POST => recovery::resend(state, &caller).await,
+            _ => Err(ApiError::NoRoute),
+        };
+    }
+    if path.ends_with("/auth/events") {
+        return match *req.method() {
+            Method::GET => sessions::events(state, &caller, &req).await,
+            _ => Err(ApiError::NoRoute),
+        };
+    }
+    if path.ends_with("/auth/sessions") {
+        return match *req.method() {
+            Method::GET => sessions::list(state, &caller).await,
+            _ => Err(ApiError::NoRoute),
+        };
+    }
+    if let Some(id) = path_param(&req, "id", &["auth", "sessions"]) {
+        return match *req.method() {
+            Method::DELETE => sessions::end(state, &caller, &id, &req).await,
             _ => Err(ApiError::NoRoute),
         };
     }
@@ -83,6 +106,13 @@ async fn me(state: &AppState, caller: &Caller) -> ApiResult<Response<Body>> {
 #[tracing::instrument(skip_all, fields(user_id = %caller.user_id))]
 async fn change_password(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Response<Body>> {
     let body: PasswordBody = parse_json(req)?;
+    let origin = Origin::of(req);
+    let event = Event::by_user(
+        EventType::PasswordChanged,
+        caller.user_id,
+        Some(caller.session_id),
+        &origin,
+    );
     let (user, stored) = load(state, caller).await?;
     let new_password = check_policy(
         &body.new_password,
@@ -100,9 +130,11 @@ async fn change_password(state: &AppState, caller: &Caller, req: &Request) -> Ap
          updated AS (UPDATE users u SET password_hash = $3, password_rehashed_from = NULL, updated_at = now()
                        FROM caller c WHERE u.id = c.user_id RETURNING u.id),
          revoked AS (UPDATE sessions s SET revoked_at = now(), revoked_reason = 'password_changed'
-                       FROM updated WHERE s.user_id = updated.id AND s.id <> $1 AND s.revoked_at IS NULL)
+                       FROM updated WHERE s.user_id = updated.id AND s.id <> $1 AND s.revoked_at IS NULL),
+         {}
          SELECT id FROM updated",
-        db::LIVE_CALLER
+        db::LIVE_CALLER,
+        events::cte("password_event", 4, "updated", Sources::default())
     );
     let settings = &state.config.db;
     db::bounded(&state.pool, settings, async |client| {
@@ -118,21 +150,18 @@ async fn change_password(state: &AppState, caller: &Caller, req: &Request) -> Ap
             &[(&caller.user_id, Type::UUID)],
         )
         .await?;
-        let rows = db::run(
-            &tx,
-            settings,
-            &sql,
-            &[
-                (&caller.session_id, Type::UUID),
-                (&caller.user_id, Type::UUID),
-                (&new_hash, Type::TEXT),
-            ],
-        )
-        .await?;
+        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
+            (&caller.session_id, Type::UUID),
+            (&caller.user_id, Type::UUID),
+            (&new_hash, Type::TEXT),
+        ];
+        params.extend(event.params());
+        let rows = db::run(&tx, settings, &sql, &params).await?;
         if rows.is_empty() {
             return Err(dead_session());
         }
         tx.commit().await?;
+        events::log(&event);
         tracing::info!("password changed; other sessions revoked");
         Ok(empty_response(StatusCode::NO_CONTENT))
     })
@@ -142,6 +171,8 @@ async fn change_password(state: &AppState, caller: &Caller, req: &Request) -> Ap
 #[tracing::instrument(skip_all, fields(user_id = %caller.user_id))]
 async fn delete(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Response<Body>> {
     let body: DeleteBody = parse_json(req)?;
+    let origin = Origin::of(req);
+    let event = Event::by_user(EventType::UserDeleted, caller.user_id, Some(caller.session_id), &origin);
     let (user, stored) = load(state, caller).await?;
     // The password first: a stolen access token alone learns nothing, not even "last admin".
     store::users::check_password(state, &user.email, body.password, stored).await?;
@@ -157,7 +188,7 @@ async fn delete(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<R
         // Sessions, refresh tokens and tasks go with the user (ON DELETE CASCADE).
         let sql = format!(
             "WITH {} DELETE FROM users u USING caller c WHERE u.id = c.user_id RETURNING u.id",
-            db::LIVE_CALLER
+            db::LIVE_CALLER_CHECK
         );
         let rows = db::run(
             &tx,
@@ -169,7 +200,9 @@ async fn delete(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<R
         if rows.is_empty() {
             return Err(dead_session());
         }
+        events::record(&tx, settings, &event).await?;
         tx.commit().await?;
+        events::log(&event);
         tracing::info!("account deleted");
         Ok(empty_response(StatusCode::NO_CONTENT))
     })

@@ -1,4 +1,5 @@
-//! `/admin/users`: list, get, change role or disabled, delete.
+//! `/admin/users`: list, get, change role or disabled, delete; `/admin/events`: every user's
+//! security events.
 //!
 //! The gateway already refused non-admin tokens, but a token's role can be stale: every request
 //! re-reads the caller's role and session in the same statement as its work, so a demoted admin is
@@ -12,6 +13,7 @@ use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 use settings::DbSettings;
 use store::db::Transaction;
+use store::events::{self, Event, EventType, Origin, Scope};
 use store::users::{LAST_ADMIN, canonical_email, lock_active_admins};
 use store::{AppState, db};
 use time::OffsetDateTime;
@@ -108,6 +110,12 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
 async fn dispatch(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     let caller = caller(&req, &state.tokens).await?;
     let step_up = StepUp(state.config.mfa.admin_require_mfa);
+    if req.uri().path().trim_end_matches('/').ends_with("/admin/events") {
+        return match *req.method() {
+            Method::GET => list_events(state, step_up, &caller, &req).await,
+            _ => Err(ApiError::NoRoute),
+        };
+    }
     let id = path_param(&req, "id", &["admin", "users"]);
     // Not a UUID: no such user. The nil UUID is never issued, so it finds nothing, after the
     // caller's session and role are checked like on any other request.
@@ -118,7 +126,7 @@ async fn dispatch(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
         (Method::GET, None) => list(state, step_up, &caller, &req).await,
         (Method::GET, Some(id)) => get(state, step_up, &caller, id).await,
         (Method::PATCH, Some(id)) => patch(state, step_up, &caller, id, &req).await,
-        (Method::DELETE, Some(id)) => delete(state, step_up, &caller, id).await,
+        (Method::DELETE, Some(id)) => delete(state, step_up, &caller, id, &req).await,
         _ => Err(ApiError::NoRoute),
     }
 }
@@ -225,6 +233,64 @@ async fn list(state: &AppState, step_up: StepUp, caller: &Caller, req: &Request)
     Ok(json_response(StatusCode::OK, &UserList { items, next_cursor }))
 }
 
+/// `GET /admin/events?user_id=&type=&limit=&cursor=`: every user's security events, newest
+/// first. The role is re-read in the same statement (a demoted admin is refused at once).
+#[tracing::instrument(skip_all, fields(admin_id = %caller.user_id))]
+async fn list_events(state: &AppState, step_up: StepUp, caller: &Caller, req: &Request) -> ApiResult<Response<Body>> {
+    if step_up.0 {
+        // The session's second factor, from the database (the events statement reads the role
+        // only): one statement more, with ADMIN_REQUIRE_MFA only.
+        let sql = format!(
+            "WITH {} SELECT role AS caller_role, mfa AS caller_mfa FROM caller",
+            db::LIVE_CALLER
+        );
+        let rows = db::caller_query(&state.pool, &state.config.db, caller, &sql, &[]).await?;
+        check_admin(&rows, step_up)?;
+    }
+    let mut errors = Vec::new();
+    let page = cursor::page_params(req, &mut errors)?;
+    let user_id = match query_param(req, "user_id", 64)? {
+        None => None,
+        Some(raw) => match Uuid::parse_str(&raw) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                errors.push(FieldError::new("user_id", "invalid_user_id", "user_id must be a UUID."));
+                None
+            }
+        },
+    };
+    let kind = match query_param(req, "type", 64)? {
+        None => None,
+        Some(raw) => match EventType::parse(&raw) {
+            Some(kind) => Some(kind),
+            None => {
+                errors.push(FieldError::new(
+                    "type",
+                    "invalid_event_type",
+                    "type must be one of the security event types.",
+                ));
+                None
+            }
+        },
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let (role, list) = events::list(
+        &state.pool,
+        &state.config.db,
+        caller,
+        Scope::Admin { user_id, kind },
+        &page,
+    )
+    .await?
+    .ok_or(ApiError::Unauthenticated(Challenge::InvalidToken))?;
+    if role != Role::Admin.as_str() {
+        return Err(ApiError::Forbidden);
+    }
+    Ok(json_response(StatusCode::OK, &list))
+}
+
 #[tracing::instrument(skip_all, fields(admin_id = %caller.user_id, user_id = %id))]
 async fn get(state: &AppState, step_up: StepUp, caller: &Caller, id: Uuid) -> ApiResult<Response<Body>> {
     let sql = format!(
@@ -303,6 +369,7 @@ async fn patch(
     req: &Request,
 ) -> ApiResult<Response<Body>> {
     let body: PatchUser = parse_json(req)?;
+    let origin = Origin::of(req);
     let mut errors = Vec::new();
     let role = match &body.role {
         None => None,
@@ -354,11 +421,12 @@ async fn patch(
         if was_active_admin && !stays_active_admin && active_admins <= 1 {
             return Err(LAST_ADMIN);
         }
+        let mut mfa_removed = false;
         if turn_off_mfa {
             // Account recovery: the second factor goes (secret, recovery codes, pending logins)
             // and so does every session of the user. A statement of its own, before the update,
             // so that the update's answer shows `mfa_enabled: false`.
-            db::run(
+            mfa_removed = !db::run(
                 &tx,
                 &state.config.db,
                 "WITH removed AS (DELETE FROM mfa_totp WHERE user_id = $1 RETURNING user_id),
@@ -369,7 +437,8 @@ async fn patch(
                  SELECT user_id FROM removed",
                 &[(&id, Type::UUID)],
             )
-            .await?;
+            .await?
+            .is_empty();
             tracing::info!("second factor turned off by admin; the user's sessions revoked");
         }
         let sql = format!(
@@ -395,15 +464,56 @@ async fn patch(
             .transpose()?
             .flatten()
             .ok_or(ApiError::NotFound)?;
+        // One event per change that happened, in the same transaction.
+        let mut changes = Vec::new();
+        if user.role != target.role {
+            changes.push(EventType::RoleChanged);
+        }
+        if user.disabled != target.disabled {
+            changes.push(if user.disabled {
+                EventType::UserDisabled
+            } else {
+                EventType::UserEnabled
+            });
+        }
+        if mfa_removed {
+            changes.push(EventType::MfaDisabled);
+        }
+        let changes: Vec<Event> = changes
+            .into_iter()
+            .map(|kind| admin_event(kind, caller, id, &origin))
+            .collect();
+        for event in &changes {
+            events::record(&tx, &state.config.db, event).await?;
+        }
         tx.commit().await?;
+        changes.iter().for_each(events::log);
         tracing::info!(role = %user.role, disabled = user.disabled, "user changed by admin");
         Ok(json_response(StatusCode::OK, &user))
     })
     .await
 }
 
+/// An event about user `id` caused by the admin `caller`.
+fn admin_event<'a>(kind: EventType, caller: &Caller, id: Uuid, origin: &'a Origin) -> Event<'a> {
+    Event {
+        user_id: Some(id),
+        actor_id: Some(caller.user_id),
+        session_id: Some(caller.session_id),
+        ..Event::new(kind, origin)
+    }
+}
+
 #[tracing::instrument(skip_all, fields(admin_id = %caller.user_id, user_id = %id))]
-async fn delete(state: &AppState, step_up: StepUp, caller: &Caller, id: Uuid) -> ApiResult<Response<Body>> {
+async fn delete(
+    state: &AppState,
+    step_up: StepUp,
+    caller: &Caller,
+    id: Uuid,
+    req: &Request,
+) -> ApiResult<Response<Body>> {
+    let origin = Origin::of(req);
+    let event = admin_event(EventType::UserDeleted, caller, id, &origin);
     db::bounded(&state.pool, &state.config.db, async |client| {
         let tx = client.transaction().await?;
         let active_admins = begin_admin_change(&tx, &state.config.db, step_up, caller).await?;
@@ -419,7 +529,9 @@ async fn delete(state: &AppState, step_up: StepUp, caller: &Caller, id: Uuid) ->
             &[(&id, Type::UUID)],
         )
         .await?;
+        events::record(&tx, &state.config.db, &event).await?;
         tx.commit().await?;
+        events::log(&event);
         tracing::info!("user deleted by admin");
         Ok(empty_response(StatusCode::NO_CONTENT))
     })

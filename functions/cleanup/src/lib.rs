@@ -9,7 +9,8 @@
 //! (through `refresh_tokens_session_id_idx`), and a session only once it has none left: deleting
 //! 1,000 sessions with their tokens by cascade could be millions of rows in one statement, past
 //! the statement timeout. Rate-limit counters go once their window ended over `retention` ago,
-//! and two-step login challenges (`mfa_challenges`, 5 minutes each) once they expired that long ago.
+//! and security events once they are older than `event_retention` (`EVENT_RETENTION_DAYS`);
+//! two-step login challenges (`mfa_challenges`, 5 minutes each) once they expired `retention` ago.
 //!
 //! Every step runs even when one before it failed (logged): a step that keeps failing must not
 //! stop the others for good. The first error is returned at the end.
@@ -27,6 +28,8 @@ pub struct CleanupSettings {
     pub batch_size: i64,
     pub max_batches: u32,
     pub retention: Duration,
+    /// Security events older than this go (`EVENT_RETENTION_DAYS`, 90 days by default).
+    pub event_retention: Duration,
 }
 
 impl Default for CleanupSettings {
@@ -35,6 +38,7 @@ impl Default for CleanupSettings {
             batch_size: 1000,
             max_batches: 100,
             retention: Duration::from_secs(24 * 60 * 60),
+            event_retention: Duration::from_secs(90 * 24 * 60 * 60),
         }
     }
 }
@@ -46,6 +50,8 @@ pub struct CleanupReport {
     /// Dead sessions deleted, once their refresh tokens were gone.
     pub sessions_deleted: u64,
     pub rate_limits_deleted: u64,
+    /// Security events past their retention.
+    pub events_deleted: u64,
     /// Two-step login challenges (`mfa_challenges`) expired for longer than the retention.
     pub mfa_challenges_deleted: u64,
 }
@@ -80,6 +86,11 @@ const DELETE_RATE_LIMITS: &str = "
 DELETE FROM rate_limits WHERE (bucket, key) IN (
     SELECT bucket, key FROM rate_limits WHERE window_end < now() - $1 * interval '1 second' LIMIT $2)";
 
+/// Oldest first, through `security_events_created_idx`.
+const DELETE_EVENTS: &str = "
+DELETE FROM security_events WHERE id IN (
+    SELECT id FROM security_events WHERE created_at < now() - $1 * interval '1 second'
+     ORDER BY created_at LIMIT $2)";
 const DELETE_MFA_CHALLENGES: &str = "
 DELETE FROM mfa_challenges WHERE token_hash IN (
     SELECT token_hash FROM mfa_challenges WHERE expires_at < now() - $1 * interval '1 second' LIMIT $2)";
@@ -89,6 +100,7 @@ enum Step {
     RefreshTokens,
     Sessions,
     RateLimits,
+    Events,
     MfaChallenges,
 }
 
@@ -98,6 +110,7 @@ impl Step {
             Step::RefreshTokens => DELETE_DEAD_TOKENS,
             Step::Sessions => DELETE_SESSIONS,
             Step::RateLimits => DELETE_RATE_LIMITS,
+            Step::Events => DELETE_EVENTS,
             Step::MfaChallenges => DELETE_MFA_CHALLENGES,
         }
     }
@@ -108,6 +121,14 @@ impl Step {
             Step::Sessions => &mut report.sessions_deleted,
             Step::RateLimits => &mut report.rate_limits_deleted,
             Step::MfaChallenges => &mut report.mfa_challenges_deleted,
+            Step::Events => &mut report.events_deleted,
+        }
+    }
+
+    fn retention(self, settings: &CleanupSettings) -> Duration {
+        match self {
+            Step::Events => settings.event_retention,
+            _ => settings.retention,
         }
     }
 }
@@ -119,6 +140,7 @@ pub async fn run(pool: &Pool, db_settings: &DbSettings, settings: CleanupSetting
         Step::RefreshTokens,
         Step::Sessions,
         Step::RateLimits,
+        Step::Events,
         Step::MfaChallenges,
     ] {
         if let Err(e) = run_step(pool, db_settings, settings, step, step.counter(&mut report)).await {
@@ -142,7 +164,7 @@ async fn run_step(
     step: Step,
     deleted: &mut u64,
 ) -> ApiResult<()> {
-    let retention = settings.retention.as_secs() as i64;
+    let retention = step.retention(&settings).as_secs() as i64;
     for _ in 0..settings.max_batches {
         let n = db::bounded(pool, db_settings, async |client| {
             Ok(client

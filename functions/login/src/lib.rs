@@ -14,10 +14,11 @@ use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use secrecy::SecretString;
 use serde::Deserialize;
+use store::events::{self, Event, EventType, Origin, Sources};
 use store::ratelimit::{self, Bucket, Counter};
 use store::users::{NewSession, SessionParams, User, canonical_email, session_ctes, token_response};
 use store::{AppState, db};
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 use web::error::{ApiError, ApiResult};
 use web::http::{RequestBody, client_ip, parse_json, respond};
@@ -50,7 +51,11 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     // One statement: an address over its limit is refused without counting against the account.
     let ip = ratelimit::ip_key(client_ip(&req));
     let account_key = ratelimit::email_key(&email);
-    ratelimit::hit_in_turn(
+    let origin = Origin::of(&req);
+    let refuse = |kind: EventType, user_id: Option<Uuid>, error: ApiError| {
+        refused(state, &origin, kind, user_id, &account_key, &email, error)
+    };
+    let throttled = ratelimit::hit_in_turn(
         &state.pool,
         &state.config.db,
         Counter {
@@ -64,7 +69,11 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
             limit: limits.login_failures_per_account,
         },
     )
-    .await?;
+    .await;
+    if let Err(e @ ApiError::RateLimited { .. }) = throttled {
+        return refuse(EventType::LoginThrottled, None, e).await;
+    }
+    throttled?;
 
     let found = db::query(
         &state.pool,
@@ -80,16 +89,18 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     let verified_hash = stored_hash.clone().unwrap_or_default();
 
     let verified = state.passwords.verify(body.password.clone(), stored_hash).await?;
+    let found_id: Option<Uuid> = found.map(|r| r.try_get("id")).transpose()?;
     let Some(row) = found.filter(|_| verified.matches) else {
-        return Err(ApiError::InvalidCredentials);
+        // Unknown email and wrong password alike: one bounded event (no user id for the first).
+        return refuse(EventType::LoginFailed, found_id, ApiError::InvalidCredentials).await;
     };
     let user = User::from_row(row)?;
     if row.try_get::<_, bool>("disabled")? {
-        return Err(ApiError::AccountDisabled);
+        return refuse(EventType::LoginFailed, found_id, ApiError::AccountDisabled).await;
     }
     // Like `disabled`, only revealed after the right password.
     if state.config.recovery.require_verified_email && !user.email_verified {
-        return Err(web::error::EMAIL_NOT_VERIFIED);
+        return refuse(EventType::LoginFailed, found_id, web::error::EMAIL_NOT_VERIFIED).await;
     }
     // Parameters were raised since this hash was made: store a fresh one while we know the password.
     let new_hash = if verified.needs_rehash {
@@ -108,7 +119,7 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     if row.try_get::<_, bool>("mfa_enabled")? {
         let Some(token) = open_challenge(state, user.id, &verified_hash, new_hash.as_deref(), &account_key).await?
         else {
-            return Err(ApiError::InvalidCredentials);
+            return refuse(EventType::LoginFailed, found_id, ApiError::InvalidCredentials).await;
         };
         tracing::info!(user_id = %user.id, "password verified; second factor required");
         let body = MfaRequired {
@@ -119,9 +130,18 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
         return Ok(web::http::json_response(StatusCode::OK, &body));
     }
 
-    let Some(session) = open_session(state, user.id, &verified_hash, new_hash.as_deref(), &account_key).await? else {
+    let opened = open_session(
+        state,
+        user.id,
+        &verified_hash,
+        new_hash.as_deref(),
+        &account_key,
+        &origin,
+    )
+    .await?;
+    let Some(session) = opened else {
         // Disabled, deleted or its password changed between the check and the insert.
-        return Err(ApiError::InvalidCredentials);
+        return refuse(EventType::LoginFailed, found_id, ApiError::InvalidCredentials).await;
     };
     tracing::info!(user_id = %user.id, rehashed = new_hash.is_some(), "user logged in");
     let role: Role = user.role;
@@ -139,13 +159,12 @@ struct MfaRequired<'a> {
     expires_in: u64,
 }
 
-/// The CTEs `target` (the user, still enabled and still with the password verified as
-/// `verified_hash` = `$hash`, locked) and `rehash` (store `$new` when given), as in
-/// [`open_session`]. `$user`, `$new` and `$hash` are the placeholders of the user id, the new hash
-/// and the verified hash.
+/// The CTEs `target` (the user, still enabled and still with the password verified as `$hash`,
+/// locked) and `rehash` (store `$new` when given), as [`open_session`] and [`open_challenge`]
+/// use them. `user`, `new` and `hash` are the placeholders of the user id, the new hash and the
+/// verified hash. A login that rehashes locks the row for update: two of them both holding a
+/// share lock and then both updating would deadlock.
 fn verified_target_ctes(rehashing: bool, user: &str, new: &str, hash: &str) -> String {
-    // A login that rehashes locks the row for update: two of them both holding a share lock and
-    // then both updating would deadlock.
     let lock = if rehashing { "FOR NO KEY UPDATE" } else { "FOR SHARE" };
     format!(
         "target AS (SELECT id FROM users
@@ -198,6 +217,30 @@ pub async fn open_challenge(
     Ok((!rows.is_empty()).then_some(token))
 }
 
+/// A refused login changes nothing but leaves one bounded event (`login_failed`,
+/// `login_throttled`): recorded, then the refusal answered. Recording it failing does not change
+/// the answer (it is logged).
+async fn refused(
+    state: &AppState,
+    origin: &Origin,
+    kind: EventType,
+    user_id: Option<Uuid>,
+    account_key: &str,
+    email: &str,
+    error: ApiError,
+) -> ApiResult<Response<Body>> {
+    let event = Event {
+        user_id,
+        ..Event::new(kind, origin)
+    };
+    // Throttled before any look-up: the account, if any, is found by the event's own statement.
+    let canonical = (kind == EventType::LoginThrottled).then_some(email);
+    if let Err(e) = events::record_failure(&state.pool, &state.config.db, &event, account_key, canonical).await {
+        tracing::error!(error = ?e, event = kind.as_str(), "could not record a refused login");
+    }
+    Err(error)
+}
+
 /// Open a session for `user_id` after its password was verified against `verified_hash`, storing
 /// `new_hash` instead when given (a rehash at raised parameters), and reset the account's failure
 /// counter (`account_key`), in one statement. `None`: the user is disabled or gone, or its
@@ -214,8 +257,10 @@ pub async fn open_session(
     verified_hash: &str,
     new_hash: Option<&str>,
     account_key: &str,
+    origin: &Origin,
 ) -> ApiResult<Option<NewSession>> {
-    let session = SessionParams::new(state)?;
+    let session = SessionParams::new(state, origin)?;
+    let event = Event::by_user(EventType::LoginSucceeded, user_id, Some(session.session_id), origin);
     // The session is only created if the user is still enabled and its password is still the
     // one verified at this instant: the stored hash is the verified one, or a rehash of it (a
     // concurrent login of the same account stored one; `password_rehashed_from` is the SHA-256 of
@@ -228,28 +273,27 @@ pub async fn open_session(
     let sql = format!(
         "WITH {},
          {},
-         reset AS (DELETE FROM rate_limits WHERE bucket = $7 AND key = $8 AND EXISTS (SELECT 1 FROM target))
+         reset AS (DELETE FROM rate_limits WHERE bucket = $2 AND key = $3 AND EXISTS (SELECT 1 FROM target)),
+         {}
          SELECT id FROM new_session",
-        verified_target_ctes(new_hash.is_some(), "$1", "$6", "$9"),
-        session_ctes("target", 2)
+        verified_target_ctes(new_hash.is_some(), "$1", "$4", "$5"),
+        session_ctes("target", 6),
+        events::cte("login_event", 12, "new_session", Sources::default())
     );
-    let [t_sid, t_hash, t_idle, t_abs] = SessionParams::types();
-    let rows = db::query(
-        &state.pool,
-        &state.config.db,
-        &sql,
-        &[
-            (&user_id, Type::UUID),
-            (&session.session_id, t_sid),
-            (&session.refresh_hash, t_hash),
-            (&session.idle_secs, t_idle),
-            (&session.absolute_secs, t_abs),
-            (&new_hash, Type::TEXT),
-            (&Bucket::LoginAccount.name(), Type::TEXT),
-            (&account_key, Type::TEXT),
-            (&verified_hash, Type::TEXT),
-        ],
-    )
-    .await?;
-    Ok((!rows.is_empty()).then(|| session.into_session()))
+    let bucket = Bucket::LoginAccount.name();
+    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
+        (&user_id, Type::UUID),
+        (&bucket, Type::TEXT),
+        (&account_key, Type::TEXT),
+        (&new_hash, Type::TEXT),
+        (&verified_hash, Type::TEXT),
+    ];
+    params.extend(session.params());
+    params.extend(event.params());
+    let rows = db::query(&state.pool, &state.config.db, &sql, &params).await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    events::log(&event);
+    Ok(Some(session.into_session()))
 }

@@ -18,6 +18,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         let pool = store::startup::pool(&DatabaseSettings {
             db: outbox.db.clone(),
             database,
+            // The pool only: the sender deletes no events.
+            event_retention: Default::default(),
         })
         .await?;
         anyhow::Ok((outbox, pool, mail))

@@ -15,6 +15,9 @@
 //! - Of concurrent verifies of one `mfa_token`, the first to consume it (a row lock on the
 //!   challenge) makes the session; the others find it consumed (401 `invalid_mfa_token`).
 //! - Enabling and disabling revoke every other session of the user.
+//! - Security events (`store::events`): `mfa_enabled`, `mfa_disabled`, `login_succeeded` and
+//!   `recovery_code_used` in the same statement or transaction as the change; `mfa_failed`
+//!   bounded, like a failed login.
 
 pub mod totp;
 
@@ -25,11 +28,12 @@ use lambda_http::{Body, Request, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use store::events::{self, Event, EventType, Origin, Sources};
 use store::mfa_key::MfaKeys;
 use store::ratelimit::{self, Bucket};
 use store::users::{NewSession, SessionParams, User, check_password, session_ctes_made, token_response};
 use store::{AppState, db};
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 use web::auth::{Caller, caller};
 use web::error::{ApiError, ApiResult, Challenge, FieldError};
@@ -336,26 +340,26 @@ async fn confirm(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<
          {},
          revoked AS (
             UPDATE sessions s SET revoked_at = now(), revoked_reason = 'mfa_enabled'
-              FROM enabled e WHERE s.user_id = e.user_id AND s.id <> $1 AND s.revoked_at IS NULL)
+              FROM enabled e WHERE s.user_id = e.user_id AND s.id <> $1 AND s.revoked_at IS NULL),
+         {}
          SELECT user_id FROM enabled",
         db::LIVE_CALLER,
-        replace_codes_ctes("enabled", 5)
+        replace_codes_ctes("enabled", 5),
+        events::cte("mfa_event", 6, "enabled", Sources::default())
     );
-    let rows = db::caller_query(
-        &state.pool,
-        &state.config.db,
-        caller,
-        &sql,
-        &[
-            (&step, Type::INT8),
-            (&stored.ciphertext, Type::BYTEA),
-            (&hashes, Type::BYTEA_ARRAY),
-        ],
-    )
-    .await?;
+    let origin = Origin::of(req);
+    let event = Event::by_user(EventType::MfaEnabled, caller.user_id, Some(caller.session_id), &origin);
+    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
+        (&step, Type::INT8),
+        (&stored.ciphertext, Type::BYTEA),
+        (&hashes, Type::BYTEA_ARRAY),
+    ];
+    params.extend(event.params());
+    let rows = db::caller_query(&state.pool, &state.config.db, caller, &sql, &params).await?;
     if rows.is_empty() {
         return Err(INVALID_MFA_CODE);
     }
+    events::log(&event);
     tracing::info!("second factor enabled; other sessions revoked");
     Ok(json_response(StatusCode::OK, &RecoveryCodes { recovery_codes: codes }))
 }
@@ -419,14 +423,21 @@ async fn disable(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<
          challenges AS (DELETE FROM mfa_challenges WHERE user_id IN (SELECT user_id FROM removed)),
          revoked AS (
             UPDATE sessions s SET revoked_at = now(), revoked_reason = 'mfa_disabled'
-              FROM removed r WHERE s.user_id = r.user_id AND s.id <> $1 AND s.revoked_at IS NULL)
+              FROM removed r WHERE s.user_id = r.user_id AND s.id <> $1 AND s.revoked_at IS NULL),
+         {}
          SELECT user_id FROM removed",
-        db::LIVE_CALLER
+        db::LIVE_CALLER,
+        events::cte("mfa_event", 4, "removed", Sources::default())
     );
-    let rows = db::caller_query(&state.pool, &state.config.db, caller, &sql, &[(&step, Type::INT8)]).await?;
+    let origin = Origin::of(req);
+    let event = Event::by_user(EventType::MfaDisabled, caller.user_id, Some(caller.session_id), &origin);
+    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(&step, Type::INT8)];
+    params.extend(event.params());
+    let rows = db::caller_query(&state.pool, &state.config.db, caller, &sql, &params).await?;
     if rows.is_empty() {
         return Err(INVALID_MFA_CODE);
     }
+    events::log(&event);
     tracing::info!("second factor disabled; other sessions revoked");
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
@@ -484,6 +495,7 @@ enum Outcome {
 #[tracing::instrument(name = "mfa_verify", skip_all)]
 async fn verify(state: &AppState, req: &Request) -> ApiResult<Response<Body>> {
     let body: VerifyBody = parse_json(req)?;
+    let origin = Origin::of(req);
     let nulls: Vec<FieldError> = [
         ("code", body.code.as_ref()),
         ("recovery_code", body.recovery_code.as_ref()),
@@ -550,7 +562,7 @@ async fn verify(state: &AppState, req: &Request) -> ApiResult<Response<Body>> {
         (None, None) => None,
     };
     let outcome = match factor {
-        Some(factor) => open_session(state, &token_hash, user.id, &factor, &account_key).await?,
+        Some(factor) => open_session(state, &token_hash, user.id, &factor, &account_key, &origin).await?,
         None => Outcome::WrongCode,
     };
     match outcome {
@@ -561,6 +573,13 @@ async fn verify(state: &AppState, req: &Request) -> ApiResult<Response<Body>> {
         Outcome::WrongCode => {
             tracing::info!(user_id = %user.id, "wrong second factor code");
             db::query(pool, settings, COUNT_FAILURE, &[(&token_hash, Type::BYTEA)]).await?;
+            let event = Event {
+                user_id: Some(user.id),
+                ..Event::new(EventType::MfaFailed, &origin)
+            };
+            if let Err(e) = events::record_failure(pool, settings, &event, &account_key, None).await {
+                tracing::error!(error = ?e, "could not record a wrong second factor code");
+            }
             ratelimit::hit(pool, settings, Bucket::LoginAccount, &account_key, limit).await?;
             Err(INVALID_MFA_CODE)
         }
@@ -575,15 +594,20 @@ async fn open_session(
     user_id: Uuid,
     factor: &Factor,
     account_key: &str,
+    origin: &Origin,
 ) -> ApiResult<Outcome> {
     let settings = &state.config.db;
-    let session = SessionParams::new(state)?;
+    let session = SessionParams::new(state, origin)?;
+    let login_event = Event::by_user(EventType::LoginSucceeded, user_id, Some(session.session_id), origin);
+    let recovery_event = Event::by_user(EventType::RecoveryCodeUsed, user_id, Some(session.session_id), origin);
     let sql = format!(
         "WITH target AS (SELECT id FROM users WHERE id = $1 AND NOT disabled),
+         reset AS (DELETE FROM rate_limits WHERE bucket = $2 AND key = $3 AND EXISTS (SELECT 1 FROM target)),
          {},
-         reset AS (DELETE FROM rate_limits WHERE bucket = $6 AND key = $7 AND EXISTS (SELECT 1 FROM target))
+         {}
          SELECT id FROM new_session",
-        session_ctes_made("target", 2, true)
+        session_ctes_made("target", 4, true),
+        events::cte("login_event", 10, "new_session", Sources::default())
     );
     db::bounded(&state.pool, settings, async |client| {
         let tx = client.transaction().await?;
@@ -616,29 +640,27 @@ async fn open_session(
             // Rolled back: the challenge stays live for the failure count.
             return Ok(Outcome::WrongCode);
         }
-        if matches!(factor, Factor::RecoveryCode(_)) {
-            tracing::info!(%user_id, "recovery code used");
-        }
-        let [t_sid, t_hash, t_idle, t_abs] = SessionParams::types();
-        let rows = db::run(
-            &tx,
-            settings,
-            &sql,
-            &[
-                (&user_id, Type::UUID),
-                (&session.session_id, t_sid),
-                (&session.refresh_hash, t_hash),
-                (&session.idle_secs, t_idle),
-                (&session.absolute_secs, t_abs),
-                (&Bucket::LoginAccount.name(), Type::TEXT),
-                (&account_key, Type::TEXT),
-            ],
-        )
-        .await?;
+        let bucket = Bucket::LoginAccount.name();
+        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
+            (&user_id, Type::UUID),
+            (&bucket, Type::TEXT),
+            (&account_key, Type::TEXT),
+        ];
+        params.extend(session.params());
+        params.extend(login_event.params());
+        let rows = db::run(&tx, settings, &sql, &params).await?;
         if rows.is_empty() {
             return Err(ApiError::InvalidMfaToken);
         }
+        let recovery = matches!(factor, Factor::RecoveryCode(_));
+        if recovery {
+            events::record(&tx, settings, &recovery_event).await?;
+        }
         tx.commit().await?;
+        events::log(&login_event);
+        if recovery {
+            events::log(&recovery_event);
+        }
         Ok(Outcome::Session(NewSession {
             session_id: session.session_id,
             refresh_token: session.refresh_token.clone(),

@@ -12,10 +12,11 @@ use lambda_http::{Body, Request, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use store::email::{canonical_email, normalize_email};
+use store::events::{self, Event, EventType, Origin, Sources};
 use store::password::check_policy;
 use store::ratelimit::{self, Bucket, Counter};
 use store::{AppState, db};
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 use web::auth::Caller;
 use web::error::{ApiError, ApiResult, Challenge};
@@ -113,6 +114,23 @@ async fn forgot(state: &AppState, req: &Request) -> ApiResult<Response<Body>> {
     let limits = &state.config.rate_limits;
     let ip = ratelimit::ip_key(client_ip(req));
     let email_key = ratelimit::email_key(&email);
+    let origin = Origin::of(req);
+    let event = Event::new(EventType::PasswordResetRequested, &origin);
+    // One event for every request that queues a job, in the statement that queues it: with the
+    // account's id when one exists, without a user (like `login_failed` for an unknown email)
+    // when none does. Known and unknown emails do the same work, row for row; the log line,
+    // written for both alike, carries no user id (this path never learns whether there is one).
+    let requested_event = events::cte(
+        "requested_event",
+        14,
+        "(VALUES (1)) one LEFT JOIN users u ON u.email_canonical = $13 WHERE EXISTS (SELECT 1 FROM then_work)",
+        Sources {
+            user_id: "u.id",
+            ..Sources::default()
+        },
+    );
+    let mut then_params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(&canonical, Type::TEXT)];
+    then_params.extend(event.params());
     // The address first: one over its limit does not count against the email. Unknown emails
     // are counted exactly like real ones (the key is the canonical form's hash either way). The
     // job is queued in the same statement, only within the limits.
@@ -130,9 +148,11 @@ async fn forgot(state: &AppState, req: &Request) -> ApiResult<Response<Body>> {
             limit: limits.forgot_per_email,
         },
         outbox::ENQUEUE_PASSWORD_RESET,
-        &[(&canonical, Type::TEXT)],
+        &requested_event,
+        &then_params,
     )
     .await?;
+    events::log(&event);
     tracing::info!("password reset requested");
     Ok(json_response(
         StatusCode::ACCEPTED,
@@ -157,6 +177,7 @@ const LIVE_RESET_TOKEN: &str = "t.purpose = 'password_reset' AND t.used_at IS NU
 #[tracing::instrument(name = "reset_password", skip_all)]
 async fn reset(state: &AppState, req: &Request) -> ApiResult<Response<Body>> {
     let body: ResetBody = parse_json(req)?;
+    let origin = Origin::of(req);
     let settings = &state.config.db;
     let ip = ratelimit::ip_key(client_ip(req));
     ratelimit::hit(
@@ -239,7 +260,10 @@ async fn reset(state: &AppState, req: &Request) -> ApiResult<Response<Body>> {
         if updated.is_empty() {
             return Err(INVALID_RESET_TOKEN);
         }
+        let event = Event::by_user(EventType::PasswordReset, user_id, None, &origin);
+        events::record(&tx, settings, &event).await?;
         tx.commit().await?;
+        events::log(&event);
         tracing::info!(user_id = %user_id, "password reset; every session revoked");
         Ok(empty_response(StatusCode::NO_CONTENT))
     })
@@ -265,22 +289,39 @@ async fn verify(state: &AppState, req: &Request) -> ApiResult<Response<Body>> {
         return Err(INVALID_VERIFICATION_TOKEN);
     }
     let hash = outbox::token_hash(token);
-    let rows = db::query(
-        &state.pool,
-        settings,
+    let origin = Origin::of(req);
+    let mut event = Event::new(EventType::EmailVerified, &origin);
+    let sql = format!(
         "WITH consumed AS (
             UPDATE account_tokens SET used_at = now()
              WHERE token_hash = $1 AND purpose = 'email_verification'
                AND used_at IS NULL AND expires_at > now()
-            RETURNING user_id)
-         UPDATE users u SET email_verified = true, updated_at = now()
-           FROM consumed c WHERE u.id = c.user_id
-         RETURNING u.id",
-        &[(&hash, Type::BYTEA)],
-    )
-    .await?;
+            RETURNING user_id),
+         verified AS (
+            UPDATE users u SET email_verified = true, updated_at = now()
+              FROM consumed c WHERE u.id = c.user_id
+            RETURNING u.id),
+         {}
+         SELECT id FROM verified",
+        events::cte(
+            "verified_event",
+            2,
+            "verified v",
+            Sources {
+                user_id: "v.id",
+                actor_id: "v.id",
+                ..Sources::default()
+            }
+        )
+    );
+    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(&hash, Type::BYTEA)];
+    params.extend(event.params());
+    let rows = db::query(&state.pool, settings, &sql, &params).await?;
     let row = rows.first().ok_or(INVALID_VERIFICATION_TOKEN)?;
     let user_id: Uuid = row.try_get("id")?;
+    event.user_id = Some(user_id);
+    event.actor_id = Some(user_id);
+    events::log(&event);
     tracing::info!(user_id = %user_id, "email verified");
     Ok(empty_response(StatusCode::NO_CONTENT))
 }

@@ -11,10 +11,13 @@ use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use std::sync::LazyLock;
 use store::users::{NewSession, token_response};
 use store::users::{hash_refresh_token, new_refresh_token};
 use store::{AppState, db};
-use tokio_postgres::types::Type;
+
+use store::events::{self, Event, EventType, Origin, Sources};
+use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 use web::error::{ApiError, ApiResult};
 use web::http::{RequestBody, client_ip, parse_json, respond};
@@ -52,12 +55,19 @@ WITH consumed AS (
         -- Sliding idle expiry, never past the absolute lifetime.
         UPDATE sessions s
            SET last_refreshed_at = now(),
+               -- At most once a minute, like the data requests' tracking (db::LIVE_CALLER).
+               last_used_at = CASE WHEN s.last_used_at < now() - interval '1 minute' THEN now()
+                                   ELSE s.last_used_at END,
                idle_expires_at = LEAST(now() + $3 * interval '1 second', s.absolute_expires_at)
           FROM consumed c WHERE s.id = c.id)
 SELECT id, user_id, role, mfa FROM consumed";
 
-/// Only run when rotation found nothing: unknown, or consumed earlier (by whom, and when?).
-const CLASSIFY: &str = "
+/// Only run when rotation found nothing: unknown, or consumed earlier (by whom, and when?). A
+/// reuse revokes the session and records `refresh_reuse_detected` (parameters from `$3`) in the
+/// same statement.
+static CLASSIFY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "
 WITH presented AS (
         SELECT session_id, consumed_at < now() - $2 * interval '1 second' AS reused
           FROM refresh_tokens WHERE token_hash = $1),
@@ -65,8 +75,21 @@ WITH presented AS (
         UPDATE sessions s SET revoked_at = now(), revoked_reason = 'refresh_token_reused'
           FROM presented p
          WHERE s.id = p.session_id AND p.reused AND s.revoked_at IS NULL
-        RETURNING s.id)
-SELECT reused FROM presented";
+        RETURNING s.id, s.user_id),
+     {}
+SELECT p.reused, r.user_id, r.id AS session_id FROM presented p LEFT JOIN revoked r ON true",
+        events::cte(
+            "reuse_event",
+            3,
+            "revoked r",
+            Sources {
+                user_id: "r.user_id",
+                session_id: "r.id",
+                ..Sources::default()
+            }
+        )
+    )
+});
 
 #[tracing::instrument(name = "refresh", skip_all)]
 async fn refresh(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
@@ -120,15 +143,22 @@ async fn refresh(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     }
 
     let grace = state.config.refresh_reuse_grace.as_secs() as i64;
-    let rows = db::query(
-        pool,
-        settings,
-        CLASSIFY,
-        &[(&presented_hash, Type::BYTEA), (&grace, Type::INT8)],
-    )
-    .await?;
-    match rows
-        .first()
+    let origin = Origin::of(&req);
+    let mut event = Event::new(EventType::RefreshReuseDetected, &origin);
+    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(&presented_hash, Type::BYTEA), (&grace, Type::INT8)];
+    params.extend(event.params());
+    let rows = db::query(pool, settings, &CLASSIFY, &params).await?;
+    let row = rows.first();
+    if let Some(session_id) = row
+        .map(|r| r.try_get::<_, Option<Uuid>>("session_id"))
+        .transpose()?
+        .flatten()
+    {
+        event.session_id = Some(session_id);
+        event.user_id = row.map(|r| r.try_get("user_id")).transpose()?.flatten();
+        events::log(&event);
+    }
+    match row
         .map(|r| r.try_get::<_, Option<bool>>("reused"))
         .transpose()?
         .flatten()

@@ -5,10 +5,11 @@ use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use secrecy::SecretString;
 use serde::Deserialize;
+use store::events::{self, Event, EventType, Origin, Sources};
 use store::ratelimit::{self, Bucket};
 use store::users::{SessionParams, User, canonical_email, normalize_email, session_ctes, token_response};
 use store::{AppState, db};
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 use web::error::{ApiError, ApiResult, FieldError};
 use web::http::{RequestBody, client_ip, parse_json, respond};
@@ -57,41 +58,39 @@ async fn signup(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
 
     let password_hash = state.passwords.hash(password).await?;
     let user_id = Uuid::now_v7();
-    let session = SessionParams::new(state)?;
-    // One statement: the user, the session and the refresh token are written together or not at
-    // all. A concurrent signup with the same email loses on the unique index: 409 email_taken.
-    // The verification message is queued in the same statement (recovery::outbox sends it):
-    // an account never exists without its request for one.
+    let origin = Origin::of(&req);
+    let session = SessionParams::new(state, &origin)?;
+    let event = Event::by_user(EventType::Signup, user_id, Some(session.session_id), &origin);
+    // One statement: the user, the session, the refresh token and the `signup` event are written
+    // together or not at all. A concurrent signup with the same email loses on the unique index:
+    // 409 email_taken. The verification message is queued in the same statement
+    // (recovery::outbox sends it): an account never exists without its request for one.
     let sql = format!(
         "WITH new_user AS (
-            INSERT INTO users (id, email, email_canonical, password_hash) VALUES ($1, $2, $8, $3)
+            INSERT INTO users (id, email, email_canonical, password_hash) VALUES ($1, $2, $4, $3)
             RETURNING id, email, role, created_at, email_verified),
+         {},
          {},
          {}
          SELECT id, email, role, created_at, email_verified FROM new_user",
-        session_ctes("new_user", 4),
+        session_ctes("new_user", 5),
+        events::cte("signup_event", 11, "new_user", Sources::default()),
         recovery::outbox::verification_cte("new_user")
     );
-    let [t_sid, t_hash, t_idle, t_abs] = SessionParams::types();
-    let row = db::query(
-        &state.pool,
-        &state.config.db,
-        &sql,
-        &[
-            (&user_id, Type::UUID),
-            (&email, Type::TEXT),
-            (&password_hash, Type::TEXT),
-            (&session.session_id, t_sid),
-            (&session.refresh_hash, t_hash),
-            (&session.idle_secs, t_idle),
-            (&session.absolute_secs, t_abs),
-            (&canonical_email(&email), Type::TEXT),
-        ],
-    )
-    .await?;
+    let canonical = canonical_email(&email);
+    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
+        (&user_id, Type::UUID),
+        (&email, Type::TEXT),
+        (&password_hash, Type::TEXT),
+        (&canonical, Type::TEXT),
+    ];
+    params.extend(session.params());
+    params.extend(event.params());
+    let row = db::query(&state.pool, &state.config.db, &sql, &params).await?;
     let row = row.first().ok_or_else(|| anyhow::anyhow!("signup returned no row"))?;
     let user = User::from_row(row)?;
     tracing::info!(user_id = %user.id, "user signed up");
+    events::log(&event);
     let session = session.into_session();
     token_response(state, Some(&user), user.id, Role::User, &session, StatusCode::CREATED).await
 }
