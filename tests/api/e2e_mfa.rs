@@ -273,6 +273,21 @@ async fn enrol_confirm_and_log_in_in_two_steps() {
         .await
         .expect("session");
     assert!(row.get::<_, bool>("mfa"), "the session remembers its second factor");
+    // And says so in the session list (`mfa`), where a password-only session says false.
+    let sessions = get(&api, access, "/auth/sessions").await.expect(200);
+    let items = sessions["items"].as_array().expect("items");
+    let mine = items
+        .iter()
+        .find(|i| i["current"] == true)
+        .expect("the current session");
+    assert_eq!(mine["mfa"], true, "{sessions}");
+    assert!(
+        items
+            .iter()
+            .filter(|i| i["current"] == false)
+            .all(|i| i["mfa"] == false),
+        "{sessions}"
+    );
 
     // `amr` is kept through refreshes.
     let refreshed = post_json(
