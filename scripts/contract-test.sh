@@ -160,6 +160,7 @@ rate_max=1000000
 log "==> starting $bin on $base_url (database $db, log $api_log)"
 env DATABASE_URL="$db_url" PORT="$port" RUST_LOG="${CONTRACT_RUST_LOG:-warn}" NO_COLOR=1 \
     JWT_SECRET="$(head -c 48 /dev/urandom | base64 | tr -d '\n')" \
+    MFA_ENCRYPTION_KEY="$(head -c 32 /dev/urandom | base64 | tr -d '\n')" \
     RATE_LOGIN_ACCOUNT_FAILURES=$rate_max RATE_LOGIN_IP_ATTEMPTS=$rate_max \
     RATE_SIGNUP_IP=$rate_max RATE_REFRESH_SESSION=$rate_max RATE_REFRESH_IP=$rate_max \
     RATE_FORGOT_IP=$rate_max RATE_FORGOT_EMAIL=$rate_max RATE_RESET_IP=$rate_max \

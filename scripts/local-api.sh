@@ -6,7 +6,8 @@
 # DATABASE_URL: taken from the environment, else a database of the project's own
 # (TODO_API_LOCAL_DB, default todo_local) on a PostgreSQL found or started by
 # scripts/lib/postgres.sh (never that server's `postgres` database). JWT_SECRET: taken from the environment, else a
-# local development key kept in $STATE_DIR/dev-jwt-secret (created once, 0600).
+# local development key kept in $STATE_DIR/dev-jwt-secret (created once, 0600). MFA_ENCRYPTION_KEY
+# (the TOTP secret encryption key): likewise, else $STATE_DIR/dev-mfa-key (32 random bytes, base64).
 # JWT_ISSUER / JWT_AUDIENCE / PORT defaults are the program's own. LOCAL_API_RELEASE=1: the
 # release build instead of the debug one.
 set -euo pipefail
@@ -20,6 +21,22 @@ source scripts/lib/postgres.sh
 
 ensure_postgres
 ensure_local_database
+
+if [[ -z "${MFA_ENCRYPTION_KEY:-}" ]]; then
+    mfa_keyfile="$STATE_DIR/dev-mfa-key"
+    if [[ ! -s "$mfa_keyfile" ]]; then
+        tmp="$mfa_keyfile.tmp.$$"
+        ( umask 077; { head -c 32 /dev/urandom | base64 -w0; echo; } >"$tmp" ) \
+            || { rm -f "$tmp"; die "could not create $mfa_keyfile"; }
+        # Never overwrite a key another run wrote meanwhile (enrolments made under it).
+        mv -n "$tmp" "$mfa_keyfile"
+        rm -f "$tmp"
+        log "created a local development MFA encryption key in $mfa_keyfile"
+    fi
+    MFA_ENCRYPTION_KEY="$(tr -d '\n' <"$mfa_keyfile")"
+    [[ -n "$MFA_ENCRYPTION_KEY" ]] || die "$mfa_keyfile is empty; delete it and run again"
+    export MFA_ENCRYPTION_KEY
+fi
 
 if [[ -z "${JWT_SECRET:-}" ]]; then
     keyfile="$STATE_DIR/dev-jwt-secret"

@@ -106,7 +106,20 @@ pub static ROUTES: &[Route] = &[
     route!(PATCH "/admin/users/{id}", ADMIN_ONLY),
     route!(DELETE "/admin/users/{id}", ADMIN_ONLY),
     route!(GET "/admin/events", ADMIN_ONLY),
+    route!(POST "/auth/mfa/totp", ANY_USER),
+    route!(DELETE "/auth/mfa/totp", ANY_USER),
+    route!(POST "/auth/mfa/totp/confirm", ANY_USER),
+    route!(POST "/auth/mfa/recovery-codes", ANY_USER),
+    route!(POST "/auth/mfa/verify", Access::Public),
 ];
+
+impl Route {
+    /// Whether the route needs a session made with a second factor when `ADMIN_REQUIRE_MFA` is
+    /// on: the admin routes.
+    pub fn step_up(&self) -> bool {
+        self.access == ADMIN_ONLY
+    }
+}
 
 /// The API Gateway resource of a route for an execute-api ARN: `GET/tasks/*` for `/tasks/{id}`.
 pub fn policy_resource(route: &Route) -> String {
@@ -121,12 +134,46 @@ pub fn policy_resource(route: &Route) -> String {
 /// Every resource a role may call: the authorizer allows all of them at once, so a cached policy is
 /// right on every route.
 pub fn policy_resources(role: Role) -> Vec<String> {
+    policy_resources_for(role, true)
+}
+
+/// [`policy_resources`], leaving out the step-up (admin) routes unless `step_up_ok` (the session
+/// was made with a second factor, or `ADMIN_REQUIRE_MFA` is off).
+pub fn policy_resources_for(role: Role, step_up_ok: bool) -> Vec<String> {
     ROUTES
         .iter()
-        .filter(|r| r.access != Access::Public && r.access.allows(role))
+        .filter(|r| r.access != Access::Public && r.access.allows(role) && (step_up_ok || !r.step_up()))
         .map(policy_resource)
         .collect()
 }
+
+/// Why a route left out of a token's policy is refused: the `denied` key of the authorizer's
+/// context, which the gateway's ACCESS_DENIED response shows as the problem's `code`.
+pub fn denied_code(role: Role, step_up_ok: bool) -> &'static str {
+    if role == Role::Admin && !step_up_ok {
+        MFA_REQUIRED
+    } else {
+        FORBIDDEN
+    }
+}
+
+/// The `detail` of the 403 with code `code` ([`denied_code`]): what the gateway's ACCESS_DENIED
+/// response and the functions' problems say.
+pub fn denied_detail(code: &str) -> &'static str {
+    if code == MFA_REQUIRED {
+        MFA_REQUIRED_DETAIL
+    } else {
+        FORBIDDEN_DETAIL
+    }
+}
+
+pub const FORBIDDEN_DETAIL: &str = "Your role may not use this route.";
+pub const MFA_REQUIRED_DETAIL: &str = "This route needs a session signed in with a second factor.";
+
+/// The code of a 403 for a role that may not use a route.
+pub const FORBIDDEN: &str = "forbidden";
+/// The code of a 403 for an admin route called from a session without a second factor.
+pub const MFA_REQUIRED: &str = "mfa_required";
 
 #[cfg(test)]
 mod tests {
@@ -145,5 +192,12 @@ mod tests {
         let admin = policy_resources(Role::Admin);
         assert!(admin.contains(&"DELETE/admin/users/*".to_owned()));
         assert!(admin.contains(&"GET/tasks".to_owned()));
+        let no_step_up = policy_resources_for(Role::Admin, false);
+        assert!(!no_step_up.iter().any(|r| r.contains("admin")));
+        assert!(no_step_up.contains(&"GET/tasks".to_owned()));
+        assert!(no_step_up.contains(&"POST/auth/mfa/totp".to_owned()));
+        assert_eq!(denied_code(Role::Admin, false), MFA_REQUIRED);
+        assert_eq!(denied_code(Role::User, false), FORBIDDEN);
+        assert_eq!(denied_code(Role::Admin, true), FORBIDDEN);
     }
 }

@@ -306,6 +306,35 @@ pub struct AccessClaims {
     pub nbf: u64,
     pub exp: u64,
     pub jti: Uuid,
+    /// How the session was made (RFC 8176): `["pwd"]`, or `["pwd", "otp"]` after a second
+    /// factor. A token without it (issued before issue 17) is a password-only session.
+    #[serde(default = "password_only")]
+    pub amr: Vec<String>,
+}
+
+/// The `amr` value of a session made with a password.
+pub const AMR_PASSWORD: &str = "pwd";
+/// The `amr` value added by a second factor (a one-time password).
+pub const AMR_OTP: &str = "otp";
+
+fn password_only() -> Vec<String> {
+    vec![AMR_PASSWORD.to_owned()]
+}
+
+/// The `amr` claim of a session, made with a second factor (`mfa`) or not.
+pub fn amr(mfa: bool) -> Vec<String> {
+    if mfa {
+        vec![AMR_PASSWORD.to_owned(), AMR_OTP.to_owned()]
+    } else {
+        password_only()
+    }
+}
+
+impl AccessClaims {
+    /// Whether the session was made with a second factor.
+    pub fn mfa(&self) -> bool {
+        self.amr.iter().any(|a| a == AMR_OTP)
+    }
 }
 
 /// Why a token was refused (for logs and tests; the client always sees the same 401).
@@ -515,8 +544,14 @@ impl Tokens {
         }
     }
 
-    /// Issue an access token for `user` in session `session`.
+    /// Issue an access token for `user` in session `session`, a password-only session.
     pub fn issue(&self, user: Uuid, session: Uuid, role: Role) -> anyhow::Result<IssuedToken> {
+        self.issue_with_amr(user, session, role, false)
+    }
+
+    /// Issue an access token for `user` in session `session`, made with a second factor or not
+    /// (`amr`).
+    pub fn issue_with_amr(&self, user: Uuid, session: Uuid, role: Role, mfa: bool) -> anyhow::Result<IssuedToken> {
         let now = now_secs();
         let ttl = self.settings.ttl.as_secs();
         let claims = AccessClaims {
@@ -529,6 +564,7 @@ impl Tokens {
             nbf: now,
             exp: now + ttl,
             jti: Uuid::new_v4(),
+            amr: amr(mfa),
         };
         let keys = self.snapshot();
         let (kid, encoding) = keys

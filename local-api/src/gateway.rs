@@ -19,6 +19,7 @@ pub enum Function {
     Admin,
     Jwks,
     Recovery,
+    Mfa,
 }
 
 impl Function {
@@ -34,6 +35,7 @@ impl Function {
             Function::Admin => "admin",
             Function::Jwks => "jwks",
             Function::Recovery => "recovery",
+            Function::Mfa => "mfa",
         }
     }
 }
@@ -61,6 +63,10 @@ pub static DISPATCH: &[(&str, Function)] = &[
     ("/admin/users", Function::Admin),
     ("/admin/users/{id}", Function::Admin),
     ("/admin/events", Function::Admin),
+    ("/auth/mfa/totp", Function::Mfa),
+    ("/auth/mfa/totp/confirm", Function::Mfa),
+    ("/auth/mfa/recovery-codes", Function::Mfa),
+    ("/auth/mfa/verify", Function::Mfa),
 ];
 
 /// The function that serves `route`.

@@ -156,6 +156,15 @@ fn problem(err: ApiError) -> Response<Full<Bytes>> {
     to_hyper(err.into_response())
 }
 
+/// The gateway's ACCESS_DENIED answer: its template takes `code` and `detail` from the
+/// authorizer's context (`denied`, `denied_detail`), so the problem follows the same keys here.
+pub fn access_denied(fields: &HashMap<String, serde_json::Value>) -> ApiError {
+    match fields.get("denied").and_then(|v| v.as_str()) {
+        Some(access::roles::MFA_REQUIRED) => web::error::MFA_REQUIRED,
+        _ => ApiError::Forbidden,
+    }
+}
+
 /// One request through the gateway logic and the function.
 pub async fn handle(
     state: &AppState,
@@ -188,7 +197,10 @@ async fn authorize(
     event.type_ = Some("TOKEN".into());
     event.authorization_token = Some(header.to_owned());
     event.method_arn = Some(method_arn.to_owned());
-    let response = authorizer::handle_fresh(&state.tokens, &event).await?;
+    let options = authorizer::Options {
+        admin_require_mfa: state.config.mfa.admin_require_mfa,
+    };
+    let response = authorizer::handle_fresh_with(&state.tokens, &event, options).await?;
     // The answer is cached no longer than the token lives: its `exp` is in the context.
     let exp = response
         .context
@@ -242,7 +254,7 @@ async fn route(
             return problem(ApiError::Unauthenticated(Challenge::InvalidToken));
         };
         if !policy_allows(&decision.policy, &method_arn) {
-            return problem(ApiError::Forbidden);
+            return problem(access_denied(&decision.fields));
         }
         authorizer_fields.clone_from(&decision.fields);
     }
@@ -292,6 +304,7 @@ async fn route(
         Function::Admin => admin::handle(state, request).await,
         Function::Jwks => jwks::handle(Some(&state.tokens)).await,
         Function::Recovery => recovery::handle(state, request).await,
+        Function::Mfa => mfa::handle(state, request).await,
     };
     to_hyper(response)
 }

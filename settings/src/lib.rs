@@ -303,6 +303,49 @@ impl RecoverySettings {
     }
 }
 
+/// Where the key that encrypts TOTP secrets at rest comes from (issue 17).
+#[derive(Debug, Clone)]
+pub enum MfaKeySource {
+    /// `MFA_ENCRYPTION_KEY_ARN`: the secret's `AWSCURRENT` encrypts, `AWSPREVIOUS` still decrypts;
+    /// each key's id is its Secrets Manager version id.
+    SecretsManager { arn: String },
+    /// `MFA_ENCRYPTION_KEY` (and `MFA_ENCRYPTION_KEY_PREVIOUS`): base64 of at least 32 random
+    /// bytes, for local runs and tests; the key id is a fingerprint of the key.
+    Env {
+        current: SecretString,
+        previous: Option<SecretString>,
+    },
+}
+
+/// The second factor (issue 17).
+#[derive(Debug, Clone)]
+pub struct MfaSettings {
+    /// The TOTP secret encryption key. `None`: the MFA routes cannot serve (the MFA function
+    /// refuses to start; the local API answers them 503).
+    pub key: Option<MfaKeySource>,
+    /// `ADMIN_REQUIRE_MFA`: admin routes need a session made with a second factor.
+    pub admin_require_mfa: bool,
+    /// `MFA_TOTP_ISSUER` (`todo-api` by default): the issuer shown by authenticator apps.
+    pub totp_issuer: String,
+}
+
+impl MfaSettings {
+    pub fn read(env: &mut EnvReader<'_>) -> Self {
+        let key = match env.optional("MFA_ENCRYPTION_KEY_ARN") {
+            Some(arn) => Some(MfaKeySource::SecretsManager { arn }),
+            None => env.secret("MFA_ENCRYPTION_KEY").map(|current| MfaKeySource::Env {
+                current,
+                previous: env.secret("MFA_ENCRYPTION_KEY_PREVIOUS"),
+            }),
+        };
+        MfaSettings {
+            key,
+            admin_require_mfa: env.boolean("ADMIN_REQUIRE_MFA", false),
+            totp_issuer: env.string("MFA_TOTP_ISSUER", "todo-api"),
+        }
+    }
+}
+
 /// What the data functions need besides their secrets: tokens they issue, sessions, passwords,
 /// the database pool, rate limits and quotas.
 #[derive(Debug, Clone)]
@@ -317,6 +360,7 @@ pub struct Config {
     pub rate_limits: RateLimits,
     pub task_quota: i64,
     pub recovery: RecoverySettings,
+    pub mfa: MfaSettings,
 }
 
 impl Config {
@@ -369,6 +413,7 @@ impl Config {
         };
         let task_quota = env.number("TASK_QUOTA_PER_USER", 10_000i64, 1, 10_000_000);
         let recovery = RecoverySettings::read(env);
+        let mfa = MfaSettings::read(env);
         Config {
             tokens,
             refresh_reuse_grace,
@@ -380,6 +425,7 @@ impl Config {
             rate_limits,
             task_quota,
             recovery,
+            mfa,
         }
     }
 }
@@ -389,6 +435,9 @@ impl Config {
 pub struct VerifierSettings {
     pub tokens: TokenSettings,
     pub keys: KeyConfig,
+    /// `ADMIN_REQUIRE_MFA`: the policy of a session without a second factor leaves the admin
+    /// routes out (403 `mfa_required` from the gateway).
+    pub admin_require_mfa: bool,
 }
 
 impl VerifierSettings {
@@ -400,6 +449,7 @@ impl VerifierSettings {
         let settings = VerifierSettings {
             tokens: TokenSettings::read(&mut env),
             keys: KeyConfig::read(&mut env),
+            admin_require_mfa: env.boolean("ADMIN_REQUIRE_MFA", false),
         };
         env.finish(settings)
     }
@@ -422,6 +472,7 @@ impl JwksSettings {
             Algorithm::EdDSA => Some(VerifierSettings {
                 tokens: TokenSettings::read(&mut env),
                 keys: KeyConfig::read(&mut env),
+                admin_require_mfa: false,
             }),
             Algorithm::HS256 => None,
         };
@@ -551,6 +602,9 @@ impl LocalApiSettings {
         let database = DatabaseUrl::read(&mut env);
         if matches!(database, Some(DatabaseUrl::SecretsManager { .. })) {
             env.problem("the local API reads DATABASE_URL only, not DATABASE_URL_SECRET_ARN".into());
+        }
+        if matches!(config.mfa.key, Some(MfaKeySource::SecretsManager { .. })) {
+            env.problem("the local API reads MFA_ENCRYPTION_KEY only, not MFA_ENCRYPTION_KEY_ARN".into());
         }
         let port = env.number("PORT", 3000u16, 1, u16::MAX);
         let authorizer_cache_ttl = env.seconds("AUTHORIZER_CACHE_TTL_SECONDS", 300, 0, 3600);

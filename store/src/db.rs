@@ -736,7 +736,7 @@ pub async fn run<C: Runner>(
 macro_rules! live_caller_check {
     () => {
         "caller AS (
-    SELECT u.id AS user_id, u.role AS role
+    SELECT u.id AS user_id, u.role AS role, s.mfa AS mfa
       FROM sessions s JOIN users u ON u.id = s.user_id
      WHERE s.id = $1 AND s.user_id = $2
        AND s.revoked_at IS NULL
@@ -758,7 +758,8 @@ macro_rules! touch_last_used {
 /// The caller's session, live: not revoked, not past its idle or absolute expiry, and its user
 /// exists and is enabled. Every data query starts `WITH` this and joins on `caller.user_id`, so
 /// revocation bites on the very next request in the same round trip as the work.
-/// `$1` is the session id (`sid`), `$2` the user id (`sub`).
+/// `$1` is the session id (`sid`), `$2` the user id (`sub`). `mfa`: the session was made with a
+/// second factor.
 ///
 /// In the same statement, [`TOUCH_LAST_USED`] moves the session's `last_used_at` forward when it
 /// is over a minute old: no round trip of its own, and at most one row update per session and

@@ -7,10 +7,11 @@
 //! ```text
 //! lib ─┬─ email      the canonical form of an address
 //!      ├─ password   policy and argon2id hashing ─▶ email
+//!      ├─ mfa_key    AES-256-GCM encryption of TOTP secrets at rest
 //!      ├─ db         pool, TLS, migrations, statements, the live caller ─▶ email
 //!      ├─ ratelimit  counters in PostgreSQL ─▶ db, email
 //!      ├─ events     the security event log ─▶ db
-//!      ├─ state      AppState ─▶ password
+//!      ├─ state      AppState ─▶ password, mfa_key
 //!      ├─ users      users, sessions, refresh tokens, token responses ─▶ db, email, state
 //!      └─ startup    settings → secrets → pool → state ─▶ db, state
 //! ```
@@ -18,6 +19,7 @@
 pub mod db;
 pub mod email;
 pub mod events;
+pub mod mfa_key;
 pub mod password;
 pub mod ratelimit;
 pub mod startup;

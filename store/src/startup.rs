@@ -10,9 +10,10 @@ use anyhow::{Context, anyhow};
 use deadpool_postgres::Pool;
 use lambda_http::{Body, Request, Response};
 use secrecy::SecretString;
-use settings::{DatabaseSettings, DatabaseUrl, DbSettings, FunctionSettings};
+use settings::{DatabaseSettings, DatabaseUrl, DbSettings, FunctionSettings, MfaKeySource};
 
 use crate::db;
+use crate::mfa_key::MfaKeys;
 use crate::state::AppState;
 
 /// Read the database URL: the environment's, or the secret's `AWSCURRENT`.
@@ -43,7 +44,9 @@ pub async fn apply_migrations(url: &SecretString, settings: &DbSettings) -> anyh
 /// Secrets (from Secrets Manager where ARNs are configured), then the pool, then the state: a
 /// function's start-up.
 pub async fn state(settings: FunctionSettings) -> anyhow::Result<AppState> {
-    let remote = settings.keys.source.remote() || matches!(settings.database, DatabaseUrl::SecretsManager { .. });
+    let mfa_remote = matches!(settings.config.mfa.key, Some(MfaKeySource::SecretsManager { .. }));
+    let remote =
+        settings.keys.source.remote() || matches!(settings.database, DatabaseUrl::SecretsManager { .. }) || mfa_remote;
     let client = if remote { Some(keys::client().await) } else { None };
     state_from(settings, client).await
 }
@@ -56,6 +59,10 @@ pub async fn local_state(settings: FunctionSettings) -> anyhow::Result<AppState>
 
 async fn state_from<S: SecretStore>(settings: FunctionSettings, client: Option<S>) -> anyhow::Result<AppState> {
     let FunctionSettings { config, keys, database } = settings;
+    let mfa_arn = match &config.mfa.key {
+        Some(MfaKeySource::SecretsManager { arn }) => Some(arn.clone()),
+        _ => None,
+    };
     let tokens = keys::tokens(keys, client.clone(), config.tokens.clone())
         .await
         .context("loading the signing key")?;
@@ -63,7 +70,30 @@ async fn state_from<S: SecretStore>(settings: FunctionSettings, client: Option<S
         .await
         .context("loading the database URL")?;
     let pool = db::pool(&url, &config.db)?;
-    AppState::with_tokens(config, pool, tokens)
+    let mut state = AppState::with_tokens(config, pool, tokens)?;
+    if let Some(arn) = mfa_arn {
+        let client = client.as_ref().ok_or_else(|| anyhow!("no Secrets Manager client"))?;
+        state.mfa_keys = Some(
+            load_mfa_keys(client, &arn)
+                .await
+                .context("loading the MFA encryption key")?,
+        );
+    }
+    Ok(state)
+}
+
+/// The MFA encryption keys from Secrets Manager: `AWSCURRENT` encrypts, `AWSPREVIOUS` (when there
+/// is one) still decrypts; each key's id is its version id.
+pub async fn load_mfa_keys<S: SecretStore>(client: &S, arn: &str) -> anyhow::Result<MfaKeys> {
+    let current = client
+        .get(arn, "AWSCURRENT")
+        .await?
+        .ok_or_else(|| anyhow!("the MFA encryption key secret has no AWSCURRENT version"))?;
+    let previous = client.get(arn, "AWSPREVIOUS").await?;
+    MfaKeys::new(
+        (current.version_id.clone(), &current.value),
+        previous.as_ref().map(|p| (p.version_id.clone(), &p.value)),
+    )
 }
 
 /// The pool alone, for what signs nothing (the scheduled clean-up).
@@ -86,6 +116,28 @@ where
     Fut: Future<Output = Response<Body>> + Send,
 {
     serve_http(FunctionSettings::from_env, handler).await
+}
+
+/// [`run_http`] for a function that encrypts or decrypts TOTP secrets: without a usable MFA
+/// encryption key (`MFA_ENCRYPTION_KEY_ARN` or `MFA_ENCRYPTION_KEY`) it does not start.
+pub async fn run_http_mfa<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
+where
+    F: Fn(Arc<AppState>, Request) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = Response<Body>> + Send,
+{
+    serve_http(require_mfa_key, handler).await
+}
+
+fn require_mfa_key() -> Result<FunctionSettings, settings::ConfigError> {
+    let settings = FunctionSettings::from_env()?;
+    if settings.config.mfa.key.is_none() {
+        return Err(settings::ConfigError {
+            problems: vec![
+                "MFA_ENCRYPTION_KEY (or MFA_ENCRYPTION_KEY_ARN) must be set: 32 random bytes, base64".into(),
+            ],
+        });
+    }
+    Ok(settings)
 }
 
 /// [`run_http`] for a function that holds no key ([`FunctionSettings::keyless_from_env`]).

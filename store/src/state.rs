@@ -6,6 +6,7 @@ use access::tokens::{KeySet, Keys, TokenSettings, Tokens};
 use deadpool_postgres::Pool;
 use settings::Config;
 
+use crate::mfa_key::MfaKeys;
 use crate::password::Passwords;
 
 pub struct AppState {
@@ -13,6 +14,9 @@ pub struct AppState {
     pub pool: Pool,
     pub tokens: Tokens,
     pub passwords: Passwords,
+    /// The TOTP secret encryption keys (`None` without `MFA_ENCRYPTION_KEY`: the MFA routes then
+    /// answer 503, and the MFA function does not start).
+    pub mfa_keys: Option<MfaKeys>,
 }
 
 impl AppState {
@@ -23,11 +27,21 @@ impl AppState {
 
     pub fn with_tokens(config: Config, pool: Pool, tokens: Tokens) -> anyhow::Result<Self> {
         let passwords = Passwords::new(config.argon2)?;
+        // Keys given in the environment are decoded here (a short one stops start-up); keys in
+        // Secrets Manager are loaded by `startup::state`.
+        let mfa_keys = match &config.mfa.key {
+            Some(settings::MfaKeySource::Env { current, previous }) => Some(
+                MfaKeys::from_env(current, previous.as_ref())
+                    .map_err(|e| anyhow::anyhow!("MFA_ENCRYPTION_KEY: {e}"))?,
+            ),
+            _ => None,
+        };
         Ok(Self {
             config,
             pool,
             tokens,
             passwords,
+            mfa_keys,
         })
     }
 }

@@ -85,6 +85,8 @@ pub fn hash_refresh_token(token: &SecretString) -> Vec<u8> {
 pub struct NewSession {
     pub session_id: Uuid,
     pub refresh_token: SecretString,
+    /// Made with a second factor: its access tokens say `amr: ["pwd", "otp"]`.
+    pub mfa: bool,
 }
 
 /// The SQL that creates a session for the user in CTE `source` (a CTE with an `id` column and at
@@ -92,12 +94,18 @@ pub struct NewSession {
 /// to put after a statement's `WITH`. Parameters: session id, refresh hash, idle and absolute
 /// lifetimes in seconds, the client address and user agent, at positions `first..first + 6`.
 pub fn session_ctes(source: &str, first: usize) -> String {
+    session_ctes_made(source, first, false)
+}
+
+/// [`session_ctes`] for a session made with a second factor (`mfa`) or not: the flag is part of
+/// the statement text (two constant statements), not a parameter.
+pub fn session_ctes_made(source: &str, first: usize, mfa: bool) -> String {
     let (sid, hash, idle, abs, ip, ua) = (first, first + 1, first + 2, first + 3, first + 4, first + 5);
     format!(
         "new_session AS (
-            INSERT INTO sessions (id, user_id, idle_expires_at, absolute_expires_at, ip, user_agent)
+            INSERT INTO sessions (id, user_id, idle_expires_at, absolute_expires_at, ip, user_agent, mfa)
             SELECT ${sid}, src.id, now() + ${idle} * interval '1 second', now() + ${abs} * interval '1 second',
-                   ${ip}, ${ua}
+                   ${ip}, ${ua}, {mfa}
               FROM {source} src
             RETURNING id),
          new_refresh AS (
@@ -146,6 +154,7 @@ impl SessionParams {
         NewSession {
             session_id: self.session_id,
             refresh_token: self.refresh_token,
+            mfa: false,
         }
     }
 }
@@ -172,7 +181,9 @@ pub async fn token_response(
 ) -> ApiResult<lambda_http::Response<lambda_http::Body>> {
     // Sign with the current key: reload it first if the cache is stale (key rotation).
     state.tokens.refresh_if_stale().await;
-    let issued = state.tokens.issue(user_id, session.session_id, role)?;
+    let issued = state
+        .tokens
+        .issue_with_amr(user_id, session.session_id, role, session.mfa)?;
     let body = TokenResponse {
         user,
         access_token: issued.token.expose_secret(),
@@ -181,4 +192,29 @@ pub async fn token_response(
         refresh_token: session.refresh_token.expose_secret(),
     };
     Ok(web::http::json_response(status, &body))
+}
+
+/// Verify the account's password. Guesses here share the account's login budget, so a stolen
+/// access token cannot be used to brute-force the password.
+pub async fn check_password(state: &AppState, email: &str, password: SecretString, stored: String) -> ApiResult<()> {
+    let key = crate::ratelimit::email_key(email);
+    let limit = state.config.rate_limits.login_failures_per_account;
+    crate::ratelimit::hit(
+        &state.pool,
+        &state.config.db,
+        crate::ratelimit::Bucket::LoginAccount,
+        &key,
+        limit,
+    )
+    .await?;
+    if !state.passwords.verify(password, Some(stored)).await?.matches {
+        return Err(ApiError::InvalidCredentials);
+    }
+    crate::ratelimit::reset(
+        &state.pool,
+        &state.config.db,
+        crate::ratelimit::Bucket::LoginAccount,
+        &key,
+    )
+    .await
 }

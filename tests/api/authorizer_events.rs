@@ -136,6 +136,11 @@ fn valid_user_token_gets_an_allow_policy_for_every_user_route() {
             "sid": issued.session.to_string(),
             "role": "user",
             "exp": claims.exp.to_string(),
+            // How the session was made, and why a route left out of the policy is refused (the
+            // ACCESS_DENIED Gateway Response shows `denied` as the problem's code).
+            "amr": "pwd",
+            "denied": "forbidden",
+            "denied_detail": "Your role may not use this route.",
         })
     );
 }
@@ -165,7 +170,7 @@ fn response_json_has_the_field_names_api_gateway_expects() {
     let context = json["context"].as_object().unwrap();
     let mut keys: Vec<&str> = context.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["exp", "role", "sid", "sub"]);
+    assert_eq!(keys, ["amr", "denied", "denied_detail", "exp", "role", "sid", "sub"]);
     assert!(context.values().all(Value::is_string), "{context:?}");
     assert_eq!(context["sid"], issued.session.to_string());
 
@@ -237,6 +242,7 @@ fn expired_token_is_unauthorized() {
         nbf: now - 3600,
         exp: now - 2700,
         jti: Uuid::new_v4(),
+        amr: access::tokens::amr(false),
     };
     let mut header = Header::new(Algorithm::HS256);
     header.typ = Some("at+jwt".into());

@@ -110,7 +110,15 @@ fn assert_admin_user_shape(user: &Value) {
     keys.sort_unstable();
     assert_eq!(
         keys,
-        ["created_at", "disabled", "email", "email_verified", "id", "role"],
+        [
+            "created_at",
+            "disabled",
+            "email",
+            "email_verified",
+            "id",
+            "mfa_enabled",
+            "role"
+        ],
         "{user}"
     );
     assert!(

@@ -10,6 +10,7 @@ mod e2e_admin;
 mod e2e_auth;
 mod e2e_events;
 mod e2e_limits;
+mod e2e_mfa;
 mod e2e_quota;
 mod e2e_recovery;
 mod e2e_security;

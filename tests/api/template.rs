@@ -723,40 +723,89 @@ async fn unauthorized_gateway_response_matches_the_local_api() {
     );
 }
 
+/// A gateway response template with its `$context.authorizer.<key>` variables substituted from
+/// the authorizer's context, as API Gateway does (simple substitution, no VTL).
+fn render_authorizer_context(template: &str, context: &serde_json::Value) -> String {
+    let mut out = template.to_owned();
+    let Some(fields) = context.as_object() else { return out };
+    // Longest keys first: `denied_detail` before `denied`.
+    let mut keys: Vec<&String> = fields.keys().collect();
+    keys.sort_by_key(|k| std::cmp::Reverse(k.len()));
+    for key in keys {
+        let value = fields[key.as_str()].as_str().unwrap_or_default();
+        out = out.replace(&format!("$context.authorizer.{key}"), value);
+    }
+    out
+}
+
+/// ACCESS_DENIED for a token whose policy leaves out the route: the gateway's template, filled in
+/// from the authorizer's own context for that token, is byte for byte the local API's answer.
+/// Both reasons: a role that may not use the route (`forbidden`), and an admin route from a
+/// session without a second factor while ADMIN_REQUIRE_MFA is on (`mfa_required`).
 #[tokio::test]
 async fn access_denied_gateway_response_matches_the_local_api() {
     let t = template();
     let gateway = gateway_response(&t, "ACCESS_DENIED");
-    let forbidden_route = ROUTES.iter().find(|r| !r.access.allows(Role::User));
-    match forbidden_route {
-        Some(route) => {
-            let api = api_tests::spawn_api().await;
-            let token = api
-                .state
-                .tokens
-                .issue(Uuid::new_v4(), Uuid::new_v4(), Role::User)
-                .expect("issue");
-            let path = route.path.replace("{id}", &Uuid::new_v4().to_string());
-            let method = reqwest::Method::from_bytes(route.method.as_str().as_bytes()).expect("method");
-            let r = http()
-                .request(method, api.url(&path))
-                .bearer_auth(secrecy::ExposeSecret::expose_secret(&token.token))
-                .send()
-                .await
-                .expect("request");
-            let status = r.status().as_u16();
-            let headers = r.headers().clone();
-            let body = r.text().await.expect("body");
-            assert_eq!(status, 403, "a user token on {} {path}: {body}", route.method);
-            assert_same_body("ACCESS_DENIED", &gateway, status, &body);
-            assert_standard_headers("ACCESS_DENIED", &gateway, &headers);
-        }
-        None => {
-            // No admin-only route yet: compare with the problem the local API would send.
-            let body = body_text(ApiError::Forbidden.into_response());
-            assert_same_body("ACCESS_DENIED", &gateway, 403, &body);
-        }
+    let route = ROUTES
+        .iter()
+        .find(|r| !r.access.allows(Role::User))
+        .expect("an admin-only route");
+    let mut config = api_tests::test_config();
+    config.mfa.admin_require_mfa = true;
+    let api = api_tests::spawn_api_with(config).await;
+    let path = route.path.replace("{id}", &Uuid::new_v4().to_string());
+    let method = reqwest::Method::from_bytes(route.method.as_str().as_bytes()).expect("method");
+    for (role, expected_code) in [(Role::User, "forbidden"), (Role::Admin, "mfa_required")] {
+        let token = api
+            .state
+            .tokens
+            .issue(Uuid::new_v4(), Uuid::new_v4(), role)
+            .expect("issue");
+        let token = secrecy::ExposeSecret::expose_secret(&token.token).to_owned();
+        let mut event = aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequest::default();
+        event.type_ = Some("TOKEN".into());
+        event.authorization_token = Some(format!("Bearer {token}"));
+        event.method_arn = Some(format!(
+            "arn:aws:execute-api:eu-west-1:123456789012:abc123/v1/{}{path}",
+            route.method
+        ));
+        let options = authorizer::Options {
+            admin_require_mfa: true,
+        };
+        let decision = authorizer::handle_with(&api.state.tokens, &event, options).expect("a valid token");
+        let r = http()
+            .request(method.clone(), api.url(&path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let body = r.text().await.expect("body");
+        assert_eq!(status, 403, "a {role} token on {} {path}: {body}", route.method);
+        let rendered = GatewayResponse {
+            status: gateway.status,
+            headers: gateway.headers.clone(),
+            body: render_authorizer_context(&gateway.body, &decision.context),
+        };
+        assert_same_body("ACCESS_DENIED", &rendered, status, &body);
+        assert_standard_headers("ACCESS_DENIED", &gateway, &headers);
+        assert_eq!(parse_json("local body", &body)["code"], expected_code, "{role}: {body}");
     }
+    // A token with a second factor is not refused at the gateway (the function then checks the
+    // session in the database).
+    let token = api
+        .state
+        .tokens
+        .issue_with_amr(Uuid::new_v4(), Uuid::new_v4(), Role::Admin, true)
+        .expect("issue");
+    let r = http()
+        .request(method, api.url(&path))
+        .bearer_auth(secrecy::ExposeSecret::expose_secret(&token.token))
+        .send()
+        .await
+        .expect("request");
+    assert_ne!(r.status().as_u16(), 403, "an admin token with otp passes the gateway");
 }
 
 #[tokio::test]
@@ -872,12 +921,19 @@ fn gateway_templates_embed_error_messages_as_escaped_json_strings() {
 
 // --- (d) secrets and least privilege -------------------------------------------------------
 
-const PLAIN_SECRET_VARS: &[&str] = &["DATABASE_URL", "JWT_SECRET", "JWT_SECRET_PREVIOUS"];
+const PLAIN_SECRET_VARS: &[&str] = &[
+    "DATABASE_URL",
+    "JWT_SECRET",
+    "JWT_SECRET_PREVIOUS",
+    "MFA_ENCRYPTION_KEY",
+    "MFA_ENCRYPTION_KEY_PREVIOUS",
+];
 const SECRET_ARN_VARS: &[&str] = &[
     "DATABASE_URL_SECRET_ARN",
     "JWT_SECRET_ARN",
     "JWT_PRIVATE_KEY_ARN",
     "JWT_JWKS_ARN",
+    "MFA_ENCRYPTION_KEY_ARN",
 ];
 
 /// Secrets passed by value in an environment (functions' own and the Globals), and a database
@@ -1210,7 +1266,7 @@ fn only_token_issuers_can_read_the_private_key() {
 // --- secret access by algorithm ------------------------------------------------------------
 
 /// The functions that sign access tokens.
-const ISSUERS: [&str; 3] = ["SignupFunction", "LoginFunction", "RefreshFunction"];
+const ISSUERS: [&str; 4] = ["SignupFunction", "LoginFunction", "RefreshFunction", "MfaFunction"];
 
 /// Functions whose policies mention `secret` in any form, sorted.
 fn readers_of(t: &Value, secret: &str) -> Vec<String> {
@@ -1232,11 +1288,11 @@ fn names(list: &[&str]) -> Vec<String> {
 /// either mode.
 #[test]
 fn secret_access_follows_the_algorithm() {
-    let [signup, login, refresh] = ISSUERS;
+    let [signup, login, refresh, mfa] = ISSUERS;
     let hs256 = template_for("HS256");
     assert_eq!(
         readers_of(&hs256, "JwtSigningKeySecret"),
-        names(&["AuthorizerFunction", signup, login, refresh, "RotateKeyFunction"])
+        names(&["AuthorizerFunction", signup, login, refresh, mfa, "RotateKeyFunction"])
     );
     assert_eq!(readers_of(&hs256, "JwtPrivateKeySecret"), Vec::<String>::new());
     assert_eq!(readers_of(&hs256, "JwtJwksSecret"), Vec::<String>::new());
@@ -1250,6 +1306,7 @@ fn secret_access_follows_the_algorithm() {
             signup,
             login,
             refresh,
+            mfa,
             "JwksFunction",
             "RotateKeyFunction"
         ])

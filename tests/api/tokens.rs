@@ -154,8 +154,16 @@ fn issued_token_verifies_with_every_claim_right() {
     let payload: Map<String, Value> = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
     let mut names: Vec<&str> = payload.keys().map(String::as_str).collect();
     names.sort_unstable();
-    assert_eq!(names, ["aud", "exp", "iat", "iss", "jti", "nbf", "role", "sid", "sub"]);
+    assert_eq!(
+        names,
+        ["amr", "aud", "exp", "iat", "iss", "jti", "nbf", "role", "sid", "sub"]
+    );
     assert_eq!(payload["role"], "user");
+    assert_eq!(
+        payload["amr"],
+        serde_json::json!(["pwd"]),
+        "a password-only session (RFC 8176)"
+    );
 
     // A second token of the same session has its own jti.
     let again = tokens.issue(user, session, Role::User).unwrap();

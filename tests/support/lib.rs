@@ -222,8 +222,19 @@ fn prepared_statements() -> bool {
 /// The default configuration, with a pool big enough for concurrency tests and rate limits
 /// raised out of the way: every test connects from 127.0.0.1, so address-based limits would
 /// couple unrelated tests. The rate-limit tests set small limits of their own.
+/// The TOTP secret encryption key of the test APIs (`MFA_ENCRYPTION_KEY`): 32 bytes, base64.
+pub const TEST_MFA_KEY: &str = "bWZhLXRlc3Qta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=";
+
+fn with_mfa_key(mut config: Config) -> Config {
+    config.mfa.key = Some(settings::MfaKeySource::Env {
+        current: SecretString::from(TEST_MFA_KEY.to_owned()),
+        previous: None,
+    });
+    config
+}
+
 pub fn test_config() -> Config {
-    let mut config = Config::from_reader(EnvReader::new(|_| None)).expect("defaults are valid");
+    let mut config = with_mfa_key(Config::from_reader(EnvReader::new(|_| None)).expect("defaults are valid"));
     config.db.pool_size = 16;
     config.db.prepared_statements = prepared_statements();
     let generous = |l: settings::Limit| settings::Limit { max: 100_000, ..l };
@@ -243,7 +254,7 @@ pub fn test_config() -> Config {
 
 /// The contract's default configuration, limits included (for the rate-limit tests).
 pub fn default_config() -> Config {
-    let mut config = Config::from_reader(EnvReader::new(|_| None)).expect("defaults are valid");
+    let mut config = with_mfa_key(Config::from_reader(EnvReader::new(|_| None)).expect("defaults are valid"));
     config.db.pool_size = 16;
     config.db.prepared_statements = prepared_statements();
     config

@@ -61,6 +61,9 @@ pub enum ApiError {
     InvalidRefreshToken,
     #[error("refresh token reused")]
     RefreshTokenReused,
+    /// The `mfa_token` of a two-step login is unknown, used, expired or out of attempts.
+    #[error("invalid mfa token")]
+    InvalidMfaToken,
     #[error("forbidden")]
     Forbidden,
     #[error("not found")]
@@ -111,7 +114,7 @@ impl ApiError {
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnknownFields(_) | Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Unauthenticated(_) | InvalidCredentials | InvalidRefreshToken | RefreshTokenReused => {
+            Unauthenticated(_) | InvalidCredentials | InvalidRefreshToken | RefreshTokenReused | InvalidMfaToken => {
                 StatusCode::UNAUTHORIZED
             }
             AccountDisabled | Forbidden | Refused { .. } => StatusCode::FORBIDDEN,
@@ -137,6 +140,7 @@ impl ApiError {
             AccountDisabled => "account_disabled",
             InvalidRefreshToken => "invalid_refresh_token",
             RefreshTokenReused => "refresh_token_reused",
+            InvalidMfaToken => "invalid_mfa_token",
             Forbidden => "forbidden",
             NotFound | NoRoute => "not_found",
             EmailTaken => "email_taken",
@@ -170,7 +174,8 @@ impl ApiError {
             AccountDisabled => "This account is disabled.",
             InvalidRefreshToken => "The refresh token is invalid or expired.",
             RefreshTokenReused => "The refresh token was already used; the session has been revoked.",
-            Forbidden => "Your role may not use this route.",
+            InvalidMfaToken => "The MFA token is invalid, expired or used up; sign in again.",
+            Forbidden => access::roles::FORBIDDEN_DETAIL,
             NotFound => "No such resource.",
             NoRoute => "No such route.",
             EmailTaken => "An account with this email already exists.",
@@ -218,7 +223,8 @@ impl ApiError {
             ApiError::Unauthenticated(Challenge::Bearer)
             | ApiError::InvalidCredentials
             | ApiError::InvalidRefreshToken
-            | ApiError::RefreshTokenReused => {
+            | ApiError::RefreshTokenReused
+            | ApiError::InvalidMfaToken => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             ApiError::RateLimited { retry_after_secs } => {
@@ -243,6 +249,13 @@ impl ApiError {
 pub const EMAIL_NOT_VERIFIED: ApiError = ApiError::Refused {
     code: "email_not_verified",
     detail: "Confirm your email address first: follow the link in the verification message.",
+};
+
+/// 403 `mfa_required`: an admin route called from a session made without a second factor, with
+/// `ADMIN_REQUIRE_MFA=true` (the gateway answers it first; the admin function checks again).
+pub const MFA_REQUIRED: ApiError = ApiError::Refused {
+    code: access::roles::MFA_REQUIRED,
+    detail: access::roles::MFA_REQUIRED_DETAIL,
 };
 
 /// Results of handler steps.

@@ -9,7 +9,6 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use store::events::{self, Event, EventType, Origin, Sources};
 use store::password::check_policy;
-use store::ratelimit::{self, Bucket};
 use store::users::{LAST_ADMIN, User, lock_active_admins};
 use store::{AppState, db};
 use tokio_postgres::types::{ToSql, Type};
@@ -93,18 +92,6 @@ async fn load(state: &AppState, caller: &Caller) -> ApiResult<(User, String)> {
     Ok((User::from_row(row)?, row.try_get("password_hash")?))
 }
 
-/// Verify the account's password. Guesses here share the account's login budget, so a stolen
-/// access token cannot be used to brute-force the password.
-async fn check_password(state: &AppState, email: &str, password: SecretString, stored: String) -> ApiResult<()> {
-    let key = ratelimit::email_key(email);
-    let limit = state.config.rate_limits.login_failures_per_account;
-    ratelimit::hit(&state.pool, &state.config.db, Bucket::LoginAccount, &key, limit).await?;
-    if !state.passwords.verify(password, Some(stored)).await?.matches {
-        return Err(ApiError::InvalidCredentials);
-    }
-    ratelimit::reset(&state.pool, &state.config.db, Bucket::LoginAccount, &key).await
-}
-
 #[tracing::instrument(skip_all, fields(user_id = %caller.user_id))]
 async fn me(state: &AppState, caller: &Caller) -> ApiResult<Response<Body>> {
     let sql = format!(
@@ -134,7 +121,7 @@ async fn change_password(state: &AppState, caller: &Caller, req: &Request) -> Ap
         "new_password",
     )
     .map_err(|e| ApiError::Validation(vec![e]))?;
-    check_password(state, &user.email, body.current_password, stored).await?;
+    store::users::check_password(state, &user.email, body.current_password, stored).await?;
     let new_hash = state.passwords.hash(new_password).await?;
     // The new hash and the revocation of every other session land together, and only if the
     // caller's session is still live.
@@ -188,7 +175,7 @@ async fn delete(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<R
     let event = Event::by_user(EventType::UserDeleted, caller.user_id, Some(caller.session_id), &origin);
     let (user, stored) = load(state, caller).await?;
     // The password first: a stolen access token alone learns nothing, not even "last admin".
-    check_password(state, &user.email, body.password, stored).await?;
+    store::users::check_password(state, &user.email, body.password, stored).await?;
     let settings = &state.config.db;
     db::bounded(&state.pool, settings, async |client| {
         let tx = client.transaction().await?;

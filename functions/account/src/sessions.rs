@@ -49,7 +49,7 @@ pub async fn list(state: &AppState, caller: &Caller) -> ApiResult<Response<Body>
     // The caller's own session is live or nothing is listed: no row at all is a dead session.
     let sql = format!(
         "WITH {}
-         SELECT s.id, s.created_at, s.last_used_at, s.ip, s.user_agent, false AS mfa, s.id = $1 AS current
+         SELECT s.id, s.created_at, s.last_used_at, s.ip, s.user_agent, s.mfa, s.id = $1 AS current
            FROM caller c JOIN sessions s ON s.user_id = c.user_id
           WHERE s.revoked_at IS NULL AND s.idle_expires_at > now() AND s.absolute_expires_at > now()
           ORDER BY s.created_at DESC, s.id DESC

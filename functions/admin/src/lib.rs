@@ -56,6 +56,8 @@ pub struct AdminUser {
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     pub email_verified: bool,
+    /// The second factor is on (issue 17).
+    pub mfa_enabled: bool,
 }
 
 impl AdminUser {
@@ -71,11 +73,13 @@ impl AdminUser {
             disabled: row.try_get("disabled")?,
             created_at: row.try_get("created_at")?,
             email_verified: row.try_get("email_verified")?,
+            mfa_enabled: row.try_get("mfa_enabled")?,
         }))
     }
 }
 
-const USER_COLUMNS: &str = "u.id, u.email, u.role, u.disabled, u.created_at, u.email_verified";
+const USER_COLUMNS: &str = "u.id, u.email, u.role, u.disabled, u.created_at, u.email_verified,
+    EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.id AND m.enabled_at IS NOT NULL) AS mfa_enabled";
 
 #[derive(Serialize)]
 struct UserList {
@@ -89,10 +93,14 @@ pub struct PatchUser {
     role: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     disabled: Option<Option<bool>>,
+    /// Only `false`: an admin turns a user's second factor off (account recovery); turning it on
+    /// is the user's own enrolment.
+    #[serde(default, deserialize_with = "double_option")]
+    mfa_enabled: Option<Option<bool>>,
 }
 
 impl RequestBody for PatchUser {
-    const FIELDS: &'static [&'static str] = &["role", "disabled"];
+    const FIELDS: &'static [&'static str] = &["role", "disabled", "mfa_enabled"];
 }
 
 pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
@@ -101,9 +109,10 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
 
 async fn dispatch(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     let caller = caller(&req, &state.tokens).await?;
+    let step_up = StepUp(state.config.mfa.admin_require_mfa);
     if req.uri().path().trim_end_matches('/').ends_with("/admin/events") {
         return match *req.method() {
-            Method::GET => list_events(state, &caller, &req).await,
+            Method::GET => list_events(state, step_up, &caller, &req).await,
             _ => Err(ApiError::NoRoute),
         };
     }
@@ -114,27 +123,35 @@ async fn dispatch(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
         .as_deref()
         .map(|s| Uuid::parse_str(s).ok().filter(|u| !u.is_nil()).unwrap_or(Uuid::nil()));
     match (req.method().clone(), user_id) {
-        (Method::GET, None) => list(state, &caller, &req).await,
-        (Method::GET, Some(id)) => get(state, &caller, id).await,
-        (Method::PATCH, Some(id)) => patch(state, &caller, id, &req).await,
-        (Method::DELETE, Some(id)) => delete(state, &caller, id, &req).await,
+        (Method::GET, None) => list(state, step_up, &caller, &req).await,
+        (Method::GET, Some(id)) => get(state, step_up, &caller, id).await,
+        (Method::PATCH, Some(id)) => patch(state, step_up, &caller, id, &req).await,
+        (Method::DELETE, Some(id)) => delete(state, step_up, &caller, id, &req).await,
         _ => Err(ApiError::NoRoute),
     }
 }
 
-/// The caller's live session and current role come back as `caller_role` on every row; no row
-/// means the session is not live.
-fn check_admin(rows: &[Row]) -> ApiResult<()> {
+/// `ADMIN_REQUIRE_MFA`: the caller's session must have been made with a second factor.
+#[derive(Debug, Clone, Copy)]
+struct StepUp(bool);
+
+/// The caller's live session, current role and second factor come back as `caller_role` and
+/// `caller_mfa` on every row; no row means the session is not live. The gateway refused a session
+/// without a second factor already (with `ADMIN_REQUIRE_MFA`); this is the database's word on it.
+fn check_admin(rows: &[Row], step_up: StepUp) -> ApiResult<()> {
     let row = rows.first().ok_or(ApiError::Unauthenticated(Challenge::InvalidToken))?;
     let role: String = row.try_get("caller_role")?;
     if role != Role::Admin.as_str() {
         return Err(ApiError::Forbidden);
     }
+    if step_up.0 && !row.try_get::<_, bool>("caller_mfa")? {
+        return Err(web::error::MFA_REQUIRED);
+    }
     Ok(())
 }
 
 #[tracing::instrument(skip_all, fields(admin_id = %caller.user_id))]
-async fn list(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Response<Body>> {
+async fn list(state: &AppState, step_up: StepUp, caller: &Caller, req: &Request) -> ApiResult<Response<Body>> {
     let mut errors = Vec::new();
     let page = cursor::page_params(req, &mut errors)?;
     let email = query_param(req, "email", MAX_EMAIL_FILTER_LEN)?
@@ -179,7 +196,7 @@ async fn list(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Res
     };
     let sql = format!(
         "WITH {live}
-         SELECT c.role AS caller_role, {USER_COLUMNS}
+         SELECT c.role AS caller_role, c.mfa AS caller_mfa, {USER_COLUMNS}
            FROM caller c
            LEFT JOIN LATERAL (
                 SELECT * FROM users
@@ -205,7 +222,7 @@ async fn list(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Res
     } else {
         db::caller_query(pool, settings, caller, &sql, &params).await?
     };
-    check_admin(&rows)?;
+    check_admin(&rows, step_up)?;
     let mut items = Vec::with_capacity(rows.len());
     for row in &rows {
         if let Some(user) = AdminUser::from_row(row)? {
@@ -219,7 +236,17 @@ async fn list(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Res
 /// `GET /admin/events?user_id=&type=&limit=&cursor=`: every user's security events, newest
 /// first. The role is re-read in the same statement (a demoted admin is refused at once).
 #[tracing::instrument(skip_all, fields(admin_id = %caller.user_id))]
-async fn list_events(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Response<Body>> {
+async fn list_events(state: &AppState, step_up: StepUp, caller: &Caller, req: &Request) -> ApiResult<Response<Body>> {
+    if step_up.0 {
+        // The session's second factor, from the database (the events statement reads the role
+        // only): one statement more, with ADMIN_REQUIRE_MFA only.
+        let sql = format!(
+            "WITH {} SELECT role AS caller_role, mfa AS caller_mfa FROM caller",
+            db::LIVE_CALLER
+        );
+        let rows = db::caller_query(&state.pool, &state.config.db, caller, &sql, &[]).await?;
+        check_admin(&rows, step_up)?;
+    }
     let mut errors = Vec::new();
     let page = cursor::page_params(req, &mut errors)?;
     let user_id = match query_param(req, "user_id", 64)? {
@@ -265,15 +292,15 @@ async fn list_events(state: &AppState, caller: &Caller, req: &Request) -> ApiRes
 }
 
 #[tracing::instrument(skip_all, fields(admin_id = %caller.user_id, user_id = %id))]
-async fn get(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Response<Body>> {
+async fn get(state: &AppState, step_up: StepUp, caller: &Caller, id: Uuid) -> ApiResult<Response<Body>> {
     let sql = format!(
         "WITH {live}
-         SELECT c.role AS caller_role, {USER_COLUMNS}
+         SELECT c.role AS caller_role, c.mfa AS caller_mfa, {USER_COLUMNS}
            FROM caller c LEFT JOIN users u ON c.role = 'admin' AND u.id = $3",
         live = db::LIVE_CALLER
     );
     let rows = db::caller_query(&state.pool, &state.config.db, caller, &sql, &[(&id, Type::UUID)]).await?;
-    check_admin(&rows)?;
+    check_admin(&rows, step_up)?;
     let user = rows
         .first()
         .map(AdminUser::from_row)
@@ -312,8 +339,16 @@ impl Target {
 }
 
 /// The caller's role (re-read), locking the active admins' rows for the rest of the transaction.
-async fn begin_admin_change(tx: &Transaction<'_>, settings: &DbSettings, caller: &Caller) -> ApiResult<i64> {
-    let sql = format!("WITH {} SELECT role AS caller_role FROM caller", db::LIVE_CALLER);
+async fn begin_admin_change(
+    tx: &Transaction<'_>,
+    settings: &DbSettings,
+    step_up: StepUp,
+    caller: &Caller,
+) -> ApiResult<i64> {
+    let sql = format!(
+        "WITH {} SELECT role AS caller_role, mfa AS caller_mfa FROM caller",
+        db::LIVE_CALLER
+    );
     let rows = db::run(
         tx,
         settings,
@@ -321,12 +356,18 @@ async fn begin_admin_change(tx: &Transaction<'_>, settings: &DbSettings, caller:
         &[(&caller.session_id, Type::UUID), (&caller.user_id, Type::UUID)],
     )
     .await?;
-    check_admin(&rows)?;
+    check_admin(&rows, step_up)?;
     Ok(lock_active_admins(tx, settings).await?.len() as i64)
 }
 
 #[tracing::instrument(skip_all, fields(admin_id = %caller.user_id, user_id = %id))]
-async fn patch(state: &AppState, caller: &Caller, id: Uuid, req: &Request) -> ApiResult<Response<Body>> {
+async fn patch(
+    state: &AppState,
+    step_up: StepUp,
+    caller: &Caller,
+    id: Uuid,
+    req: &Request,
+) -> ApiResult<Response<Body>> {
     let body: PatchUser = parse_json(req)?;
     let origin = Origin::of(req);
     let mut errors = Vec::new();
@@ -352,13 +393,25 @@ async fn patch(state: &AppState, caller: &Caller, id: Uuid, req: &Request) -> Ap
         }
         Some(d) => d,
     };
+    let turn_off_mfa = match body.mfa_enabled {
+        None => false,
+        Some(Some(false)) => true,
+        Some(_) => {
+            errors.push(FieldError::new(
+                "mfa_enabled",
+                "invalid_value",
+                "mfa_enabled can only be set to false: users turn the second factor on themselves.",
+            ));
+            false
+        }
+    };
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
     let role_text = role.map(Role::as_str);
     db::bounded(&state.pool, &state.config.db, async |client| {
         let tx = client.transaction().await?;
-        let active_admins = begin_admin_change(&tx, &state.config.db, caller).await?;
+        let active_admins = begin_admin_change(&tx, &state.config.db, step_up, caller).await?;
         let target = Target::lock(&tx, &state.config.db, id).await?;
         let after = Target {
             role: role.unwrap_or(target.role),
@@ -367,6 +420,26 @@ async fn patch(state: &AppState, caller: &Caller, id: Uuid, req: &Request) -> Ap
         let (was_active_admin, stays_active_admin) = (target.active_admin(), after.active_admin());
         if was_active_admin && !stays_active_admin && active_admins <= 1 {
             return Err(LAST_ADMIN);
+        }
+        let mut mfa_removed = false;
+        if turn_off_mfa {
+            // Account recovery: the second factor goes (secret, recovery codes, pending logins)
+            // and so does every session of the user. A statement of its own, before the update,
+            // so that the update's answer shows `mfa_enabled: false`.
+            mfa_removed = !db::run(
+                &tx,
+                &state.config.db,
+                "WITH removed AS (DELETE FROM mfa_totp WHERE user_id = $1 RETURNING user_id),
+                      codes AS (DELETE FROM mfa_recovery_codes WHERE user_id = $1),
+                      challenges AS (DELETE FROM mfa_challenges WHERE user_id = $1),
+                      revoked AS (UPDATE sessions SET revoked_at = now(), revoked_reason = 'mfa_reset'
+                                   WHERE user_id = $1 AND revoked_at IS NULL AND EXISTS (SELECT 1 FROM removed))
+                 SELECT user_id FROM removed",
+                &[(&id, Type::UUID)],
+            )
+            .await?
+            .is_empty();
+            tracing::info!("second factor turned off by admin; the user's sessions revoked");
         }
         let sql = format!(
             "WITH updated AS (
@@ -403,6 +476,9 @@ async fn patch(state: &AppState, caller: &Caller, id: Uuid, req: &Request) -> Ap
                 EventType::UserEnabled
             });
         }
+        if mfa_removed {
+            changes.push(EventType::MfaDisabled);
+        }
         let changes: Vec<Event> = changes
             .into_iter()
             .map(|kind| admin_event(kind, caller, id, &origin))
@@ -429,12 +505,18 @@ fn admin_event<'a>(kind: EventType, caller: &Caller, id: Uuid, origin: &'a Origi
 }
 
 #[tracing::instrument(skip_all, fields(admin_id = %caller.user_id, user_id = %id))]
-async fn delete(state: &AppState, caller: &Caller, id: Uuid, req: &Request) -> ApiResult<Response<Body>> {
+async fn delete(
+    state: &AppState,
+    step_up: StepUp,
+    caller: &Caller,
+    id: Uuid,
+    req: &Request,
+) -> ApiResult<Response<Body>> {
     let origin = Origin::of(req);
     let event = admin_event(EventType::UserDeleted, caller, id, &origin);
     db::bounded(&state.pool, &state.config.db, async |client| {
         let tx = client.transaction().await?;
-        let active_admins = begin_admin_change(&tx, &state.config.db, caller).await?;
+        let active_admins = begin_admin_change(&tx, &state.config.db, step_up, caller).await?;
         let active_admin = Target::lock(&tx, &state.config.db, id).await?.active_admin();
         if active_admin && active_admins <= 1 {
             return Err(LAST_ADMIN);

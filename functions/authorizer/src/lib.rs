@@ -4,10 +4,13 @@
 //! with exactly `Unauthorized`, which API Gateway turns into a 401. A valid token gets an Allow
 //! policy for every route its role may call (wildcards from the permission table, so a policy
 //! cached for one route is right on all of them), `principalId` = user id and context
-//! `{sub, sid, role, exp}`. A route the role may not call is missing from the policy: API Gateway
-//! answers 403. No database is touched.
+//! `{sub, sid, role, exp, amr, denied, denied_detail}`. A route the role may not call is missing
+//! from the policy: API Gateway answers 403, its ACCESS_DENIED body taking `code` and `detail` from
+//! `denied` and `denied_detail`. With `ADMIN_REQUIRE_MFA` on, the admin routes are left out of the
+//! policy of a session made without a second factor (`amr` without `otp`): 403 `mfa_required`.
+//! No database is touched.
 
-use access::roles::policy_resources;
+use access::roles::{denied_code, denied_detail, policy_resources_for};
 use access::tokens::{Tokens, bearer_token};
 use aws_lambda_events::apigw::{
     ApiGatewayCustomAuthorizerPolicy, ApiGatewayCustomAuthorizerRequest, ApiGatewayCustomAuthorizerResponse,
@@ -57,9 +60,25 @@ pub fn api_stage_arn(method_arn: &str) -> Option<&str> {
     method_arn.get(..end)
 }
 
+/// What the authorizer is configured with besides its keys.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// `ADMIN_REQUIRE_MFA`.
+    pub admin_require_mfa: bool,
+}
+
+/// [`handle_with`] with the default options (`ADMIN_REQUIRE_MFA` off).
 pub fn handle(tokens: &Tokens, event: &ApiGatewayCustomAuthorizerRequest) -> Result<AuthorizerResponse, Unauthorized> {
+    handle_with(tokens, event, Options::default())
+}
+
+pub fn handle_with(
+    tokens: &Tokens,
+    event: &ApiGatewayCustomAuthorizerRequest,
+    options: Options,
+) -> Result<AuthorizerResponse, Unauthorized> {
     let claims = tokens.verify(bearer(event)?).map_err(refused)?;
-    policy_for(&claims, event)
+    policy_for(&claims, event, options)
 }
 
 /// [`handle`], reloading the keys first when they are stale, and once more (rate-limited) when
@@ -68,8 +87,17 @@ pub async fn handle_fresh(
     tokens: &Tokens,
     event: &ApiGatewayCustomAuthorizerRequest,
 ) -> Result<AuthorizerResponse, Unauthorized> {
+    handle_fresh_with(tokens, event, Options::default()).await
+}
+
+/// [`handle_fresh`] with these options (what the deployed function and the local API call).
+pub async fn handle_fresh_with(
+    tokens: &Tokens,
+    event: &ApiGatewayCustomAuthorizerRequest,
+    options: Options,
+) -> Result<AuthorizerResponse, Unauthorized> {
     let claims = tokens.verify_fresh(bearer(event)?).await.map_err(refused)?;
-    policy_for(&claims, event)
+    policy_for(&claims, event, options)
 }
 
 fn bearer(event: &ApiGatewayCustomAuthorizerRequest) -> Result<&str, Unauthorized> {
@@ -89,12 +117,14 @@ fn refused(reason: access::tokens::TokenError) -> Unauthorized {
 fn policy_for(
     claims: &access::tokens::AccessClaims,
     event: &ApiGatewayCustomAuthorizerRequest,
+    options: Options,
 ) -> Result<AuthorizerResponse, Unauthorized> {
     let base = event.method_arn.as_deref().and_then(api_stage_arn).ok_or_else(|| {
         tracing::warn!("authorizer event without a usable methodArn");
         Unauthorized
     })?;
-    let resources: Vec<String> = policy_resources(claims.role)
+    let step_up_ok = !options.admin_require_mfa || claims.mfa();
+    let resources: Vec<String> = policy_resources_for(claims.role, step_up_ok)
         .iter()
         .map(|r| format!("{base}/{r}"))
         .collect();
@@ -116,6 +146,9 @@ fn policy_for(
         "sid": claims.sid.to_string(),
         "role": claims.role.as_str(),
         "exp": claims.exp.to_string(),
+        "amr": claims.amr.join(" "),
+        "denied": denied_code(claims.role, step_up_ok),
+        "denied_detail": denied_detail(denied_code(claims.role, step_up_ok)),
     });
     Ok(response)
 }

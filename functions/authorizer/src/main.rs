@@ -7,11 +7,15 @@ use settings::VerifierSettings;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     settings::telemetry::init()?;
-    let tokens = Arc::new(access::keys::verifier(&VerifierSettings::from_env()?).await?);
+    let settings = VerifierSettings::from_env()?;
+    let options = authorizer::Options {
+        admin_require_mfa: settings.admin_require_mfa,
+    };
+    let tokens = Arc::new(access::keys::verifier(&settings).await?);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ApiGatewayCustomAuthorizerRequest>| {
             let tokens = tokens.clone();
-            async move { authorizer::handle_fresh(&tokens, &event.payload).await }
+            async move { authorizer::handle_fresh_with(&tokens, &event.payload, options).await }
         },
     ))
     .await

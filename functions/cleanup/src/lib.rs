@@ -9,7 +9,8 @@
 //! (through `refresh_tokens_session_id_idx`), and a session only once it has none left: deleting
 //! 1,000 sessions with their tokens by cascade could be millions of rows in one statement, past
 //! the statement timeout. Rate-limit counters go once their window ended over `retention` ago,
-//! and security events once they are older than `event_retention` (`EVENT_RETENTION_DAYS`).
+//! and security events once they are older than `event_retention` (`EVENT_RETENTION_DAYS`);
+//! two-step login challenges (`mfa_challenges`, 5 minutes each) once they expired `retention` ago.
 //!
 //! Every step runs even when one before it failed (logged): a step that keeps failing must not
 //! stop the others for good. The first error is returned at the end.
@@ -51,6 +52,8 @@ pub struct CleanupReport {
     pub rate_limits_deleted: u64,
     /// Security events past their retention.
     pub events_deleted: u64,
+    /// Two-step login challenges (`mfa_challenges`) expired for longer than the retention.
+    pub mfa_challenges_deleted: u64,
 }
 
 /// Session `s` is dead (revoked, or idle- or absolutely expired) for longer than `$1` seconds.
@@ -88,6 +91,9 @@ const DELETE_EVENTS: &str = "
 DELETE FROM security_events WHERE id IN (
     SELECT id FROM security_events WHERE created_at < now() - $1 * interval '1 second'
      ORDER BY created_at LIMIT $2)";
+const DELETE_MFA_CHALLENGES: &str = "
+DELETE FROM mfa_challenges WHERE token_hash IN (
+    SELECT token_hash FROM mfa_challenges WHERE expires_at < now() - $1 * interval '1 second' LIMIT $2)";
 
 #[derive(Debug, Clone, Copy)]
 enum Step {
@@ -95,6 +101,7 @@ enum Step {
     Sessions,
     RateLimits,
     Events,
+    MfaChallenges,
 }
 
 impl Step {
@@ -104,6 +111,7 @@ impl Step {
             Step::Sessions => DELETE_SESSIONS,
             Step::RateLimits => DELETE_RATE_LIMITS,
             Step::Events => DELETE_EVENTS,
+            Step::MfaChallenges => DELETE_MFA_CHALLENGES,
         }
     }
 
@@ -112,6 +120,7 @@ impl Step {
             Step::RefreshTokens => &mut report.refresh_tokens_deleted,
             Step::Sessions => &mut report.sessions_deleted,
             Step::RateLimits => &mut report.rate_limits_deleted,
+            Step::MfaChallenges => &mut report.mfa_challenges_deleted,
             Step::Events => &mut report.events_deleted,
         }
     }
@@ -127,7 +136,13 @@ impl Step {
 pub async fn run(pool: &Pool, db_settings: &DbSettings, settings: CleanupSettings) -> ApiResult<CleanupReport> {
     let mut report = CleanupReport::default();
     let mut first_error: Option<ApiError> = None;
-    for step in [Step::RefreshTokens, Step::Sessions, Step::RateLimits, Step::Events] {
+    for step in [
+        Step::RefreshTokens,
+        Step::Sessions,
+        Step::RateLimits,
+        Step::Events,
+        Step::MfaChallenges,
+    ] {
         if let Err(e) = run_step(pool, db_settings, settings, step, step.counter(&mut report)).await {
             tracing::error!(?step, error = ?e, "clean-up step failed; going on with the next");
             first_error.get_or_insert(e);

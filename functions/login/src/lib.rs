@@ -3,6 +3,11 @@
 //! An unknown email and a wrong password take the same path (argon2 verification, against a dummy
 //! hash for the unknown email) and get the same 401 body. A disabled account is only revealed
 //! (403) after a correct password.
+//!
+//! An account with a second factor (issue 17) gets no session for its password alone: the
+//! answer is `{mfa_required: true, mfa_token, expires_in}`, and `POST /auth/mfa/verify` (the mfa
+//! function) opens the session with a code. The failure counter is not reset then: wrong codes
+//! count against the same budget, and only a verified code resets it.
 
 use access::roles::Role;
 use http::StatusCode;
@@ -73,7 +78,8 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     let found = db::query(
         &state.pool,
         &state.config.db,
-        "SELECT id, email, role, created_at, email_verified, password_hash, disabled
+        "SELECT id, email, role, created_at, email_verified, password_hash, disabled,
+                EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = users.id AND m.enabled_at IS NOT NULL) AS mfa_enabled
            FROM users WHERE email_canonical = $1",
         &[(&email, Type::TEXT)],
     )
@@ -110,6 +116,20 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
         None
     };
 
+    if row.try_get::<_, bool>("mfa_enabled")? {
+        let Some(token) = open_challenge(state, user.id, &verified_hash, new_hash.as_deref(), &account_key).await?
+        else {
+            return refuse(EventType::LoginFailed, found_id, ApiError::InvalidCredentials).await;
+        };
+        tracing::info!(user_id = %user.id, "password verified; second factor required");
+        let body = MfaRequired {
+            mfa_required: true,
+            mfa_token: secrecy::ExposeSecret::expose_secret(&token),
+            expires_in: MFA_TOKEN_TTL_SECS as u64,
+        };
+        return Ok(web::http::json_response(StatusCode::OK, &body));
+    }
+
     let opened = open_session(
         state,
         user.id,
@@ -126,6 +146,75 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     tracing::info!(user_id = %user.id, rehashed = new_hash.is_some(), "user logged in");
     let role: Role = user.role;
     token_response(state, Some(&user), user.id, role, &session, StatusCode::OK).await
+}
+
+/// How long an `mfa_token` lives (contract: 5 minutes).
+pub const MFA_TOKEN_TTL_SECS: i64 = 300;
+
+/// The first answer of a two-step login.
+#[derive(serde::Serialize)]
+struct MfaRequired<'a> {
+    mfa_required: bool,
+    mfa_token: &'a str,
+    expires_in: u64,
+}
+
+/// The CTEs `target` (the user, still enabled and still with the password verified as `$hash`,
+/// locked) and `rehash` (store `$new` when given), as [`open_session`] and [`open_challenge`]
+/// use them. `user`, `new` and `hash` are the placeholders of the user id, the new hash and the
+/// verified hash. A login that rehashes locks the row for update: two of them both holding a
+/// share lock and then both updating would deadlock.
+fn verified_target_ctes(rehashing: bool, user: &str, new: &str, hash: &str) -> String {
+    let lock = if rehashing { "FOR NO KEY UPDATE" } else { "FOR SHARE" };
+    format!(
+        "target AS (SELECT id FROM users
+                     WHERE id = {user} AND NOT disabled
+                       AND (password_hash = {hash} OR password_rehashed_from = sha256(convert_to({hash}, 'UTF8')))
+                     {lock}),
+         rehash AS (UPDATE users SET password_hash = {new},
+                                     password_rehashed_from = sha256(convert_to(password_hash, 'UTF8')),
+                                     updated_at = now()
+                     WHERE id = (SELECT id FROM target) AND {new}::text IS NOT NULL AND password_hash = {hash})"
+    )
+}
+
+/// The first step of a two-step login: record a challenge (only the SHA-256 of its 256-bit token;
+/// 5 minutes, 5 wrong codes) for `user_id` after its password was verified, under the same
+/// conditions as [`open_session`]. The account's failure counter is left as it is. `None`: the
+/// user is disabled or gone, or its password changed meanwhile.
+pub async fn open_challenge(
+    state: &AppState,
+    user_id: Uuid,
+    verified_hash: &str,
+    new_hash: Option<&str>,
+    account_key: &str,
+) -> ApiResult<Option<SecretString>> {
+    let token = store::users::new_refresh_token()?;
+    let token_hash = store::users::hash_refresh_token(&token);
+    let sql = format!(
+        "WITH {},
+         challenge AS (
+            INSERT INTO mfa_challenges (token_hash, user_id, account_key, expires_at)
+            SELECT $4, id, $5, now() + $6 * interval '1 second' FROM target
+            RETURNING user_id)
+         SELECT user_id FROM challenge",
+        verified_target_ctes(new_hash.is_some(), "$1", "$2", "$3")
+    );
+    let rows = db::query(
+        &state.pool,
+        &state.config.db,
+        &sql,
+        &[
+            (&user_id, Type::UUID),
+            (&new_hash, Type::TEXT),
+            (&verified_hash, Type::TEXT),
+            (&token_hash, Type::BYTEA),
+            (&account_key, Type::TEXT),
+            (&MFA_TOKEN_TTL_SECS, Type::INT8),
+        ],
+    )
+    .await?;
+    Ok((!rows.is_empty()).then_some(token))
 }
 
 /// A refused login changes nothing but leaves one bounded event (`login_failed`,
@@ -181,24 +270,13 @@ pub async fn open_session(
     // The rehash replaces only the hash this login verified (a concurrent login's rehash of the
     // same password stays). A login that rehashes locks the row for update: two of them both
     // holding a share lock and then both updating would deadlock.
-    let lock = if new_hash.is_some() {
-        "FOR NO KEY UPDATE"
-    } else {
-        "FOR SHARE"
-    };
     let sql = format!(
-        "WITH target AS (SELECT id FROM users
-                          WHERE id = $1 AND NOT disabled
-                            AND (password_hash = $5 OR password_rehashed_from = sha256(convert_to($5, 'UTF8')))
-                          {lock}),
-         rehash AS (UPDATE users SET password_hash = $4,
-                                     password_rehashed_from = sha256(convert_to(password_hash, 'UTF8')),
-                                     updated_at = now()
-                     WHERE id = (SELECT id FROM target) AND $4::text IS NOT NULL AND password_hash = $5),
+        "WITH {},
          {},
          reset AS (DELETE FROM rate_limits WHERE bucket = $2 AND key = $3 AND EXISTS (SELECT 1 FROM target)),
          {}
          SELECT id FROM new_session",
+        verified_target_ctes(new_hash.is_some(), "$1", "$4", "$5"),
         session_ctes("target", 6),
         events::cte("login_event", 12, "new_session", Sources::default())
     );

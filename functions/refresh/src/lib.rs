@@ -48,7 +48,7 @@ WITH consumed AS (
            AND s.id = rt.session_id
            AND s.revoked_at IS NULL AND s.idle_expires_at > now() AND s.absolute_expires_at > now()
            AND NOT u.disabled
-        RETURNING s.id, s.user_id, u.role),
+        RETURNING s.id, s.user_id, u.role, s.mfa),
      successor AS (
         INSERT INTO refresh_tokens (token_hash, session_id) SELECT $2, id FROM consumed),
      touched AS (
@@ -60,7 +60,7 @@ WITH consumed AS (
                                    ELSE s.last_used_at END,
                idle_expires_at = LEAST(now() + $3 * interval '1 second', s.absolute_expires_at)
           FROM consumed c WHERE s.id = c.id)
-SELECT id, user_id, role FROM consumed";
+SELECT id, user_id, role, mfa FROM consumed";
 
 /// Only run when rotation found nothing: unknown, or consumed earlier (by whom, and when?). A
 /// reuse revokes the session and records `refresh_reuse_detected` (parameters from `$3`) in the
@@ -133,9 +133,11 @@ async fn refresh(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
         let role: String = row.try_get("role")?;
         let role = Role::parse(&role).ok_or_else(|| anyhow::anyhow!("unknown role in database"))?;
         tracing::info!(%user_id, %session_id, "refresh token rotated");
+        // The session keeps how it was made: `amr` survives every refresh.
         let session = NewSession {
             session_id,
             refresh_token: successor,
+            mfa: row.try_get("mfa")?,
         };
         return token_response(state, None, user_id, role, &session, StatusCode::OK).await;
     }

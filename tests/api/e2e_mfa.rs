@@ -1,0 +1,859 @@
+//! The second factor (issue 17), end to end over HTTP against the local API on PostgreSQL:
+//! enrolment, confirmation, two-step login, replayed and drifting codes, wrong codes and the login
+//! budget, recovery codes, turning it off, `amr` in tokens after refresh, the admin step-up with
+//! the flag on and off, the gateway's 403 body, and what a database dump holds.
+//!
+//! Codes are computed from the current time at each use with a step offset, and within one test
+//! the offsets of accepted codes never go down (a step accepted once is refused afterwards, and so
+//! is every older one), so a 30-second boundary passing mid-test only moves them forward.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use api_tests::TestApi;
+use reqwest::Method;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+/// RFC 4648 base32 (no padding) to bytes.
+fn base32_decode(text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'2'..=b'7' => c - b'2' + 26,
+            other => panic!("not base32: {other}"),
+        };
+        buffer = (buffer << 5) | u32::from(v);
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+        }
+    }
+    out
+}
+
+fn now_step() -> i64 {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
+    (secs / mfa::totp::STEP_SECS) as i64
+}
+
+/// The code of `secret` (base32) for the current time step plus `offset`.
+fn code(secret: &str, offset: i64) -> String {
+    mfa::totp::code_at_step(&base32_decode(secret), (now_step() + offset) as u64)
+}
+
+/// A code that is certainly wrong for `secret` now (none of the accepted steps has it).
+fn wrong_code(secret: &str) -> String {
+    let taken: Vec<String> = (-1..=1).map(|o| code(secret, o)).collect();
+    (0..1000)
+        .map(|n| format!("{n:06}"))
+        .find(|c| !taken.contains(c))
+        .expect("a free code")
+}
+
+/// Start an enrolment; returns the base32 secret.
+async fn enrol(api: &TestApi, account: &Account) -> String {
+    let body = post(
+        api,
+        &account.access_token,
+        "/auth/mfa/totp",
+        &json!({ "password": account.password }),
+    )
+    .await
+    .expect(200);
+    body["secret"].as_str().expect("secret").to_owned()
+}
+
+/// Enrol and confirm with the code of step `now - 1`; returns the secret and the recovery codes.
+async fn enable(api: &TestApi, account: &Account) -> (String, Vec<String>) {
+    let secret = enrol(api, account).await;
+    let body = post(
+        api,
+        &account.access_token,
+        "/auth/mfa/totp/confirm",
+        &json!({ "code": code(&secret, -1) }),
+    )
+    .await
+    .expect(200);
+    let codes = body["recovery_codes"]
+        .as_array()
+        .expect("recovery_codes")
+        .iter()
+        .map(|c| c.as_str().expect("a string").to_owned())
+        .collect();
+    (secret, codes)
+}
+
+/// Log in with the password of an account with the second factor on: the `mfa_token`.
+async fn first_step(api: &TestApi, account: &Account) -> String {
+    let body = login_resp(api, &account.email, &account.password).await.expect(200);
+    assert_eq!(body["mfa_required"], true, "{body}");
+    assert_eq!(body["expires_in"], 300, "{body}");
+    assert!(
+        body.get("access_token").is_none() && body.get("refresh_token").is_none(),
+        "{body}"
+    );
+    let token = body["mfa_token"].as_str().expect("mfa_token").to_owned();
+    assert_eq!(token.len(), 43, "256 bits, base64url");
+    token
+}
+
+async fn verify(api: &TestApi, body: &Value) -> Resp {
+    post_json(api, "/auth/mfa/verify", body).await
+}
+
+fn amr(access_token: &str) -> Value {
+    jwt_parts(access_token).1["amr"].clone()
+}
+
+/// The security event types recorded about `user`, oldest first.
+async fn event_types(api: &TestApi, user: Uuid) -> Vec<String> {
+    let db = api.sql().await;
+    db.query(
+        "SELECT type FROM security_events WHERE user_id = $1 ORDER BY created_at, id",
+        &[&user],
+    )
+    .await
+    .expect("events")
+    .iter()
+    .map(|r| r.get::<_, String>(0))
+    .collect()
+}
+
+async fn me_status(api: &TestApi, token: &str) -> u16 {
+    get(api, token, "/auth/me").await.status.as_u16()
+}
+
+#[tokio::test]
+async fn enrol_confirm_and_log_in_in_two_steps() {
+    let api = api_tests::spawn_api().await;
+    let account = signup_ok(&api).await;
+    assert_eq!(amr(&account.access_token), json!(["pwd"]));
+    let other = login_ok(&api, &account.email, &account.password).await;
+
+    // The password is required, and checked.
+    post(
+        &api,
+        &account.access_token,
+        "/auth/mfa/totp",
+        &json!({ "password": "wrong password" }),
+    )
+    .await
+    .problem(401, "invalid_credentials");
+    // Nothing to confirm yet.
+    post(
+        &api,
+        &account.access_token,
+        "/auth/mfa/totp/confirm",
+        &json!({ "code": "123456" }),
+    )
+    .await
+    .problem(409, "mfa_not_pending");
+
+    let enrolment = post(
+        &api,
+        &account.access_token,
+        "/auth/mfa/totp",
+        &json!({ "password": account.password }),
+    )
+    .await
+    .expect(200);
+    let secret = enrolment["secret"].as_str().expect("secret").to_owned();
+    assert_eq!(secret.len(), 32, "160 bits in base32: {secret}");
+    assert_eq!(base32_decode(&secret).len(), 20);
+    let uri = enrolment["otpauth_uri"].as_str().expect("uri");
+    let account_label = account
+        .email
+        .replace('@', "%40")
+        .replace('.', "%2E")
+        .replace('-', "%2D");
+    assert!(uri.starts_with("otpauth://totp/todo%2Dapi:"), "{uri}");
+    assert!(
+        uri.contains(&format!(":{account_label}?")),
+        "the account name is set: {uri}"
+    );
+    assert!(uri.contains(&format!("secret={secret}&")), "{uri}");
+    assert!(uri.contains("&issuer=todo%2Dapi"), "{uri}");
+    assert!(
+        uri.contains("algorithm=SHA1") && uri.contains("digits=6") && uri.contains("period=30"),
+        "{uri}"
+    );
+
+    // Pending: login still answers tokens, and a wrong code does not confirm.
+    login_ok(&api, &account.email, &account.password).await;
+    post(
+        &api,
+        &account.access_token,
+        "/auth/mfa/totp/confirm",
+        &json!({ "code": wrong_code(&secret) }),
+    )
+    .await
+    .problem(400, "invalid_mfa_code");
+    post(
+        &api,
+        &account.access_token,
+        "/auth/mfa/totp/confirm",
+        &json!({ "code": "12345" }),
+    )
+    .await
+    .problem(400, "invalid_mfa_code");
+
+    let codes = post(
+        &api,
+        &account.access_token,
+        "/auth/mfa/totp/confirm",
+        &json!({ "code": code(&secret, -1) }),
+    )
+    .await
+    .expect(200);
+    let codes = codes["recovery_codes"].as_array().expect("codes");
+    assert_eq!(codes.len(), 10);
+    // Every other session is revoked; the caller's stays.
+    assert_eq!(me_status(&api, &other.access_token).await, 401);
+    assert_eq!(me_status(&api, &account.access_token).await, 200);
+    post(
+        &api,
+        &account.access_token,
+        "/auth/mfa/totp",
+        &json!({ "password": account.password }),
+    )
+    .await
+    .problem(409, "mfa_already_enabled");
+
+    // A wrong password answers exactly as for an unknown account: no oracle.
+    let wrong = login_resp(&api, &account.email, "not the password").await;
+    let unknown = login_resp(&api, &unique_email("nobody"), "not the password").await;
+    wrong.problem(401, "invalid_credentials");
+    assert_eq!(wrong.body, unknown.body);
+    assert_eq!(wrong.header("www-authenticate"), unknown.header("www-authenticate"));
+
+    // The right password: no tokens, an mfa_token.
+    let mfa_token = first_step(&api, &account).await;
+    // Neither a missing factor nor two of them.
+    verify(&api, &json!({ "mfa_token": mfa_token }))
+        .await
+        .problem(422, "validation_failed");
+    verify(
+        &api,
+        &json!({ "mfa_token": mfa_token, "code": "000000", "recovery_code": "x" }),
+    )
+    .await
+    .problem(422, "validation_failed");
+    // `null` is a value of the wrong type, not an absent field.
+    let r = verify(
+        &api,
+        &json!({ "mfa_token": mfa_token, "code": null, "recovery_code": codes[0] }),
+    )
+    .await;
+    r.problem(422, "validation_failed");
+    assert_eq!(
+        error_fields(&r.json()),
+        [("code".to_owned(), "invalid_type".to_owned())]
+    );
+    verify(&api, &json!({ "mfa_token": "not-a-token", "code": code(&secret, 0) }))
+        .await
+        .problem(401, "invalid_mfa_token");
+
+    let body = verify(&api, &json!({ "mfa_token": mfa_token, "code": code(&secret, 0) }))
+        .await
+        .expect(200);
+    assert_eq!(body["user"]["email"], account.email.as_str());
+    assert_eq!(body["token_type"], "Bearer");
+    let access = body["access_token"].as_str().expect("access_token");
+    assert_eq!(amr(access), json!(["pwd", "otp"]));
+    assert_eq!(me_status(&api, access).await, 200);
+    let sid: Uuid = jwt_parts(access).1["sid"].as_str().expect("sid").parse().expect("uuid");
+    let db = api.sql().await;
+    let row = db
+        .query_one("SELECT mfa FROM sessions WHERE id = $1", &[&sid])
+        .await
+        .expect("session");
+    assert!(row.get::<_, bool>("mfa"), "the session remembers its second factor");
+    // And says so in the session list (`mfa`), where a password-only session says false.
+    let sessions = get(&api, access, "/auth/sessions").await.expect(200);
+    let items = sessions["items"].as_array().expect("items");
+    let mine = items
+        .iter()
+        .find(|i| i["current"] == true)
+        .expect("the current session");
+    assert_eq!(mine["mfa"], true, "{sessions}");
+    assert!(
+        items
+            .iter()
+            .filter(|i| i["current"] == false)
+            .all(|i| i["mfa"] == false),
+        "{sessions}"
+    );
+
+    // `amr` is kept through refreshes.
+    let refreshed = post_json(
+        &api,
+        "/auth/refresh",
+        &json!({ "refresh_token": body["refresh_token"] }),
+    )
+    .await
+    .expect(200);
+    assert_eq!(
+        amr(refreshed["access_token"].as_str().expect("token")),
+        json!(["pwd", "otp"])
+    );
+    let refreshed = post_json(
+        &api,
+        "/auth/refresh",
+        &json!({ "refresh_token": refreshed["refresh_token"] }),
+    )
+    .await
+    .expect(200);
+    assert_eq!(
+        amr(refreshed["access_token"].as_str().expect("token")),
+        json!(["pwd", "otp"])
+    );
+    // A password-only session keeps ["pwd"] through a refresh.
+    let plain = post_json(
+        &api,
+        "/auth/refresh",
+        &json!({ "refresh_token": account.refresh_token }),
+    )
+    .await
+    .expect(200);
+    assert_eq!(amr(plain["access_token"].as_str().expect("token")), json!(["pwd"]));
+
+    // Single use: the same mfa_token again, even with a fresh code.
+    verify(&api, &json!({ "mfa_token": mfa_token, "code": code(&secret, 1) }))
+        .await
+        .problem(401, "invalid_mfa_token");
+}
+
+#[tokio::test]
+async fn a_code_is_accepted_once_and_with_one_step_of_drift() {
+    let api = api_tests::spawn_api().await;
+    let account = signup_ok(&api).await;
+    let (secret, _) = enable(&api, &account).await;
+
+    // Two steps off either way: refused.
+    let token = first_step(&api, &account).await;
+    for offset in [-2, 2] {
+        verify(&api, &json!({ "mfa_token": token, "code": code(&secret, offset) }))
+            .await
+            .problem(400, "invalid_mfa_code");
+    }
+    // The step accepted at confirmation (now - 1) is refused: replay.
+    verify(&api, &json!({ "mfa_token": token, "code": code(&secret, -1) }))
+        .await
+        .problem(400, "invalid_mfa_code");
+    // One step ahead (a fast phone clock): accepted.
+    let used = code(&secret, 1);
+    verify(&api, &json!({ "mfa_token": token, "code": used }))
+        .await
+        .expect(200);
+    // The same code on a new login: refused, and so is every older step.
+    let token = first_step(&api, &account).await;
+    verify(&api, &json!({ "mfa_token": token, "code": used }))
+        .await
+        .problem(400, "invalid_mfa_code");
+    verify(&api, &json!({ "mfa_token": token, "code": code(&secret, 0) }))
+        .await
+        .problem(400, "invalid_mfa_code");
+    let db = api.sql().await;
+    let row = db
+        .query_one(
+            "SELECT last_used_step FROM mfa_totp WHERE user_id = $1",
+            &[&account.user_id],
+        )
+        .await
+        .expect("row");
+    assert!(row.get::<_, i64>("last_used_step") >= now_step());
+}
+
+#[tokio::test]
+async fn wrong_codes_use_up_the_token_and_the_account_budget() {
+    let mut config = api_tests::test_config();
+    config.rate_limits.login_failures_per_account.max = 8;
+    let api = api_tests::spawn_api_with(config).await;
+    let account = signup_ok(&api).await;
+    let (secret, _) = enable(&api, &account).await;
+
+    // Login counts one attempt (1); five wrong codes (2..=6) use the token up.
+    let token = first_step(&api, &account).await;
+    for _ in 0..5 {
+        verify(&api, &json!({ "mfa_token": token, "code": wrong_code(&secret) }))
+            .await
+            .problem(400, "invalid_mfa_code");
+    }
+    verify(&api, &json!({ "mfa_token": token, "code": code(&secret, 0) }))
+        .await
+        .problem(401, "invalid_mfa_token");
+    // A wrong recovery code counts the same way (7, 8).
+    let token = first_step(&api, &account).await;
+    verify(
+        &api,
+        &json!({ "mfa_token": token, "recovery_code": "aaaa-bbbb-cccc-dddd" }),
+    )
+    .await
+    .problem(400, "invalid_mfa_code");
+    // Over the budget (9 > 8): refused, and then even the right code is refused.
+    let r = verify(&api, &json!({ "mfa_token": token, "code": wrong_code(&secret) })).await;
+    r.problem(429, "rate_limited");
+    assert!(r.header("retry-after").is_some());
+    verify(&api, &json!({ "mfa_token": token, "code": code(&secret, 0) }))
+        .await
+        .problem(429, "rate_limited");
+    // So is the password step.
+    login_resp(&api, &account.email, &account.password)
+        .await
+        .problem(429, "rate_limited");
+    let kinds = event_types(&api, account.user_id).await;
+    assert!(kinds.iter().any(|k| k == "mfa_failed"), "{kinds:?}");
+    assert!(!kinds.iter().any(|k| k == "login_succeeded"), "{kinds:?}");
+
+    // A fresh account on the same API: an expired mfa_token is refused.
+    let other = signup_ok(&api).await;
+    let (other_secret, _) = enable(&api, &other).await;
+    let token = first_step(&api, &other).await;
+    let db = api.sql().await;
+    db.execute(
+        "UPDATE mfa_challenges SET expires_at = now() - interval '1 second' WHERE user_id = $1",
+        &[&other.user_id],
+    )
+    .await
+    .expect("expire");
+    verify(&api, &json!({ "mfa_token": token, "code": code(&other_secret, 0) }))
+        .await
+        .problem(401, "invalid_mfa_token");
+    // A right code after a few wrong ones works and starts the budget again.
+    let token = first_step(&api, &other).await;
+    verify(&api, &json!({ "mfa_token": token, "code": wrong_code(&other_secret) }))
+        .await
+        .problem(400, "invalid_mfa_code");
+    verify(&api, &json!({ "mfa_token": token, "code": code(&other_secret, 0) }))
+        .await
+        .expect(200);
+    let key = store::ratelimit::email_key(&store::users::canonical_email(&other.email));
+    let left = db
+        .query_opt(
+            "SELECT count FROM rate_limits WHERE bucket = 'login_account' AND key = $1",
+            &[&key],
+        )
+        .await
+        .expect("query");
+    assert!(left.is_none(), "the counter was reset by the verified code");
+}
+
+#[tokio::test]
+async fn concurrent_verifies_of_one_token_make_exactly_one_session() {
+    let api = api_tests::spawn_api().await;
+    let account = signup_ok(&api).await;
+    let (secret, _) = enable(&api, &account).await;
+    let token = first_step(&api, &account).await;
+    let good = code(&secret, 0);
+    let url = api.url("/auth/mfa/verify");
+    let body = json!({ "mfa_token": token, "code": good }).to_string();
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let (url, body) = (url.clone(), body.clone());
+        handles.push(tokio::spawn(async move {
+            let r = client()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("send");
+            let (status, headers) = (r.status(), r.headers().clone());
+            Resp {
+                status,
+                headers,
+                body: r.text().await.expect("body"),
+            }
+        }));
+    }
+    let mut results = Vec::new();
+    for h in handles {
+        results.push(h.await.expect("task"));
+    }
+    let statuses: Vec<u16> = results.iter().map(|r| r.status.as_u16()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+    for r in results.iter().filter(|r| r.status.as_u16() != 200) {
+        r.problem(401, "invalid_mfa_token");
+    }
+    let db = api.sql().await;
+    let row = db
+        .query_one(
+            "SELECT count(*) AS n FROM sessions WHERE user_id = $1 AND mfa",
+            &[&account.user_id],
+        )
+        .await
+        .expect("count");
+    assert_eq!(row.get::<_, i64>("n"), 1);
+}
+
+#[tokio::test]
+async fn recovery_codes_work_once_and_a_new_set_voids_the_old() {
+    let api = api_tests::spawn_api().await;
+    let account = signup_ok(&api).await;
+    let (secret, codes) = enable(&api, &account).await;
+    assert_eq!(codes.len(), 10);
+    for c in &codes {
+        assert_eq!(c.len(), 19, "{c}");
+    }
+    let distinct: std::collections::BTreeSet<_> = codes.iter().collect();
+    assert_eq!(distinct.len(), 10);
+
+    // Case, separators and spaces do not matter.
+    let token = first_step(&api, &account).await;
+    let typed = codes[0].to_uppercase().replace('-', " ");
+    let body = verify(&api, &json!({ "mfa_token": token, "recovery_code": typed }))
+        .await
+        .expect(200);
+    assert_eq!(
+        amr(body["access_token"].as_str().expect("token")),
+        json!(["pwd", "otp"])
+    );
+    // Once only.
+    let token = first_step(&api, &account).await;
+    verify(&api, &json!({ "mfa_token": token, "recovery_code": codes[0] }))
+        .await
+        .problem(400, "invalid_mfa_code");
+
+    // A new set (needs a code); the old set stops working.
+    post(
+        &api,
+        &account.access_token,
+        "/auth/mfa/recovery-codes",
+        &json!({ "code": wrong_code(&secret) }),
+    )
+    .await
+    .problem(400, "invalid_mfa_code");
+    let renewed = post(
+        &api,
+        &account.access_token,
+        "/auth/mfa/recovery-codes",
+        &json!({ "code": code(&secret, 0) }),
+    )
+    .await
+    .expect(200);
+    let renewed: Vec<String> = renewed["recovery_codes"]
+        .as_array()
+        .expect("codes")
+        .iter()
+        .map(|c| c.as_str().expect("str").to_owned())
+        .collect();
+    assert_eq!(renewed.len(), 10);
+    assert!(renewed.iter().all(|c| !codes.contains(c)));
+    verify(&api, &json!({ "mfa_token": token, "recovery_code": codes[1] }))
+        .await
+        .problem(400, "invalid_mfa_code");
+    verify(&api, &json!({ "mfa_token": token, "recovery_code": renewed[0] }))
+        .await
+        .expect(200);
+    let kinds = event_types(&api, account.user_id).await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "recovery_code_used").count(),
+        2,
+        "{kinds:?}"
+    );
+}
+
+#[tokio::test]
+async fn turning_it_off_needs_the_password_and_a_code_and_revokes_other_sessions() {
+    let api = api_tests::spawn_api().await;
+    let account = signup_ok(&api).await;
+    let (secret, _) = enable(&api, &account).await;
+    let token = first_step(&api, &account).await;
+    let second = verify(&api, &json!({ "mfa_token": token, "code": code(&secret, 0) }))
+        .await
+        .expect(200);
+    let second = second["access_token"].as_str().expect("token").to_owned();
+
+    let off = |password: String, code: String| json!({ "password": password, "code": code });
+    send(
+        &api,
+        Method::DELETE,
+        "/auth/mfa/totp",
+        Some(&second),
+        Some(&off("wrong password".into(), code(&secret, 1))),
+    )
+    .await
+    .problem(401, "invalid_credentials");
+    send(
+        &api,
+        Method::DELETE,
+        "/auth/mfa/totp",
+        Some(&second),
+        Some(&off(account.password.clone(), wrong_code(&secret))),
+    )
+    .await
+    .problem(400, "invalid_mfa_code");
+    send(
+        &api,
+        Method::DELETE,
+        "/auth/mfa/totp",
+        Some(&second),
+        Some(&off(account.password.clone(), code(&secret, 1))),
+    )
+    .await
+    .expect(204);
+    // The other session (signup's) is revoked; the caller's is live.
+    assert_eq!(me_status(&api, &account.access_token).await, 401);
+    assert_eq!(me_status(&api, &second).await, 200);
+    // Off: login answers tokens again, and there is nothing left to turn off.
+    let again = login_ok(&api, &account.email, &account.password).await;
+    assert_eq!(amr(&again.access_token), json!(["pwd"]));
+    send(
+        &api,
+        Method::DELETE,
+        "/auth/mfa/totp",
+        Some(&again.access_token),
+        Some(&off(account.password.clone(), code(&secret, 1))),
+    )
+    .await
+    .problem(409, "mfa_not_enabled");
+    let kinds = event_types(&api, account.user_id).await;
+    for kind in ["mfa_enabled", "login_succeeded", "mfa_disabled"] {
+        assert!(kinds.iter().any(|k| k == kind), "{kind} recorded: {kinds:?}");
+    }
+    let db = api.sql().await;
+    for table in ["mfa_totp", "mfa_recovery_codes", "mfa_challenges"] {
+        let n: i64 = db
+            .query_one(
+                &format!("SELECT count(*) FROM {table} WHERE user_id = $1"),
+                &[&account.user_id],
+            )
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(n, 0, "{table} is empty for the user");
+    }
+}
+
+#[tokio::test]
+async fn a_database_dump_holds_no_usable_secret() {
+    let api = api_tests::spawn_api().await;
+    let account = signup_ok(&api).await;
+    let (secret, codes) = enable(&api, &account).await;
+    let mfa_token = first_step(&api, &account).await;
+    let raw = base32_decode(&secret);
+    let raw_hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+
+    let db = api.sql().await;
+    let mut dump = String::new();
+    for table in ["mfa_totp", "mfa_recovery_codes", "mfa_challenges", "sessions", "users"] {
+        for row in db
+            .query(&format!("SELECT row_to_json(t)::text FROM {table} t"), &[])
+            .await
+            .expect("dump")
+        {
+            dump.push_str(&row.get::<_, String>(0));
+            dump.push('\n');
+        }
+    }
+    assert!(dump.contains("secret_ciphertext"), "the dump has the mfa rows");
+    let lower = dump.to_lowercase();
+    assert!(
+        !dump.contains(&secret) && !lower.contains(&secret.to_lowercase()),
+        "base32 secret in dump"
+    );
+    assert!(!lower.contains(&raw_hex), "raw secret bytes (hex) in dump");
+    for c in &codes {
+        assert!(
+            !lower.contains(c) && !lower.contains(&c.replace('-', "")),
+            "recovery code in dump"
+        );
+    }
+    assert!(!dump.contains(&mfa_token), "mfa_token in dump");
+    // The raw bytes are not in any bytea column either.
+    let found: i64 = db
+        .query_one(
+            "SELECT count(*) FROM mfa_totp WHERE position($1::bytea IN secret_ciphertext) > 0",
+            &[&raw],
+        )
+        .await
+        .expect("search")
+        .get(0);
+    assert_eq!(found, 0);
+    // And the ciphertext is bound to its user: copied to another user's row it does not decrypt.
+    let keys = api.state.mfa_keys.as_ref().expect("keys");
+    let row = db
+        .query_one(
+            "SELECT secret_ciphertext, key_id FROM mfa_totp WHERE user_id = $1",
+            &[&account.user_id],
+        )
+        .await
+        .expect("row");
+    let (blob, key_id): (Vec<u8>, String) = (row.get(0), row.get(1));
+    assert_eq!(
+        keys.decrypt(&key_id, account.user_id, &blob)
+            .expect("decrypts")
+            .as_slice(),
+        raw.as_slice()
+    );
+    assert!(keys.decrypt(&key_id, Uuid::new_v4(), &blob).is_err());
+}
+
+#[tokio::test]
+async fn without_an_encryption_key_the_mfa_routes_are_unavailable() {
+    let mut config = api_tests::test_config();
+    config.mfa.key = None;
+    let api = api_tests::spawn_api_with(config).await;
+    let account = signup_ok(&api).await;
+    post(
+        &api,
+        &account.access_token,
+        "/auth/mfa/totp",
+        &json!({ "password": account.password }),
+    )
+    .await
+    .problem(503, "service_unavailable");
+    // A short key stops start-up.
+    let mut config = api_tests::test_config();
+    config.mfa.key = Some(settings::MfaKeySource::Env {
+        current: secrecy::SecretString::from("c2hvcnQ=".to_owned()),
+        previous: None,
+    });
+    let pool = store::db::pool(&api.db.url, &config.db).expect("pool");
+    let refused = store::AppState::new(config, pool, api_tests::configured_test_keys());
+    let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("MFA_ENCRYPTION_KEY"), "{message}");
+}
+
+/// A new account made an admin in the database, logged in again (its token carries `admin`).
+async fn admin(api: &TestApi) -> Account {
+    let account = signup_ok(api).await;
+    let db = api.sql().await;
+    db.execute("UPDATE users SET role = 'admin' WHERE id = $1", &[&account.user_id])
+        .await
+        .expect("promote");
+    login_ok(api, &account.email, &account.password).await
+}
+
+#[tokio::test]
+async fn admin_routes_need_a_second_factor_when_the_flag_is_on() {
+    let mut config = api_tests::test_config();
+    config.mfa.admin_require_mfa = true;
+    let api = api_tests::spawn_api_with(config).await;
+    let boss = admin(&api).await;
+
+    // The gateway's 403, the same body as the ACCESS_DENIED template filled in.
+    let r = get(&api, &boss.access_token, "/admin/users").await;
+    r.problem(403, "mfa_required");
+    assert_eq!(
+        r.body,
+        r#"{"type":"urn:todo-api:problem:mfa_required","title":"Forbidden","status":403,"code":"mfa_required","detail":"This route needs a session signed in with a second factor."}"#
+    );
+    // Other routes are not affected.
+    assert_eq!(me_status(&api, &boss.access_token).await, 200);
+
+    // The function checks again from the database: a token that claims `otp` for a
+    // password-only session is refused by the admin function itself.
+    let forged = api
+        .state
+        .tokens
+        .issue_with_amr(boss.user_id, boss.session_id, access::roles::Role::Admin, true)
+        .expect("issue");
+    let forged = secrecy::ExposeSecret::expose_secret(&forged.token).to_owned();
+    get(&api, &forged, "/admin/users").await.problem(403, "mfa_required");
+
+    // With a second factor: allowed, and the admin view shows it.
+    let (secret, _) = enable(&api, &boss).await;
+    let token = first_step(&api, &boss).await;
+    let body = verify(&api, &json!({ "mfa_token": token, "code": code(&secret, 0) }))
+        .await
+        .expect(200);
+    let stepped = body["access_token"].as_str().expect("token").to_owned();
+    let me = get(&api, &stepped, &format!("/admin/users/{}", boss.user_id))
+        .await
+        .expect(200);
+    assert_eq!(me["mfa_enabled"], true);
+
+    // Account recovery: an admin turns a user's second factor off; the user's sessions go.
+    let user = signup_ok(&api).await;
+    let (user_secret, _) = enable(&api, &user).await;
+    let user_token = first_step(&api, &user).await;
+    let user_session = verify(&api, &json!({ "mfa_token": user_token, "code": code(&user_secret, 0) }))
+        .await
+        .expect(200);
+    let user_access = user_session["access_token"].as_str().expect("token").to_owned();
+    let listed = get(&api, &stepped, &format!("/admin/users/{}", user.user_id))
+        .await
+        .expect(200);
+    assert_eq!(listed["mfa_enabled"], true);
+    patch(
+        &api,
+        &stepped,
+        &format!("/admin/users/{}", user.user_id),
+        &json!({ "mfa_enabled": true }),
+    )
+    .await
+    .problem(422, "validation_failed");
+    let changed = patch(
+        &api,
+        &stepped,
+        &format!("/admin/users/{}", user.user_id),
+        &json!({ "mfa_enabled": false }),
+    )
+    .await
+    .expect(200);
+    assert_eq!(changed["mfa_enabled"], false);
+    assert_eq!(
+        me_status(&api, &user_access).await,
+        401,
+        "the user's sessions are revoked"
+    );
+    assert_eq!(me_status(&api, &user.access_token).await, 401);
+    let back = login_ok(&api, &user.email, &user.password).await;
+    assert_eq!(amr(&back.access_token), json!(["pwd"]));
+}
+
+#[tokio::test]
+async fn admin_routes_need_no_second_factor_when_the_flag_is_off() {
+    let api = api_tests::spawn_api().await;
+    assert!(!api.state.config.mfa.admin_require_mfa, "off unless set");
+    let boss = admin(&api).await;
+    let body = get(&api, &boss.access_token, "/admin/users").await.expect(200);
+    let items = body["items"].as_array().expect("items");
+    assert!(items.iter().all(|u| u["mfa_enabled"] == false), "{body}");
+    // A plain user still gets the plain 403.
+    let user = signup_ok(&api).await;
+    get(&api, &user.access_token, "/admin/users")
+        .await
+        .problem(403, "forbidden");
+}
+
+#[tokio::test]
+async fn the_clean_up_deletes_expired_login_challenges() {
+    let api = api_tests::spawn_api().await;
+    let account = signup_ok(&api).await;
+    enable(&api, &account).await;
+    first_step(&api, &account).await;
+    first_step(&api, &account).await;
+    let db = api.sql().await;
+    // One expired two days ago, one live.
+    db.execute(
+        "UPDATE mfa_challenges SET expires_at = now() - interval '2 days'
+          WHERE token_hash = (SELECT token_hash FROM mfa_challenges WHERE user_id = $1 LIMIT 1)",
+        &[&account.user_id],
+    )
+    .await
+    .expect("age one");
+    let report = cleanup::run(
+        &api.state.pool,
+        &api.state.config.db,
+        cleanup::CleanupSettings::default(),
+    )
+    .await
+    .expect("clean-up");
+    assert_eq!(report.mfa_challenges_deleted, 1);
+    let left: i64 = db
+        .query_one(
+            "SELECT count(*) FROM mfa_challenges WHERE user_id = $1",
+            &[&account.user_id],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(left, 1, "the live challenge stays");
+}
