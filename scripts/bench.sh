@@ -428,6 +428,10 @@ if (( need_small )); then
             wrk_run "lastused_on_$round" 64 "$api" get_tasks "$R/tokens_small.txt"
             api_pid="$off_pid"
             wrk_run "lastused_off_$round" 64 "$off_api" get_tasks "$R/tokens_small.txt"
+            api_pid="$small_pid"
+            wrk_run "lastused_login_on_$round" 4 "$api" login "$small_users" "$password"
+            api_pid="$off_pid"
+            wrk_run "lastused_login_off_$round" 4 "$off_api" login "$small_users" "$password"
         done
         api_pid="$small_pid"
         stop_api "$off_pid"
