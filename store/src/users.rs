@@ -195,26 +195,49 @@ pub async fn token_response(
 }
 
 /// Verify the account's password. Guesses here share the account's login budget, so a stolen
-/// access token cannot be used to brute-force the password.
+/// access token cannot be used to brute-force the password. A right password resets the budget.
 pub async fn check_password(state: &AppState, email: &str, password: SecretString, stored: String) -> ApiResult<()> {
-    let key = crate::ratelimit::email_key(email);
-    let limit = state.config.rate_limits.login_failures_per_account;
+    check_password_counted(state, email, password, stored).await?;
+    reset_login_budget(state, email).await
+}
+
+/// [`check_password`] without the reset after a right password: for a route that checks a
+/// second factor too (`DELETE /auth/mfa/totp`), whose attempt is this one count, and which resets
+/// the budget ([`reset_login_budget`]) only once both are right.
+pub async fn check_password_counted(
+    state: &AppState,
+    email: &str,
+    password: SecretString,
+    stored: String,
+) -> ApiResult<()> {
+    count_login_attempt(state, email).await?;
+    if !state.passwords.verify(password, Some(stored)).await?.matches {
+        return Err(ApiError::InvalidCredentials);
+    }
+    Ok(())
+}
+
+/// Count one attempt against the account's login budget (the bucket login failures count in),
+/// before the secret is compared: 429 with `Retry-After` once over it. An atomic upsert, so
+/// concurrent attempts cannot slip past the limit.
+pub async fn count_login_attempt(state: &AppState, email: &str) -> ApiResult<()> {
     crate::ratelimit::hit(
         &state.pool,
         &state.config.db,
         crate::ratelimit::Bucket::LoginAccount,
-        &key,
-        limit,
+        &crate::ratelimit::email_key(email),
+        state.config.rate_limits.login_failures_per_account,
     )
-    .await?;
-    if !state.passwords.verify(password, Some(stored)).await?.matches {
-        return Err(ApiError::InvalidCredentials);
-    }
+    .await
+}
+
+/// Forget the account's login failures (after a right password, or a right password and code).
+pub async fn reset_login_budget(state: &AppState, email: &str) -> ApiResult<()> {
     crate::ratelimit::reset(
         &state.pool,
         &state.config.db,
         crate::ratelimit::Bucket::LoginAccount,
-        &key,
+        &crate::ratelimit::email_key(email),
     )
     .await
 }
