@@ -495,7 +495,13 @@ async fn concurrent_verifies_of_one_token_make_exactly_one_session() {
     let (secret, _) = enable(&api, &account).await;
     let token = first_step(&api, &account).await;
     let good = code(&secret, 0);
-    let results = concurrent_posts(&api, "/auth/mfa/verify", &json!({ "mfa_token": token, "code": good }), 8).await;
+    let results = concurrent_posts(
+        &api,
+        "/auth/mfa/verify",
+        &json!({ "mfa_token": token, "code": good }),
+        8,
+    )
+    .await;
     let statuses: Vec<u16> = results.iter().map(|r| r.status.as_u16()).collect();
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
     for r in results.iter().filter(|r| r.status.as_u16() != 200) {
@@ -943,7 +949,10 @@ async fn a_login_racing_the_confirmation_gets_no_password_only_session() {
     )
     .await
     .expect(200);
-    assert!(!login.is_finished(), "argon2 too fast for this test: the login ended first");
+    assert!(
+        !login.is_finished(),
+        "argon2 too fast for this test: the login ended first"
+    );
     let answer = login.await.expect("task");
 
     let db = api.sql().await;
@@ -956,7 +965,11 @@ async fn a_login_racing_the_confirmation_gets_no_password_only_session() {
         .await
         .expect("count")
         .get(0);
-    assert_eq!(live, 0, "a password-only session survived the confirmation: {}", answer.body);
+    assert_eq!(
+        live, 0,
+        "a password-only session survived the confirmation: {}",
+        answer.body
+    );
     // The password was right: the login goes on in two steps.
     let body = answer.expect(200);
     assert_eq!(body["mfa_required"], true, "{body}");
@@ -977,17 +990,33 @@ async fn wrong_codes_on_signed_in_routes_count_against_the_login_budget() {
     let (secret, _) = enable(&api, &account).await;
     let renew = |c: String| json!({ "code": c });
     for _ in 0..10 {
-        post(&api, &account.access_token, "/auth/mfa/recovery-codes", &renew(wrong_code(&secret)))
-            .await
-            .problem(400, "invalid_mfa_code");
+        post(
+            &api,
+            &account.access_token,
+            "/auth/mfa/recovery-codes",
+            &renew(wrong_code(&secret)),
+        )
+        .await
+        .problem(400, "invalid_mfa_code");
     }
-    let r = post(&api, &account.access_token, "/auth/mfa/recovery-codes", &renew(wrong_code(&secret))).await;
+    let r = post(
+        &api,
+        &account.access_token,
+        "/auth/mfa/recovery-codes",
+        &renew(wrong_code(&secret)),
+    )
+    .await;
     r.problem(429, "rate_limited");
     assert!(r.header("retry-after").is_some());
     // The same budget as login's: the right code and the password step are refused too.
-    post(&api, &account.access_token, "/auth/mfa/recovery-codes", &renew(code(&secret, 0)))
-        .await
-        .problem(429, "rate_limited");
+    post(
+        &api,
+        &account.access_token,
+        "/auth/mfa/recovery-codes",
+        &renew(code(&secret, 0)),
+    )
+    .await
+    .problem(429, "rate_limited");
     login_resp(&api, &account.email, &account.password)
         .await
         .problem(429, "rate_limited");
@@ -996,26 +1025,48 @@ async fn wrong_codes_on_signed_in_routes_count_against_the_login_budget() {
     let pending = signup_ok(&api).await;
     let pending_secret = enrol(&api, &pending).await;
     for _ in 0..10 {
-        post(&api, &pending.access_token, "/auth/mfa/totp/confirm", &renew(wrong_code(&pending_secret)))
-            .await
-            .problem(400, "invalid_mfa_code");
-    }
-    post(&api, &pending.access_token, "/auth/mfa/totp/confirm", &renew(code(&pending_secret, 0)))
+        post(
+            &api,
+            &pending.access_token,
+            "/auth/mfa/totp/confirm",
+            &renew(wrong_code(&pending_secret)),
+        )
         .await
-        .problem(429, "rate_limited");
+        .problem(400, "invalid_mfa_code");
+    }
+    post(
+        &api,
+        &pending.access_token,
+        "/auth/mfa/totp/confirm",
+        &renew(code(&pending_secret, 0)),
+    )
+    .await
+    .problem(429, "rate_limited");
 
     // Turning it off: a right password does not give the code guesses back.
     let off = signup_ok(&api).await;
     let (off_secret, _) = enable(&api, &off).await;
     let body = |c: String| json!({ "password": off.password, "code": c });
     for _ in 0..10 {
-        send(&api, Method::DELETE, "/auth/mfa/totp", Some(&off.access_token), Some(&body(wrong_code(&off_secret))))
-            .await
-            .problem(400, "invalid_mfa_code");
-    }
-    send(&api, Method::DELETE, "/auth/mfa/totp", Some(&off.access_token), Some(&body(code(&off_secret, 0))))
+        send(
+            &api,
+            Method::DELETE,
+            "/auth/mfa/totp",
+            Some(&off.access_token),
+            Some(&body(wrong_code(&off_secret))),
+        )
         .await
-        .problem(429, "rate_limited");
+        .problem(400, "invalid_mfa_code");
+    }
+    send(
+        &api,
+        Method::DELETE,
+        "/auth/mfa/totp",
+        Some(&off.access_token),
+        Some(&body(code(&off_secret, 0))),
+    )
+    .await
+    .problem(429, "rate_limited");
 }
 
 #[tokio::test]

@@ -664,7 +664,10 @@ async fn open_session(
     );
     db::bounded(&state.pool, settings, async |client| {
         let tx = client.transaction().await?;
-        if db::run(&tx, settings, LOCK_USER, &[(&user_id, Type::UUID)]).await?.is_empty() {
+        if db::run(&tx, settings, LOCK_USER, &[(&user_id, Type::UUID)])
+            .await?
+            .is_empty()
+        {
             // Disabled, or the second factor turned off, meanwhile.
             return Err(ApiError::InvalidMfaToken);
         }
