@@ -66,6 +66,23 @@ pub async fn lock_active_admins(tx: &Transaction<'_>, settings: &DbSettings) -> 
     rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
 }
 
+/// Lock user `id`'s row (`FOR UPDATE`) for the rest of the transaction, in a statement of its
+/// own. Every change that must not race a login's session step (a password change or reset,
+/// turning the second factor on or off) takes it first: a login whose session statement holds
+/// the row (share lock) finishes before, and the change's later statements (new snapshots) see
+/// and revoke the session it made; a login reaching its session step after this waits, then
+/// re-reads the changed row and opens none.
+pub async fn lock_user_for_update(tx: &Transaction<'_>, settings: &DbSettings, id: Uuid) -> ApiResult<()> {
+    db::run(
+        tx,
+        settings,
+        "SELECT id FROM users WHERE id = $1 FOR UPDATE",
+        &[(&id, Type::UUID)],
+    )
+    .await?;
+    Ok(())
+}
+
 /// A fresh refresh token: 256 random bits, URL-safe; only its SHA-256 is stored.
 pub fn new_refresh_token() -> anyhow::Result<SecretString> {
     let mut bytes = [0u8; 32];

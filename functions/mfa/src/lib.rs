@@ -484,13 +484,7 @@ async fn locked_change(
     let settings = &state.config.db;
     db::bounded(&state.pool, settings, async |client| {
         let tx = client.transaction().await?;
-        db::run(
-            &tx,
-            settings,
-            "SELECT id FROM users WHERE id = $1 FOR UPDATE",
-            &[(&user_id, Type::UUID)],
-        )
-        .await?;
+        store::users::lock_user_for_update(&tx, settings, user_id).await?;
         let rows = db::run(&tx, settings, sql, params).await?;
         if rows.is_empty() {
             return Ok(false);
