@@ -66,6 +66,23 @@ pub async fn lock_active_admins(tx: &Transaction<'_>, settings: &DbSettings) -> 
     rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
 }
 
+/// Lock user `id`'s row (`FOR UPDATE`) for the rest of the transaction, in a statement of its
+/// own. Every change that must not race a login's session step (a password change or reset,
+/// turning the second factor on or off) takes it first: a login whose session statement holds
+/// the row (share lock) finishes before, and the change's later statements (new snapshots) see
+/// and revoke the session it made; a login reaching its session step after this waits, then
+/// re-reads the changed row and opens none.
+pub async fn lock_user_for_update(tx: &Transaction<'_>, settings: &DbSettings, id: Uuid) -> ApiResult<()> {
+    db::run(
+        tx,
+        settings,
+        "SELECT id FROM users WHERE id = $1 FOR UPDATE",
+        &[(&id, Type::UUID)],
+    )
+    .await?;
+    Ok(())
+}
+
 /// A fresh refresh token: 256 random bits, URL-safe; only its SHA-256 is stored.
 pub fn new_refresh_token() -> anyhow::Result<SecretString> {
     let mut bytes = [0u8; 32];
@@ -195,26 +212,49 @@ pub async fn token_response(
 }
 
 /// Verify the account's password. Guesses here share the account's login budget, so a stolen
-/// access token cannot be used to brute-force the password.
+/// access token cannot be used to brute-force the password. A right password resets the budget.
 pub async fn check_password(state: &AppState, email: &str, password: SecretString, stored: String) -> ApiResult<()> {
-    let key = crate::ratelimit::email_key(email);
-    let limit = state.config.rate_limits.login_failures_per_account;
+    check_password_counted(state, email, password, stored).await?;
+    reset_login_budget(state, email).await
+}
+
+/// [`check_password`] without the reset after a right password: for a route that checks a
+/// second factor too (`DELETE /auth/mfa/totp`), whose attempt is this one count, and which resets
+/// the budget ([`reset_login_budget`]) only once both are right.
+pub async fn check_password_counted(
+    state: &AppState,
+    email: &str,
+    password: SecretString,
+    stored: String,
+) -> ApiResult<()> {
+    count_login_attempt(state, email).await?;
+    if !state.passwords.verify(password, Some(stored)).await?.matches {
+        return Err(ApiError::InvalidCredentials);
+    }
+    Ok(())
+}
+
+/// Count one attempt against the account's login budget (the bucket login failures count in),
+/// before the secret is compared: 429 with `Retry-After` once over it. An atomic upsert, so
+/// concurrent attempts cannot slip past the limit.
+pub async fn count_login_attempt(state: &AppState, email: &str) -> ApiResult<()> {
     crate::ratelimit::hit(
         &state.pool,
         &state.config.db,
         crate::ratelimit::Bucket::LoginAccount,
-        &key,
-        limit,
+        &crate::ratelimit::email_key(email),
+        state.config.rate_limits.login_failures_per_account,
     )
-    .await?;
-    if !state.passwords.verify(password, Some(stored)).await?.matches {
-        return Err(ApiError::InvalidCredentials);
-    }
+    .await
+}
+
+/// Forget the account's login failures (after a right password, or a right password and code).
+pub async fn reset_login_budget(state: &AppState, email: &str) -> ApiResult<()> {
     crate::ratelimit::reset(
         &state.pool,
         &state.config.db,
         crate::ratelimit::Bucket::LoginAccount,
-        &key,
+        &crate::ratelimit::email_key(email),
     )
     .await
 }

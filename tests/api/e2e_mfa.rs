@@ -128,6 +128,51 @@ async fn me_status(api: &TestApi, token: &str) -> u16 {
     get(api, token, "/auth/me").await.status.as_u16()
 }
 
+/// A POST of the JSON text `body` to `url` (no token), running on its own.
+fn spawn_post(url: String, body: String) -> tokio::task::JoinHandle<Resp> {
+    tokio::spawn(async move {
+        let r = client()
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("send");
+        let (status, headers) = (r.status(), r.headers().clone());
+        Resp {
+            status,
+            headers,
+            body: r.text().await.expect("body"),
+        }
+    })
+}
+
+/// `n` POSTs of `body` to `path` at once (no token), their answers in order.
+async fn concurrent_posts(api: &TestApi, path: &str, body: &Value, n: usize) -> Vec<Resp> {
+    let (url, body) = (api.url(path), body.to_string());
+    let handles: Vec<_> = (0..n).map(|_| spawn_post(url.clone(), body.clone())).collect();
+    let mut results = Vec::new();
+    for h in handles {
+        results.push(h.await.expect("task"));
+    }
+    results
+}
+
+/// The account's login failure count (`login_account`), 0 without a counter.
+async fn login_failures(api: &TestApi, email: &str) -> i32 {
+    let key = store::ratelimit::email_key(&store::users::canonical_email(email));
+    api.sql()
+        .await
+        .query_opt(
+            "SELECT count FROM rate_limits WHERE bucket = 'login_account' AND key = $1 AND window_end > now()",
+            &[&key],
+        )
+        .await
+        .expect("query")
+        .map(|r| r.get::<_, i32>(0))
+        .unwrap_or(0)
+}
+
 #[tokio::test]
 async fn enrol_confirm_and_log_in_in_two_steps() {
     let api = api_tests::spawn_api().await;
@@ -473,31 +518,13 @@ async fn concurrent_verifies_of_one_token_make_exactly_one_session() {
     let (secret, _) = enable(&api, &account).await;
     let token = first_step(&api, &account).await;
     let good = code(&secret, 0);
-    let url = api.url("/auth/mfa/verify");
-    let body = json!({ "mfa_token": token, "code": good }).to_string();
-    let mut handles = Vec::new();
-    for _ in 0..8 {
-        let (url, body) = (url.clone(), body.clone());
-        handles.push(tokio::spawn(async move {
-            let r = client()
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .expect("send");
-            let (status, headers) = (r.status(), r.headers().clone());
-            Resp {
-                status,
-                headers,
-                body: r.text().await.expect("body"),
-            }
-        }));
-    }
-    let mut results = Vec::new();
-    for h in handles {
-        results.push(h.await.expect("task"));
-    }
+    let results = concurrent_posts(
+        &api,
+        "/auth/mfa/verify",
+        &json!({ "mfa_token": token, "code": good }),
+        8,
+    )
+    .await;
     let statuses: Vec<u16> = results.iter().map(|r| r.status.as_u16()).collect();
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
     for r in results.iter().filter(|r| r.status.as_u16() != 200) {
@@ -879,4 +906,253 @@ async fn the_clean_up_deletes_expired_login_challenges() {
         .expect("count")
         .get(0);
     assert_eq!(left, 1, "the live challenge stays");
+}
+
+// Security review of issue 17.
+
+#[tokio::test]
+async fn concurrent_wrong_codes_use_at_most_five_attempts_and_stay_within_the_budget() {
+    let mut config = api_tests::test_config();
+    config.rate_limits.login_failures_per_account.max = 4;
+    let api = api_tests::spawn_api_with(config).await;
+    let account = signup_ok(&api).await;
+    let (secret, _) = enable(&api, &account).await;
+    let token = first_step(&api, &account).await;
+    let before = login_failures(&api, &account.email).await;
+    assert_eq!(before, 1, "the password step counted one attempt");
+
+    let body = json!({ "mfa_token": token, "code": wrong_code(&secret) });
+    let results = concurrent_posts(&api, "/auth/mfa/verify", &body, 30).await;
+    let statuses: Vec<u16> = results.iter().map(|r| r.status.as_u16()).collect();
+    let wrong = results.iter().filter(|r| r.status.as_u16() == 400).count();
+    // At most 5 attempts per token, and within those, at most what is left of the budget (4 - 1).
+    assert!(wrong <= 3, "codes compared past the limits: {statuses:?}");
+    for r in &results {
+        match r.status.as_u16() {
+            400 => r.problem(400, "invalid_mfa_code"),
+            401 => r.problem(401, "invalid_mfa_token"),
+            _ => {
+                let p = r.problem(429, "rate_limited");
+                assert!(r.header("retry-after").is_some(), "{p}");
+                p
+            }
+        };
+    }
+    let after = login_failures(&api, &account.email).await;
+    assert!(
+        after - before <= mfa::MAX_MFA_FAILURES,
+        "the budget counted {} attempts of one token: {statuses:?}",
+        after - before
+    );
+    // The token is used up: even the right code is refused now.
+    let r = verify(&api, &json!({ "mfa_token": token, "code": code(&secret, 0) })).await;
+    assert!(matches!(r.status.as_u16(), 401 | 429), "{}", r.body);
+}
+
+#[tokio::test]
+async fn a_login_racing_the_confirmation_gets_no_password_only_session() {
+    let mut config = api_tests::test_config();
+    // argon2 slow enough (most of a second) for the confirmation to land while a login hashes.
+    config.argon2.iterations = 40;
+    let api = api_tests::spawn_api_with(config).await;
+    let account = signup_ok(&api).await;
+    let secret = enrol(&api, &account).await;
+
+    let login = spawn_post(
+        api.url("/auth/login"),
+        json!({ "email": account.email, "password": account.password }).to_string(),
+    );
+    // The login has read "second factor off" and is hashing.
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    post(
+        &api,
+        &account.access_token,
+        "/auth/mfa/totp/confirm",
+        &json!({ "code": code(&secret, -1) }),
+    )
+    .await
+    .expect(200);
+    assert!(
+        !login.is_finished(),
+        "argon2 too fast for this test: the login ended first"
+    );
+    let answer = login.await.expect("task");
+
+    let db = api.sql().await;
+    let live: i64 = db
+        .query_one(
+            "SELECT count(*) FROM sessions
+              WHERE user_id = $1 AND id <> $2 AND NOT mfa AND revoked_at IS NULL",
+            &[&account.user_id, &account.session_id],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(
+        live, 0,
+        "a password-only session survived the confirmation: {}",
+        answer.body
+    );
+    // The password was right: the login goes on in two steps.
+    let body = answer.expect(200);
+    assert_eq!(body["mfa_required"], true, "{body}");
+    let token = body["mfa_token"].as_str().expect("mfa_token");
+    verify(&api, &json!({ "mfa_token": token, "code": code(&secret, 0) }))
+        .await
+        .expect(200);
+}
+
+#[tokio::test]
+async fn wrong_codes_on_signed_in_routes_count_against_the_login_budget() {
+    let mut config = api_tests::test_config();
+    config.rate_limits.login_failures_per_account.max = 10;
+    let api = api_tests::spawn_api_with(config).await;
+
+    // New recovery codes.
+    let account = signup_ok(&api).await;
+    let (secret, _) = enable(&api, &account).await;
+    let renew = |c: String| json!({ "code": c });
+    for _ in 0..10 {
+        post(
+            &api,
+            &account.access_token,
+            "/auth/mfa/recovery-codes",
+            &renew(wrong_code(&secret)),
+        )
+        .await
+        .problem(400, "invalid_mfa_code");
+    }
+    let r = post(
+        &api,
+        &account.access_token,
+        "/auth/mfa/recovery-codes",
+        &renew(wrong_code(&secret)),
+    )
+    .await;
+    r.problem(429, "rate_limited");
+    assert!(r.header("retry-after").is_some());
+    // The same budget as login's: the right code and the password step are refused too.
+    post(
+        &api,
+        &account.access_token,
+        "/auth/mfa/recovery-codes",
+        &renew(code(&secret, 0)),
+    )
+    .await
+    .problem(429, "rate_limited");
+    login_resp(&api, &account.email, &account.password)
+        .await
+        .problem(429, "rate_limited");
+
+    // Confirmation.
+    let pending = signup_ok(&api).await;
+    let pending_secret = enrol(&api, &pending).await;
+    for _ in 0..10 {
+        post(
+            &api,
+            &pending.access_token,
+            "/auth/mfa/totp/confirm",
+            &renew(wrong_code(&pending_secret)),
+        )
+        .await
+        .problem(400, "invalid_mfa_code");
+    }
+    post(
+        &api,
+        &pending.access_token,
+        "/auth/mfa/totp/confirm",
+        &renew(code(&pending_secret, 0)),
+    )
+    .await
+    .problem(429, "rate_limited");
+
+    // Turning it off: a right password does not give the code guesses back.
+    let off = signup_ok(&api).await;
+    let (off_secret, _) = enable(&api, &off).await;
+    let body = |c: String| json!({ "password": off.password, "code": c });
+    for _ in 0..10 {
+        send(
+            &api,
+            Method::DELETE,
+            "/auth/mfa/totp",
+            Some(&off.access_token),
+            Some(&body(wrong_code(&off_secret))),
+        )
+        .await
+        .problem(400, "invalid_mfa_code");
+    }
+    send(
+        &api,
+        Method::DELETE,
+        "/auth/mfa/totp",
+        Some(&off.access_token),
+        Some(&body(code(&off_secret, 0))),
+    )
+    .await
+    .problem(429, "rate_limited");
+}
+
+#[tokio::test]
+async fn a_password_change_or_reset_ends_the_pending_mfa_tokens() {
+    let api = api_tests::spawn_api().await;
+    let account = signup_ok(&api).await;
+    let (secret, _) = enable(&api, &account).await;
+    let token = first_step(&api, &account).await;
+    let changed = unique_password();
+    post(
+        &api,
+        &account.access_token,
+        "/auth/password",
+        &json!({ "current_password": account.password, "new_password": changed }),
+    )
+    .await
+    .expect(204);
+    verify(&api, &json!({ "mfa_token": token, "code": code(&secret, 0) }))
+        .await
+        .problem(401, "invalid_mfa_token");
+
+    // A reset's row update (a new hash, no rehash marker) does the same.
+    let again = Account {
+        password: changed,
+        ..account
+    };
+    let token = first_step(&api, &again).await;
+    let db = api.sql().await;
+    db.execute(
+        "UPDATE users SET password_hash = password_hash || 'x', password_rehashed_from = NULL WHERE id = $1",
+        &[&again.user_id],
+    )
+    .await
+    .expect("reset-like update");
+    verify(&api, &json!({ "mfa_token": token, "code": code(&secret, 0) }))
+        .await
+        .problem(401, "invalid_mfa_token");
+}
+
+#[tokio::test]
+async fn an_admin_turning_off_a_pending_enrolment_deletes_it_and_nothing_else() {
+    let api = api_tests::spawn_api().await;
+    let boss = admin(&api).await;
+    let user = signup_ok(&api).await;
+    enrol(&api, &user).await;
+    let changed = patch(
+        &api,
+        &boss.access_token,
+        &format!("/admin/users/{}", user.user_id),
+        &json!({ "mfa_enabled": false }),
+    )
+    .await
+    .expect(200);
+    assert_eq!(changed["mfa_enabled"], false);
+    // Not on, so nothing was turned off: the user's sessions live and no event says otherwise.
+    assert_eq!(me_status(&api, &user.access_token).await, 200);
+    let kinds = event_types(&api, user.user_id).await;
+    assert!(!kinds.iter().any(|k| k == "mfa_disabled"), "{kinds:?}");
+    let db = api.sql().await;
+    let left: i64 = db
+        .query_one("SELECT count(*) FROM mfa_totp WHERE user_id = $1", &[&user.user_id])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(left, 0, "the pending enrolment is gone");
 }

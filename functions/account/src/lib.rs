@@ -143,13 +143,7 @@ async fn change_password(state: &AppState, caller: &Caller, req: &Request) -> Ap
         // the row (share lock) finishes before this goes on, and the revocation below, a new
         // statement with a new snapshot, then sees and revokes the session it made. A login
         // reaching its session step after this lock waits, then finds the new hash and opens none.
-        db::run(
-            &tx,
-            settings,
-            "SELECT id FROM users WHERE id = $1 FOR UPDATE",
-            &[(&caller.user_id, Type::UUID)],
-        )
-        .await?;
+        store::users::lock_user_for_update(&tx, settings, caller.user_id).await?;
         let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
             (&caller.session_id, Type::UUID),
             (&caller.user_id, Type::UUID),

@@ -423,23 +423,30 @@ async fn patch(
         }
         let mut mfa_removed = false;
         if turn_off_mfa {
-            // Account recovery: the second factor goes (secret, recovery codes, pending logins)
-            // and so does every session of the user. A statement of its own, before the update,
-            // so that the update's answer shows `mfa_enabled: false`.
+            // Account recovery: the second factor goes (secret, recovery codes, pending logins,
+            // the flag on the user row) and so does every session of the user. A statement of
+            // its own, after the user row's lock (`Target::lock`: a login holding it finishes
+            // first and its session is seen here) and before the update, so that the update's
+            // answer shows `mfa_enabled: false`. Only a second factor that is on is turned off
+            // (event, revocation); a pending enrolment is just deleted, silently.
             mfa_removed = !db::run(
                 &tx,
                 &state.config.db,
-                "WITH removed AS (DELETE FROM mfa_totp WHERE user_id = $1 RETURNING user_id),
+                "WITH removed AS (DELETE FROM mfa_totp WHERE user_id = $1 RETURNING user_id, enabled_at),
+                      was_on AS (SELECT user_id FROM removed WHERE enabled_at IS NOT NULL),
+                      flag AS (UPDATE users SET mfa_enabled = false WHERE id = $1 AND mfa_enabled),
                       codes AS (DELETE FROM mfa_recovery_codes WHERE user_id = $1),
                       challenges AS (DELETE FROM mfa_challenges WHERE user_id = $1),
                       revoked AS (UPDATE sessions SET revoked_at = now(), revoked_reason = 'mfa_reset'
-                                   WHERE user_id = $1 AND revoked_at IS NULL AND EXISTS (SELECT 1 FROM removed))
-                 SELECT user_id FROM removed",
+                                   WHERE user_id = $1 AND revoked_at IS NULL AND EXISTS (SELECT 1 FROM was_on))
+                 SELECT user_id FROM was_on",
                 &[(&id, Type::UUID)],
             )
             .await?
             .is_empty();
-            tracing::info!("second factor turned off by admin; the user's sessions revoked");
+            if mfa_removed {
+                tracing::info!("second factor turned off by admin; the user's sessions revoked");
+            }
         }
         let sql = format!(
             "WITH updated AS (

@@ -7,7 +7,11 @@
 //! An account with a second factor (issue 17) gets no session for its password alone: the
 //! answer is `{mfa_required: true, mfa_token, expires_in}`, and `POST /auth/mfa/verify` (the mfa
 //! function) opens the session with a code. The failure counter is not reset then: wrong codes
-//! count against the same budget, and only a verified code resets it.
+//! count against the same budget, and only a verified code resets it. A login whose password was
+//! checked while the second factor was being turned on (the change committed before its session
+//! step) gets no password-only session: its session statement re-reads `users.mfa_enabled` under
+//! the row lock and finds none to open, and the login answers as a two-step one
+//! (`mfa_required`), since the password was right.
 
 use access::roles::Role;
 use http::StatusCode;
@@ -80,8 +84,7 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     let found = db::query(
         &state.pool,
         &state.config.db,
-        "SELECT id, email, role, created_at, email_verified, password_hash, disabled,
-                EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = users.id AND m.enabled_at IS NOT NULL) AS mfa_enabled
+        "SELECT id, email, role, created_at, email_verified, password_hash, disabled, mfa_enabled
            FROM users WHERE email_canonical = $1",
         &[(&email, Type::TEXT)],
     )
@@ -118,36 +121,35 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
         None
     };
 
-    if row.try_get::<_, bool>("mfa_enabled")? {
-        let Some(token) = open_challenge(state, user.id, &verified_hash, new_hash.as_deref(), &account_key).await?
-        else {
-            return refuse(EventType::LoginFailed, found_id, ApiError::InvalidCredentials).await;
-        };
-        tracing::info!(user_id = %user.id, "password verified; second factor required");
-        let body = MfaRequired {
-            mfa_required: true,
-            mfa_token: secrecy::ExposeSecret::expose_secret(&token),
-            expires_in: MFA_TOKEN_TTL_SECS as u64,
-        };
-        return Ok(web::http::json_response(StatusCode::OK, &body));
+    if !row.try_get::<_, bool>("mfa_enabled")? {
+        let opened = open_session(
+            state,
+            user.id,
+            &verified_hash,
+            new_hash.as_deref(),
+            &account_key,
+            &origin,
+        )
+        .await?;
+        if let Some(session) = opened {
+            tracing::info!(user_id = %user.id, rehashed = new_hash.is_some(), "user logged in");
+            let role: Role = user.role;
+            return token_response(state, Some(&user), user.id, role, &session, StatusCode::OK).await;
+        }
+        // No session: the account was disabled or deleted, or its password changed, between the
+        // check and the insert (then the challenge below is refused too), or the second factor
+        // was turned on meanwhile: the password was right, so the login goes on in two steps.
     }
-
-    let opened = open_session(
-        state,
-        user.id,
-        &verified_hash,
-        new_hash.as_deref(),
-        &account_key,
-        &origin,
-    )
-    .await?;
-    let Some(session) = opened else {
-        // Disabled, deleted or its password changed between the check and the insert.
+    let Some(token) = open_challenge(state, user.id, &verified_hash, new_hash.as_deref(), &account_key).await? else {
         return refuse(EventType::LoginFailed, found_id, ApiError::InvalidCredentials).await;
     };
-    tracing::info!(user_id = %user.id, rehashed = new_hash.is_some(), "user logged in");
-    let role: Role = user.role;
-    token_response(state, Some(&user), user.id, role, &session, StatusCode::OK).await
+    tracing::info!(user_id = %user.id, "password verified; second factor required");
+    let body = MfaRequired {
+        mfa_required: true,
+        mfa_token: secrecy::ExposeSecret::expose_secret(&token),
+        expires_in: MFA_TOKEN_TTL_SECS as u64,
+    };
+    Ok(web::http::json_response(StatusCode::OK, &body))
 }
 
 /// How long an `mfa_token` lives (contract: 5 minutes).
@@ -164,13 +166,16 @@ struct MfaRequired<'a> {
 /// The CTEs `target` (the user, still enabled and still with the password verified as `$hash`,
 /// locked) and `rehash` (store `$new` when given), as [`open_session`] and [`open_challenge`]
 /// use them. `user`, `new` and `hash` are the placeholders of the user id, the new hash and the
-/// verified hash. A login that rehashes locks the row for update: two of them both holding a
+/// verified hash. `password_only`: the target also requires the second factor to be off
+/// (`users.mfa_enabled`, re-read under the lock, so a confirmation that committed while this
+/// waited is seen). A login that rehashes locks the row for update: two of them both holding a
 /// share lock and then both updating would deadlock.
-fn verified_target_ctes(rehashing: bool, user: &str, new: &str, hash: &str) -> String {
+fn verified_target_ctes(rehashing: bool, password_only: bool, user: &str, new: &str, hash: &str) -> String {
     let lock = if rehashing { "FOR NO KEY UPDATE" } else { "FOR SHARE" };
+    let mfa = if password_only { "AND NOT mfa_enabled" } else { "" };
     format!(
         "target AS (SELECT id FROM users
-                     WHERE id = {user} AND NOT disabled
+                     WHERE id = {user} AND NOT disabled {mfa}
                        AND (password_hash = {hash} OR password_rehashed_from = sha256(convert_to({hash}, 'UTF8')))
                      {lock}),
          rehash AS (UPDATE users SET password_hash = {new},
@@ -200,7 +205,7 @@ pub async fn open_challenge(
             SELECT $4, id, $5, now() + $6 * interval '1 second' FROM target
             RETURNING user_id)
          SELECT user_id FROM challenge",
-        verified_target_ctes(new_hash.is_some(), "$1", "$2", "$3")
+        verified_target_ctes(new_hash.is_some(), false, "$1", "$2", "$3")
     );
     let rows = db::query(
         &state.pool,
@@ -246,7 +251,9 @@ async fn refused(
 /// `new_hash` instead when given (a rehash at raised parameters), and reset the account's failure
 /// counter (`account_key`), in one statement. `None`: the user is disabled or gone, or its
 /// password is no longer the one verified (a password change committed while argon2 ran; a
-/// rehash of the verified hash by a concurrent login is the same password).
+/// rehash of the verified hash by a concurrent login is the same password), or the second factor
+/// was turned on meanwhile (`users.mfa_enabled`; the change locks the row first, like a password
+/// change, and revokes a session made before it).
 ///
 /// The user row is share-locked: a password change in flight (row updated, not yet committed)
 /// makes this wait and then re-check the row, finding the new hash, so no session; and a password
@@ -277,7 +284,7 @@ pub async fn open_session(
          reset AS (DELETE FROM rate_limits WHERE bucket = $2 AND key = $3 AND EXISTS (SELECT 1 FROM target)),
          {}
          SELECT id FROM new_session",
-        verified_target_ctes(new_hash.is_some(), "$1", "$4", "$5"),
+        verified_target_ctes(new_hash.is_some(), true, "$1", "$4", "$5"),
         session_ctes("target", 6),
         events::cte("login_event", 12, "new_session", Sources::default())
     );

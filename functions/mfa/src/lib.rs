@@ -9,12 +9,18 @@
 //!   once, even when two requests race with it.
 //! - Recovery codes carry 80 random bits and are stored as SHA-256 only; each works once.
 //! - Verification runs no argon2: a challenge lookup, an AES-GCM decryption, three HMAC-SHA-1s and
-//!   the session insert. A wrong code counts against the `mfa_token` (5 at most) and against the
-//!   account's login failure budget; an account over that budget is refused (429) before any code
-//!   is looked at.
+//!   the session insert. Every attempt is counted before any code is compared, atomically: against
+//!   the `mfa_token` (a conditional UPDATE: 5 attempts at most, however many verifies race) and
+//!   then against the account's login failure budget (429 with `Retry-After` once over it). A
+//!   right code consumes the token and resets the budget.
 //! - Of concurrent verifies of one `mfa_token`, the first to consume it (a row lock on the
 //!   challenge) makes the session; the others find it consumed (401 `invalid_mfa_token`).
-//! - Enabling and disabling revoke every other session of the user.
+//! - The signed-in routes that take a code (confirm, new recovery codes, turning it off) count
+//!   each attempt against the same login budget before comparing (429 once over it) and reset it
+//!   only when everything they check is right.
+//! - Enabling and disabling revoke every other session of the user. They lock the user row first
+//!   and keep `users.mfa_enabled` in step, which login's session statement checks under a share
+//!   lock: no password-only session made by a login racing the change survives it.
 //! - Security events (`store::events`): `mfa_enabled`, `mfa_disabled`, `login_succeeded` and
 //!   `recovery_code_used` in the same statement or transaction as the change; `mfa_failed`
 //!   bounded, like a failed login.
@@ -31,7 +37,10 @@ use sha2::{Digest, Sha256};
 use store::events::{self, Event, EventType, Origin, Sources};
 use store::mfa_key::MfaKeys;
 use store::ratelimit::{self, Bucket};
-use store::users::{NewSession, SessionParams, User, check_password, session_ctes_made, token_response};
+use store::users::{
+    NewSession, SessionParams, User, check_password, check_password_counted, count_login_attempt, reset_login_budget,
+    session_ctes_made, token_response,
+};
 use store::{AppState, db};
 use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
@@ -43,7 +52,8 @@ use web::http::{RequestBody, double_option, empty_response, json_response, parse
 pub const RECOVERY_CODES: usize = 10;
 /// Random bytes per recovery code: 80 bits.
 const RECOVERY_CODE_BYTES: usize = 10;
-/// Wrong codes an `mfa_token` allows.
+/// Attempts an `mfa_token` allows, counted before the code is compared (a right code consumes
+/// the token, so: 5 wrong codes).
 pub const MAX_MFA_FAILURES: i32 = 5;
 /// Longest `mfa_token` looked up (ours are 43 characters).
 const MAX_MFA_TOKEN_LEN: usize = 512;
@@ -325,10 +335,12 @@ async fn confirm(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<
         Some(t) if t.enabled => return Err(MFA_ALREADY_ENABLED),
         Some(t) => t,
     };
+    // Every code tried counts against the account's login budget, before it is compared.
+    count_login_attempt(state, &account.user.email).await?;
     let step = stored.accepted_step(keys, caller.user_id, &body.code)?;
     let (codes, hashes) = new_recovery_codes()?;
     // Only the very enrolment the code was checked against (a new one replaces the secret), and
-    // only once: the step is recorded in the same statement.
+    // only once: the step is recorded in the same statement, and so is the flag on the user row.
     let sql = format!(
         "WITH {},
          enabled AS (
@@ -337,6 +349,7 @@ async fn confirm(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<
              WHERE t.user_id = c.user_id AND t.enabled_at IS NULL AND t.secret_ciphertext = $4
                AND (t.last_used_step IS NULL OR t.last_used_step < $3)
             RETURNING t.user_id),
+         flag AS (UPDATE users SET mfa_enabled = true WHERE id IN (SELECT user_id FROM enabled)),
          {},
          revoked AS (
             UPDATE sessions s SET revoked_at = now(), revoked_reason = 'mfa_enabled'
@@ -350,15 +363,17 @@ async fn confirm(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<
     let origin = Origin::of(req);
     let event = Event::by_user(EventType::MfaEnabled, caller.user_id, Some(caller.session_id), &origin);
     let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
+        (&caller.session_id, Type::UUID),
+        (&caller.user_id, Type::UUID),
         (&step, Type::INT8),
         (&stored.ciphertext, Type::BYTEA),
         (&hashes, Type::BYTEA_ARRAY),
     ];
     params.extend(event.params());
-    let rows = db::caller_query(&state.pool, &state.config.db, caller, &sql, &params).await?;
-    if rows.is_empty() {
+    if !locked_change(state, caller.user_id, &sql, &params).await? {
         return Err(INVALID_MFA_CODE);
     }
+    reset_login_budget(state, &account.user.email).await?;
     events::log(&event);
     tracing::info!("second factor enabled; other sessions revoked");
     Ok(json_response(StatusCode::OK, &RecoveryCodes { recovery_codes: codes }))
@@ -371,6 +386,8 @@ async fn regenerate(state: &AppState, caller: &Caller, req: &Request) -> ApiResu
     let keys = keys(state)?;
     let account = load(state, caller).await?;
     let stored = account.totp.filter(|t| t.enabled).ok_or(MFA_NOT_ENABLED)?;
+    // Every code tried counts against the account's login budget, before it is compared.
+    count_login_attempt(state, &account.user.email).await?;
     let step = stored.accepted_step(keys, caller.user_id, &body.code)?;
     let (codes, hashes) = new_recovery_codes()?;
     let sql = format!(
@@ -397,6 +414,7 @@ async fn regenerate(state: &AppState, caller: &Caller, req: &Request) -> ApiResu
     if rows.is_empty() {
         return Err(INVALID_MFA_CODE);
     }
+    reset_login_budget(state, &account.user.email).await?;
     tracing::info!("recovery codes renewed");
     Ok(json_response(StatusCode::OK, &RecoveryCodes { recovery_codes: codes }))
 }
@@ -408,7 +426,9 @@ async fn disable(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<
     let body: DisableBody = parse_json(req)?;
     let keys = keys(state)?;
     let account = load(state, caller).await?;
-    check_password(state, &account.user.email, body.password, account.password_hash).await?;
+    // One count against the login budget for the password and the code together; the budget is
+    // reset only once both are right (a right password alone must not give the code guesses back).
+    check_password_counted(state, &account.user.email, body.password, account.password_hash).await?;
     let stored = account.totp.filter(|t| t.enabled).ok_or(MFA_NOT_ENABLED)?;
     let step = stored.accepted_step(keys, caller.user_id, &body.code)?;
     // The replay check is the DELETE's own condition: a step used before does not turn it off.
@@ -419,6 +439,7 @@ async fn disable(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<
              WHERE t.user_id = c.user_id AND t.enabled_at IS NOT NULL
                AND (t.last_used_step IS NULL OR t.last_used_step < $3)
             RETURNING t.user_id),
+         flag AS (UPDATE users SET mfa_enabled = false WHERE id IN (SELECT user_id FROM removed)),
          codes AS (DELETE FROM mfa_recovery_codes WHERE user_id IN (SELECT user_id FROM removed)),
          challenges AS (DELETE FROM mfa_challenges WHERE user_id IN (SELECT user_id FROM removed)),
          revoked AS (
@@ -431,35 +452,74 @@ async fn disable(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<
     );
     let origin = Origin::of(req);
     let event = Event::by_user(EventType::MfaDisabled, caller.user_id, Some(caller.session_id), &origin);
-    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(&step, Type::INT8)];
+    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
+        (&caller.session_id, Type::UUID),
+        (&caller.user_id, Type::UUID),
+        (&step, Type::INT8),
+    ];
     params.extend(event.params());
-    let rows = db::caller_query(&state.pool, &state.config.db, caller, &sql, &params).await?;
-    if rows.is_empty() {
+    if !locked_change(state, caller.user_id, &sql, &params).await? {
         return Err(INVALID_MFA_CODE);
     }
+    reset_login_budget(state, &account.user.email).await?;
     events::log(&event);
     tracing::info!("second factor disabled; other sessions revoked");
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
-/// The live challenge of a presented `mfa_token`, its user, and whether the account is over its
-/// login failure budget (`$2` bucket, `$3` limit) already.
-const CHALLENGE: &str = "
-SELECT u.id, u.email, u.role, u.created_at, u.email_verified, c.account_key,
-       t.secret_ciphertext, t.key_id, true AS totp_enabled,
-       (SELECT GREATEST(1, ceil(extract(epoch FROM r.window_end - now())))::bigint
-          FROM rate_limits r
-         WHERE r.bucket = $2 AND r.key = c.account_key AND r.window_end > now() AND r.count >= $3) AS throttled_for
-  FROM mfa_challenges c
-  JOIN users u ON u.id = c.user_id
-  JOIN mfa_totp t ON t.user_id = c.user_id AND t.enabled_at IS NOT NULL
- WHERE c.token_hash = $1 AND c.consumed_at IS NULL AND c.expires_at > now() AND c.failures < $4
-   AND NOT u.disabled";
+/// Turn the second factor on or off: in one transaction, lock the user row (`FOR UPDATE`, a
+/// statement of its own), then run `sql` (a statement that starts `WITH` [`db::LIVE_CALLER`], so
+/// `params` start with the caller's session and user id; it flips `users.mfa_enabled` and revokes
+/// the other sessions). Like a password change: a login whose session step holds the row (share
+/// lock) finishes first, and `sql`, a later statement with a new snapshot, sees and revokes the
+/// session it made; a login reaching its session step after the lock waits, then re-reads the
+/// row, finds `mfa_enabled` changed and opens no password-only session. Whether `sql` returned a
+/// row (committed only then).
+async fn locked_change(
+    state: &AppState,
+    user_id: Uuid,
+    sql: &str,
+    params: &[(&(dyn ToSql + Sync), Type)],
+) -> ApiResult<bool> {
+    let settings = &state.config.db;
+    db::bounded(&state.pool, settings, async |client| {
+        let tx = client.transaction().await?;
+        store::users::lock_user_for_update(&tx, settings, user_id).await?;
+        let rows = db::run(&tx, settings, sql, params).await?;
+        if rows.is_empty() {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    })
+    .await
+}
 
-/// Consume the challenge (the row lock decides between concurrent verifies).
+/// One attempt at the live challenge of a presented `mfa_token` (`$1`), counted before any code
+/// is looked at: the conditional UPDATE takes the challenge's row lock, so of concurrent
+/// verifies at most [`MAX_MFA_FAILURES`] (`$2`) ever get this far (a waiting one re-checks
+/// `failures` on the row as the others left it). No row: unknown, used, expired, used up, or the
+/// user is disabled or has no second factor any more. Returns the user and its TOTP row.
+const ATTEMPT: &str = "
+UPDATE mfa_challenges c SET failures = c.failures + 1
+  FROM users u, mfa_totp t
+ WHERE c.token_hash = $1 AND c.consumed_at IS NULL AND c.expires_at > now() AND c.failures < $2
+   AND u.id = c.user_id AND NOT u.disabled
+   AND t.user_id = c.user_id AND t.enabled_at IS NOT NULL
+RETURNING u.id, u.email, u.role, u.created_at, u.email_verified, c.account_key,
+          t.secret_ciphertext, t.key_id, true AS totp_enabled";
+
+/// Share-lock the user row of a verify (`$1`) first, as every change of the second factor and
+/// of the password locks it first (no lock-order deadlock): a disable or password change in
+/// flight finishes before, and a verify holding it finishes before they revoke sessions.
+const LOCK_USER: &str = "
+SELECT id FROM users WHERE id = $1 AND NOT disabled AND mfa_enabled FOR SHARE";
+
+/// Consume the challenge (the row lock decides between concurrent verifies). The attempt was
+/// counted already.
 const CONSUME: &str = "
 UPDATE mfa_challenges SET consumed_at = now()
- WHERE token_hash = $1 AND consumed_at IS NULL AND expires_at > now() AND failures < $2
+ WHERE token_hash = $1 AND consumed_at IS NULL AND expires_at > now()
 RETURNING user_id";
 
 /// Record the accepted time step, if it is newer than the last one accepted.
@@ -473,10 +533,6 @@ const USE_RECOVERY_CODE: &str = "
 UPDATE mfa_recovery_codes SET used_at = now()
  WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL
 RETURNING user_id";
-
-/// One more wrong code against the challenge.
-const COUNT_FAILURE: &str = "
-UPDATE mfa_challenges SET failures = failures + 1 WHERE token_hash = $1 AND consumed_at IS NULL";
 
 /// What the second factor offered.
 enum Factor {
@@ -524,27 +580,19 @@ async fn verify(state: &AppState, req: &Request) -> ApiResult<Response<Body>> {
     }
     let token_hash = Sha256::digest(token.as_bytes()).to_vec();
     let limit = state.config.rate_limits.login_failures_per_account;
-    let max_count = i32::try_from(limit.max).unwrap_or(i32::MAX);
     let (pool, settings) = (&state.pool, &state.config.db);
+    // The attempt counts against the token and then the account's login budget before any code
+    // is compared: concurrent verifies cannot all read "under the limit" and then all compare.
     let rows = db::query(
         pool,
         settings,
-        CHALLENGE,
-        &[
-            (&token_hash, Type::BYTEA),
-            (&Bucket::LoginAccount.name(), Type::TEXT),
-            (&max_count, Type::INT4),
-            (&MAX_MFA_FAILURES, Type::INT4),
-        ],
+        ATTEMPT,
+        &[(&token_hash, Type::BYTEA), (&MAX_MFA_FAILURES, Type::INT4)],
     )
     .await?;
     let row = rows.first().ok_or(ApiError::InvalidMfaToken)?;
     let account_key: String = row.try_get("account_key")?;
-    if let Some(retry_after) = row.try_get::<_, Option<i64>>("throttled_for")? {
-        return Err(ApiError::RateLimited {
-            retry_after_secs: u64::try_from(retry_after).unwrap_or(1),
-        });
-    }
+    ratelimit::hit(pool, settings, Bucket::LoginAccount, &account_key, limit).await?;
     let user = User::from_row(row)?;
     let stored = StoredTotp::from_row(row)?.ok_or(ApiError::InvalidMfaToken)?;
 
@@ -571,8 +619,8 @@ async fn verify(state: &AppState, req: &Request) -> ApiResult<Response<Body>> {
             token_response(state, Some(&user), user.id, user.role, &session, StatusCode::OK).await
         }
         Outcome::WrongCode => {
+            // Counted already (the token's attempt and the account's budget).
             tracing::info!(user_id = %user.id, "wrong second factor code");
-            db::query(pool, settings, COUNT_FAILURE, &[(&token_hash, Type::BYTEA)]).await?;
             let event = Event {
                 user_id: Some(user.id),
                 ..Event::new(EventType::MfaFailed, &origin)
@@ -580,7 +628,6 @@ async fn verify(state: &AppState, req: &Request) -> ApiResult<Response<Body>> {
             if let Err(e) = events::record_failure(pool, settings, &event, None).await {
                 tracing::error!(error = ?e, "could not record a wrong second factor code");
             }
-            ratelimit::hit(pool, settings, Bucket::LoginAccount, &account_key, limit).await?;
             Err(INVALID_MFA_CODE)
         }
     }
@@ -601,7 +648,7 @@ async fn open_session(
     let login_event = Event::by_user(EventType::LoginSucceeded, user_id, Some(session.session_id), origin);
     let recovery_event = Event::by_user(EventType::RecoveryCodeUsed, user_id, Some(session.session_id), origin);
     let sql = format!(
-        "WITH target AS (SELECT id FROM users WHERE id = $1 AND NOT disabled),
+        "WITH target AS (SELECT id FROM users WHERE id = $1 AND NOT disabled AND mfa_enabled FOR SHARE),
          reset AS (DELETE FROM rate_limits WHERE bucket = $2 AND key = $3 AND EXISTS (SELECT 1 FROM target)),
          {},
          {}
@@ -611,13 +658,14 @@ async fn open_session(
     );
     db::bounded(&state.pool, settings, async |client| {
         let tx = client.transaction().await?;
-        let consumed = db::run(
-            &tx,
-            settings,
-            CONSUME,
-            &[(&token_hash, Type::BYTEA), (&MAX_MFA_FAILURES, Type::INT4)],
-        )
-        .await?;
+        if db::run(&tx, settings, LOCK_USER, &[(&user_id, Type::UUID)])
+            .await?
+            .is_empty()
+        {
+            // Disabled, or the second factor turned off, meanwhile.
+            return Err(ApiError::InvalidMfaToken);
+        }
+        let consumed = db::run(&tx, settings, CONSUME, &[(&token_hash, Type::BYTEA)]).await?;
         if consumed.is_empty() {
             // A concurrent verify of the same token won (or it just ran out).
             return Err(ApiError::InvalidMfaToken);
@@ -637,7 +685,7 @@ async fn open_session(
             }
         };
         if used.is_empty() {
-            // Rolled back: the challenge stays live for the failure count.
+            // Rolled back: the challenge stays live (this attempt was counted before).
             return Ok(Outcome::WrongCode);
         }
         let bucket = Bucket::LoginAccount.name();

@@ -220,13 +220,7 @@ async fn reset(state: &AppState, req: &Request) -> ApiResult<Response<Body>> {
         let tx = client.transaction().await?;
         // The user row first, as a password change does: a login holding it finishes first and
         // its session is revoked below; one arriving later finds the new hash.
-        db::run(
-            &tx,
-            settings,
-            "SELECT id FROM users WHERE id = $1 FOR UPDATE",
-            &[(&user_id, Type::UUID)],
-        )
-        .await?;
+        store::users::lock_user_for_update(&tx, settings, user_id).await?;
         // Single use: of two resets with one token, the second waits for the first's row lock,
         // then finds the token used (or deleted by the trigger) and consumes nothing.
         let consumed = db::run(&tx, settings, &consume, &[(&hash, Type::BYTEA), (&user_id, Type::UUID)]).await?;
