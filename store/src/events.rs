@@ -6,8 +6,9 @@
 //! [`cte`] puts the insert into the change's own statement (most paths: one round trip), and
 //! [`record`] runs it inside the caller's transaction. Failures that change nothing
 //! (`login_failed`, `login_throttled`, `mfa_failed`) are bounded instead ([`record_failure`]):
-//! one row per type, account key, address and minute, counting the attempts, so nobody can fill
-//! the table. Each event also goes to the function's log as one line with fixed field names
+//! one row per type, account, address (an IPv6 client by its /64) and minute, counting the
+//! attempts, and per type, address and minute when no account is known (an unknown email, an
+//! address over its limit), so nobody can fill the table: what is typed never makes a new row. Each event also goes to the function's log as one line with fixed field names
 //! ([`log`]): `security_event` (the type), `user_id`, `actor_id`, `session_id`, `request_id`.
 
 use std::net::IpAddr;
@@ -265,29 +266,43 @@ pub async fn record(tx: &Transaction<'_>, settings: &DbSettings, event: &Event<'
     Ok(())
 }
 
-/// The bounded insert of a failure event: one row per (type, account key, address, minute).
-/// `$8` is the account key (`ratelimit::email_key`), `$9` the canonical email, whose account,
-/// if any, the event is about when `$3` gives none.
+/// The bounded insert of a failure event: one row per (type, bucket key, minute), counting the
+/// attempts. The bucket key is never anything the client typed, nor a digest of it:
+/// `user <id> <address>` for the account the event is about (`$3`, or else the account of the
+/// canonical email `$9`), `address <address>` when no account is known. The address is the rate
+/// limits' key (`$8`: [`address_key`], an IPv6 client by its /64); `ip` keeps the first full
+/// address of the minute.
 const RECORD_FAILURE: &str = "
 INSERT INTO security_events AS e (id, type, user_id, actor_id, session_id, ip, user_agent, bucket_key, bucket_minute)
-SELECT $1, $2, COALESCE($3, (SELECT id FROM users WHERE email_canonical = $9)), $4, $5, $6, $7, $8,
-       date_trunc('minute', now())
-ON CONFLICT (type, bucket_key, ip, bucket_minute) WHERE bucket_key IS NOT NULL
-DO UPDATE SET count = e.count + 1, user_id = COALESCE(e.user_id, EXCLUDED.user_id)";
+SELECT $1, $2, a.user_id, $4, $5, $6, $7,
+       COALESCE('user ' || a.user_id::text, 'address') || ' ' || $8, date_trunc('minute', now())
+  FROM (SELECT COALESCE($3, (SELECT id FROM users WHERE email_canonical = $9)) AS user_id) a
+ON CONFLICT (type, bucket_key, bucket_minute) WHERE bucket_key IS NOT NULL
+DO UPDATE SET count = e.count + 1";
+
+/// The address part of a bounded event's key: the rate limits' key of the origin's address
+/// (`unknown` without one), so one client cannot make rows by rotating addresses inside its /64.
+pub fn address_key(origin: &Origin) -> String {
+    crate::ratelimit::ip_key(origin.ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()))
+}
 
 /// Record a failure that changes nothing ([`EventType::bounded`]): a new row the first time in a
-/// minute for this type, account key and address, a higher count after that. One statement of
-/// its own, after the refusal was decided.
+/// minute for this type, account (or none) and address, a higher count after that. One statement
+/// of its own, after the refusal was decided.
+///
+/// The account is `event.user_id`, or else the account of `canonical_email` (a login throttled
+/// on its account's counter, before any look-up); give `canonical_email` only then: an email
+/// matching no account keys the row by the address alone, so random emails cannot multiply rows.
 pub async fn record_failure(
     pool: &Pool,
     settings: &DbSettings,
     event: &Event<'_>,
-    account_key: &str,
     canonical_email: Option<&str>,
 ) -> ApiResult<()> {
     debug_assert!(event.kind.bounded(), "only failures that change nothing are bounded");
+    let address = address_key(event.origin);
     let mut params: Vec<(&(dyn ToSql + Sync), Type)> = event.params().to_vec();
-    params.push((&account_key, Type::TEXT));
+    params.push((&address, Type::TEXT));
     params.push((&canonical_email, Type::TEXT));
     db::query(pool, settings, RECORD_FAILURE, &params).await?;
     log(event);
@@ -463,5 +478,26 @@ mod tests {
         );
         assert_eq!(o.ip.as_deref(), Some("192.0.2.7"));
         assert_eq!(o.user_agent, None);
+    }
+
+    #[test]
+    fn a_bounded_event_is_keyed_by_the_rate_limit_address_not_the_full_one() {
+        let of = |ip: &str| address_key(&Origin::new(ip.parse().ok(), None, None));
+        // Every address of one IPv6 /64 is one client: rotating them makes no new row.
+        assert_eq!(of("2001:db8:1:2::1"), of("2001:db8:1:2:ffff:ffff:ffff:9"));
+        assert_eq!(of("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+        assert_ne!(of("2001:db8:1:2::1"), of("2001:db8:1:3::1"));
+        assert_eq!(of("192.0.2.7"), "192.0.2.7");
+        assert_eq!(of("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(address_key(&Origin::default()), "unknown");
+    }
+
+    #[test]
+    fn the_bounded_insert_keys_by_account_or_address_and_never_by_typed_input() {
+        assert!(RECORD_FAILURE.contains("ON CONFLICT (type, bucket_key, bucket_minute)"));
+        for n in 1..=9 {
+            assert!(RECORD_FAILURE.contains(&format!("${n}")), "${n} missing");
+        }
+        assert!(!RECORD_FAILURE.contains("$10"));
     }
 }

@@ -176,17 +176,37 @@ static REFRESH_IN_TURN: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// Which of the two counters of [`hit_in_turn`] is over its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    First,
+    Second,
+}
+
+/// A refusal of [`hit_in_turn`]: the counter over its limit and the 429 to answer.
+#[derive(Debug)]
+pub struct Refused {
+    pub turn: Turn,
+    pub error: ApiError,
+}
+
 /// Count one event against `first` and, only if that is within its limit, against `second`, in
-/// one statement (one round trip and one commit, where two [`hit`]s take two of each). Refuses
-/// (429 with `Retry-After`) for the first counter over its limit. Login uses it for the client
-/// address and then the account: an address over its limit does not count against the account.
+/// one statement (one round trip and one commit, where two [`hit`]s take two of each).
+/// `Ok(Some(_))`: refused (429 with `Retry-After`), saying which counter is over its limit. Login
+/// uses it for the client address and then the account: an address over its limit does not count
+/// against the account (and its refusal is the address's, not the account's).
 /// The two counters must differ (bucket or key): one statement cannot update a row twice.
-pub async fn hit_in_turn(pool: &Pool, settings: &DbSettings, first: Counter<'_>, second: Counter<'_>) -> ApiResult<()> {
+pub async fn hit_in_turn(
+    pool: &Pool,
+    settings: &DbSettings,
+    first: Counter<'_>,
+    second: Counter<'_>,
+) -> ApiResult<Option<Refused>> {
     debug_assert!(
         (first.bucket, first.key) != (second.bucket, second.key),
         "hit_in_turn needs two different counters"
     );
-    in_turn(
+    in_turn_telling(
         pool,
         settings,
         &IN_TURN,
@@ -267,14 +287,32 @@ pub async fn hit_refresh(
     .await
 }
 
+/// The second counter of [`in_turn`]: its bucket, key (and the key's type) and limit.
+type SecondCounter<'a> = (Bucket, &'a (dyn tokio_postgres::types::ToSql + Sync), Type, Limit);
+
+/// [`in_turn_telling`], a refusal as the 429 error.
 async fn in_turn(
     pool: &Pool,
     settings: &DbSettings,
     sql: &str,
     first: Counter<'_>,
-    second: (Bucket, &(dyn tokio_postgres::types::ToSql + Sync), Type, Limit),
+    second: SecondCounter<'_>,
     extra: &[(&(dyn tokio_postgres::types::ToSql + Sync), Type)],
 ) -> ApiResult<()> {
+    match in_turn_telling(pool, settings, sql, first, second, extra).await? {
+        None => Ok(()),
+        Some(refused) => Err(refused.error),
+    }
+}
+
+async fn in_turn_telling(
+    pool: &Pool,
+    settings: &DbSettings,
+    sql: &str,
+    first: Counter<'_>,
+    second: SecondCounter<'_>,
+    extra: &[(&(dyn tokio_postgres::types::ToSql + Sync), Type)],
+) -> ApiResult<Option<Refused>> {
     let (second_bucket, second_key, second_key_type, second_limit) = second;
     let [w1, m1] = window_and_max(first.limit);
     let [w2, m2] = window_and_max(second_limit);
@@ -299,17 +337,28 @@ async fn in_turn(
     let row = rows
         .first()
         .ok_or_else(|| anyhow::anyhow!("the rate-limit upsert returned no row"))?;
-    over_limit(
+    let refused = |turn: Turn, result: ApiResult<()>| match result {
+        Err(error @ ApiError::RateLimited { .. }) => Ok(Some(Refused { turn, error })),
+        Err(other) => Err(other),
+        Ok(()) => Ok(None),
+    };
+    let first_over = over_limit(
         first.bucket,
         row.try_get("first_count")?,
         row.try_get("first_retry_after")?,
         m1,
-    )?;
+    );
+    if let Some(refusal) = refused(Turn::First, first_over)? {
+        return Ok(Some(refusal));
+    }
     if let Some(count) = row.try_get::<_, Option<i32>>("second_count")? {
         let retry_after: Option<i64> = row.try_get("second_retry_after")?;
-        over_limit(second_bucket, count, retry_after.unwrap_or(1), m2)?;
+        return refused(
+            Turn::Second,
+            over_limit(second_bucket, count, retry_after.unwrap_or(1), m2),
+        );
     }
-    Ok(())
+    Ok(None)
 }
 
 fn window_and_max(limit: Limit) -> [i64; 2] {

@@ -8,12 +8,13 @@ use std::time::Duration;
 use api_tests::{TestApi, spawn_api_with, test_config};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use settings::Limit;
 use uuid::Uuid;
 
 use crate::e2e_recovery::{mail_api, nth_mail, token_of};
 use crate::helpers::{
     Account, client_from, delete, error_fields, get, is_rfc3339_utc, login_ok, login_resp, patch, post, post_json,
-    send_raw, send_with, signup_ok, unique_email, unique_password,
+    send_raw, send_with, signup_ok, signup_resp, unique_email, unique_password,
 };
 
 /// Every event type of the given user, through the admin listing (newest first).
@@ -526,7 +527,7 @@ async fn refused_actions_record_nothing_but_bounded_failures() {
         .problem(403, "forbidden");
     assert_eq!(event_count(&api).await, before, "no event for a refusal");
 
-    // Failed logins: one row per account key, address and minute, counting.
+    // Failed logins: one row per account (none for an unknown email), address and minute, counting.
     for _ in 0..5 {
         assert_eq!(
             login_resp(&api, &acct.email, "wrong-password-2").await.status,
@@ -571,6 +572,115 @@ async fn refused_actions_record_nothing_but_bounded_failures() {
         ]
     );
     assert_eq!(event_count(&api).await, before + 3);
+}
+
+/// The rows of the bounded failure types (`login_failed`, `login_throttled`) and their counts.
+async fn bounded_rows(api: &TestApi) -> Vec<(String, Option<Uuid>, i32)> {
+    let db = api.sql().await;
+    db.query(
+        "SELECT type, user_id, count FROM security_events
+          WHERE type IN ('login_failed', 'login_throttled') ORDER BY type, created_at",
+        &[],
+    )
+    .await
+    .expect("rows")
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect()
+}
+
+/// An attacker chooses the email it types: a new email per request must not make a new row.
+/// From one address, 200 logins with 200 different unknown emails (the address over its limit
+/// after the first 50) leave one row per type and minute, not one per email; and once the
+/// address is over its limit, typing a real account's email does not make the refusal that
+/// account's (it never counted against it).
+#[tokio::test]
+async fn random_emails_from_one_address_cannot_multiply_the_bounded_rows() {
+    let mut config = test_config();
+    config.rate_limits.login_attempts_per_ip = Limit {
+        max: 50,
+        window: Duration::from_secs(600),
+    };
+    let api = spawn_api_with(config).await;
+    let victim = signup_ok(&api).await;
+    let attacker = client_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)));
+    let mut statuses: Vec<StatusCode> = Vec::new();
+    for _ in 0..200 {
+        let r = send_with(
+            &attacker,
+            &api,
+            Method::POST,
+            "/auth/login",
+            None,
+            Some(&json!({ "email": unique_email("random"), "password": "wrong-password-4" })),
+        )
+        .await;
+        statuses.push(r.status);
+    }
+    assert!(
+        statuses[..50].iter().all(|s| *s == StatusCode::UNAUTHORIZED),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses[50..].iter().all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    let rows = bounded_rows(&api).await;
+    // One row per type, two if a minute boundary fell inside the run.
+    assert!(rows.len() <= 4, "{} rows: {:?}", rows.len(), &rows[..rows.len().min(6)]);
+    assert_eq!(rows.iter().map(|r| i64::from(r.2)).sum::<i64>(), 200, "{rows:?}");
+    assert!(rows.iter().all(|r| r.1.is_none()), "no account: {rows:?}");
+
+    // The address is over its limit: the victim's email typed from it is the address's refusal.
+    let r = send_with(
+        &attacker,
+        &api,
+        Method::POST,
+        "/auth/login",
+        None,
+        Some(&json!({ "email": victim.email, "password": "wrong-password-4" })),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    let rows = bounded_rows(&api).await;
+    assert!(rows.len() <= 4, "{} rows: {:?}", rows.len(), &rows[..rows.len().min(6)]);
+    assert!(
+        rows.iter().all(|r| r.1 != Some(victim.user_id)),
+        "an address's refusal is not the typed account's: {rows:?}"
+    );
+}
+
+/// A user who types the password into the email field: neither the password nor the SHA-256 of
+/// its canonical form (the account counter's key) is in any column of any event.
+#[tokio::test]
+async fn a_password_typed_as_the_email_leaves_neither_it_nor_its_digest_in_the_events() {
+    let api = spawn_api_with(test_config()).await;
+    let email = unique_email("typo");
+    let password = format!("Secret-{}", Uuid::new_v4().simple());
+    assert_eq!(signup_resp(&api, &email, &password).await.status, StatusCode::CREATED);
+    assert_eq!(
+        login_resp(&api, &password, &password).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let digest = store::ratelimit::email_key(&password);
+    assert_eq!(digest.len(), 64);
+    let db = api.sql().await;
+    let rows = db
+        .query("SELECT row_to_json(e)::text FROM security_events e", &[])
+        .await
+        .expect("dump");
+    let dump = rows
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(dump.contains("login_failed"), "{dump}");
+    assert!(!dump.contains(&password), "the password is in the event table");
+    assert!(
+        !dump.to_lowercase().contains(&password.to_lowercase()),
+        "the password is in the event table"
+    );
+    assert!(!dump.contains(&digest), "the password's digest is in the event table");
 }
 
 #[tokio::test]

@@ -454,6 +454,29 @@ async fn wrong_codes_use_up_the_token_and_the_account_budget() {
     let kinds = event_types(&api, account.user_id).await;
     assert!(kinds.iter().any(|k| k == "mfa_failed"), "{kinds:?}");
     assert!(!kinds.iter().any(|k| k == "login_succeeded"), "{kinds:?}");
+    // Bounded by the account (and address), never by what was typed: one row a minute (two if a
+    // minute boundary fell inside), counting every wrong code, and no digest of the email.
+    let digest = store::ratelimit::email_key(&store::users::canonical_email(&account.email));
+    let rows = api
+        .sql()
+        .await
+        .query(
+            "SELECT count, bucket_key FROM security_events WHERE type = 'mfa_failed' AND user_id = $1",
+            &[&account.user_id],
+        )
+        .await
+        .expect("mfa_failed rows");
+    assert!(!rows.is_empty() && rows.len() <= 2, "{} rows", rows.len());
+    assert_eq!(
+        rows.iter().map(|r| r.get::<_, i32>(0)).sum::<i32>(),
+        6,
+        "six wrong codes"
+    );
+    for row in &rows {
+        let key: String = row.get(1);
+        assert!(!key.contains(&digest), "the email's digest keys an event: {key}");
+        assert!(key.contains(&account.user_id.to_string()), "{key}");
+    }
 
     // A fresh account on the same API: an expired mfa_token is refused.
     let other = signup_ok(&api).await;

@@ -19,7 +19,7 @@ use lambda_http::{Body, Request, Response};
 use secrecy::SecretString;
 use serde::Deserialize;
 use store::events::{self, Event, EventType, Origin, Sources};
-use store::ratelimit::{self, Bucket, Counter};
+use store::ratelimit::{self, Bucket, Counter, Refused, Turn};
 use store::users::{NewSession, SessionParams, User, canonical_email, session_ctes, token_response};
 use store::{AppState, db};
 use tokio_postgres::types::{ToSql, Type};
@@ -56,9 +56,8 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     let ip = ratelimit::ip_key(client_ip(&req));
     let account_key = ratelimit::email_key(&email);
     let origin = Origin::of(&req);
-    let refuse = |kind: EventType, user_id: Option<Uuid>, error: ApiError| {
-        refused(state, &origin, kind, user_id, &account_key, &email, error)
-    };
+    let refuse =
+        |kind: EventType, user_id: Option<Uuid>, error: ApiError| refused(state, &origin, kind, user_id, None, error);
     let throttled = ratelimit::hit_in_turn(
         &state.pool,
         &state.config.db,
@@ -73,11 +72,14 @@ async fn login(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
             limit: limits.login_failures_per_account,
         },
     )
-    .await;
-    if let Err(e @ ApiError::RateLimited { .. }) = throttled {
-        return refuse(EventType::LoginThrottled, None, e).await;
+    .await?;
+    if let Some(Refused { turn, error }) = throttled {
+        // The address over its limit: the event is the address's, whatever email was typed. The
+        // account over its limit: the event is that account's, if it exists (found by the
+        // event's own statement: nothing was looked up yet).
+        let account_email = (turn == Turn::Second).then_some(email.as_str());
+        return refused(state, &origin, EventType::LoginThrottled, None, account_email, error).await;
     }
-    throttled?;
 
     let found = db::query(
         &state.pool,
@@ -223,24 +225,23 @@ pub async fn open_challenge(
 }
 
 /// A refused login changes nothing but leaves one bounded event (`login_failed`,
-/// `login_throttled`): recorded, then the refusal answered. Recording it failing does not change
-/// the answer (it is logged).
+/// `login_throttled`) about `user_id`, or else about the account of `account_email` (a login
+/// throttled on its account's counter), or else about no account (keyed by the address alone):
+/// recorded, then the refusal answered. Recording it failing does not change the answer (it is
+/// logged).
 async fn refused(
     state: &AppState,
     origin: &Origin,
     kind: EventType,
     user_id: Option<Uuid>,
-    account_key: &str,
-    email: &str,
+    account_email: Option<&str>,
     error: ApiError,
 ) -> ApiResult<Response<Body>> {
     let event = Event {
         user_id,
         ..Event::new(kind, origin)
     };
-    // Throttled before any look-up: the account, if any, is found by the event's own statement.
-    let canonical = (kind == EventType::LoginThrottled).then_some(email);
-    if let Err(e) = events::record_failure(&state.pool, &state.config.db, &event, account_key, canonical).await {
+    if let Err(e) = events::record_failure(&state.pool, &state.config.db, &event, account_email).await {
         tracing::error!(error = ?e, event = kind.as_str(), "could not record a refused login");
     }
     Err(error)

@@ -625,7 +625,7 @@ async fn verify(state: &AppState, req: &Request) -> ApiResult<Response<Body>> {
                 user_id: Some(user.id),
                 ..Event::new(EventType::MfaFailed, &origin)
             };
-            if let Err(e) = events::record_failure(pool, settings, &event, &account_key, None).await {
+            if let Err(e) = events::record_failure(pool, settings, &event, None).await {
                 tracing::error!(error = ?e, "could not record a wrong second factor code");
             }
             Err(INVALID_MFA_CODE)
