@@ -308,7 +308,13 @@ command -v curl >/dev/null 2>&1 || apt_install curl
 # --- build ---------------------------------------------------------------------------------
 
 section "Build"
-run cargo build "${build_flags[@]}" --locked --workspace --bins
+# Every binary when a section runs the Lambda binaries (cold start) or weighs them (sizes); the
+# local API alone otherwise (a partial run of the load sections needs nothing else).
+if want coldstart || want sizes; then
+    run cargo build "${build_flags[@]}" --locked --workspace --bins
+else
+    run cargo build "${build_flags[@]}" --locked -p local-api --bin local-api
+fi
 
 # --- 1. micro-benchmarks -------------------------------------------------------------------
 
@@ -409,8 +415,17 @@ if (( need_small )); then
         section "last_used_at tracking: GET /tasks at 64 connections, on and off (alternating)"
         [[ -s "$R/tokens_small.txt" ]] \
             || run python3 scripts/bench/tokens.py "$api" "$token_users" "$password" "$R/tokens_small.txt"
-        # A second local API on the same database, tracking off; the two alternate, so a drift of
-        # the machine's load hits both sides alike.
+        # Two new local APIs on the same database, started together after fresh statistics: one
+        # tracking, one not. Nothing else differs, not even when their prepared statements were
+        # planned. (The first version compared the small run's API, whose statements were
+        # planned before POST /tasks had grown the table, with a later one: PostgreSQL then spent
+        # twice the CPU per request in the later one, tracking or not.) They alternate ABBA, so
+        # a drift of the machine's load hits both sides alike.
+        run psql -X -q -w "$small_url" -c "ANALYZE"
+        on_port="$(free_port)"
+        start_api "$small_url" "$on_port" "$R/logs/local-api-small-tracked.log"
+        on_pid="$api_pid"
+        on_api="http://127.0.0.1:$on_port"
         off_port="$(free_port)"
         note_cmd "# the same local API with SESSION_TRACK_LAST_USED=false, on port $off_port:"
         export SESSION_TRACK_LAST_USED=false
@@ -418,22 +433,40 @@ if (( need_small )); then
         unset SESSION_TRACK_LAST_USED
         off_pid="$api_pid"
         off_api="http://127.0.0.1:$off_port"
+        note_cmd "# warm-up of both (3 s each, not reported)"
+        wrk -t2 -c64 -d3s -s scripts/bench/load.lua "$on_api" -- get_tasks "$R/tokens_small.txt" >/dev/null
+        wrk -t2 -c64 -d3s -s scripts/bench/load.lua "$off_api" -- get_tasks "$R/tokens_small.txt" >/dev/null
         # Every session last used two minutes ago: each one is updated once in the tracked run
         # (the most tracking ever does: once a minute per session).
         aged="UPDATE sessions SET last_used_at = now() - interval '2 minutes'"
-        wrk -t2 -c64 -d3s -s scripts/bench/load.lua "$off_api" -- get_tasks "$R/tokens_small.txt" >/dev/null
-        for round in 1 2; do
-            run psql -X -q -w "$small_url" -c "$aged"
-            api_pid="$small_pid"
-            wrk_run "lastused_on_$round" 64 "$api" get_tasks "$R/tokens_small.txt"
-            api_pid="$off_pid"
-            wrk_run "lastused_off_$round" 64 "$off_api" get_tasks "$R/tokens_small.txt"
-            api_pid="$small_pid"
-            wrk_run "lastused_login_on_$round" 4 "$api" login "$small_users" "$password"
-            api_pid="$off_pid"
-            wrk_run "lastused_login_off_$round" 4 "$off_api" login "$small_users" "$password"
-        done
+        # lastused_side NAME SIDE ROUND : one GET /tasks run against the tracked or untracked API.
+        lastused_side() {
+            if [[ "$2" == on ]]; then
+                run psql -X -q -w "$small_url" -c "$aged"
+                api_pid="$on_pid"
+                wrk_run "$1_on_$3" 64 "$on_api" get_tasks "$R/tokens_small.txt"
+            else
+                api_pid="$off_pid"
+                wrk_run "$1_off_$3" 64 "$off_api" get_tasks "$R/tokens_small.txt"
+            fi
+        }
+        # login_side SIDE ROUND : one login run (4 connections) against either API.
+        login_side() {
+            if [[ "$1" == on ]]; then api_pid="$on_pid"; else api_pid="$off_pid"; fi
+            local url="$on_api"
+            [[ "$1" == on ]] || url="$off_api"
+            wrk_run "lastused_login_$1_$2" 4 "$url" login "$small_users" "$password"
+        }
+        lastused_side lastused on 1
+        lastused_side lastused off 1
+        lastused_side lastused off 2
+        lastused_side lastused on 2
+        login_side on 1
+        login_side off 1
+        login_side off 2
+        login_side on 2
         api_pid="$small_pid"
+        stop_api "$on_pid"
         stop_api "$off_pid"
     fi
 
