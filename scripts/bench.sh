@@ -35,6 +35,7 @@
 # BENCH_WARM_EVENTS (20 events in a row for one more process of each Lambda binary),
 # BENCH_SKIP_MICRO=1 (keep the previous run's micro-benchmark figures out: skips section 1),
 # BENCH_HEAVY_TASKS (9000), BENCH_WIDE_CONNS (1000), BENCH_BURST (1000 logins),
+# BENCH_LASTUSED_LOGIN_ROUNDS / BENCH_LASTUSED_LOGIN_DURATION (8 / 8s: section 10's login pairs),
 # BENCH_OUT (default BENCHMARKS.md; target/bench-run/BENCHMARKS.md for a partial or quick run).
 #
 # Partial and quick runs (figures for checking the script, not for quoting):
@@ -63,6 +64,7 @@ quick="${BENCH_QUICK:-0}"
 if [[ "$quick" == 1 ]]; then
     : "${BENCH_DURATION:=3s}" "${BENCH_SCALE_USERS:=2000}" "${BENCH_BURST:=200}" "${BENCH_COLD_RUNS:=1}"
     : "${BENCH_WARM_EVENTS:=3}" "${BENCH_SKIP_MICRO:=1}" "${BENCH_WIDE_CONNS:=200}" "${BENCH_FORGOT_ROUNDS:=100}"
+    : "${BENCH_LASTUSED_LOGIN_ROUNDS:=2}"
 fi
 duration="${BENCH_DURATION:-15s}"
 pool_size="${BENCH_DB_POOL_SIZE:-16}"
@@ -75,6 +77,8 @@ heavy_tasks="${BENCH_HEAVY_TASKS:-9000}"
 wide_conns="${BENCH_WIDE_CONNS:-1000}"
 burst="${BENCH_BURST:-1000}"
 forgot_rounds="${BENCH_FORGOT_ROUNDS:-1000}"
+lastused_login_rounds="${BENCH_LASTUSED_LOGIN_ROUNDS:-8}"
+lastused_login_duration="${BENCH_LASTUSED_LOGIN_DURATION:-8s}"
 token_users=64
 # Refresh tokens for the refresh run: two per connection (each wrk thread keeps its own queue).
 refresh_sessions=128
@@ -308,7 +312,13 @@ command -v curl >/dev/null 2>&1 || apt_install curl
 # --- build ---------------------------------------------------------------------------------
 
 section "Build"
-run cargo build "${build_flags[@]}" --locked --workspace --bins
+# Every binary when a section runs the Lambda binaries (cold start) or weighs them (sizes); the
+# local API alone otherwise (a partial run of the load sections needs nothing else).
+if want coldstart || want sizes; then
+    run cargo build "${build_flags[@]}" --locked --workspace --bins
+else
+    run cargo build "${build_flags[@]}" --locked -p local-api --bin local-api
+fi
 
 # --- 1. micro-benchmarks -------------------------------------------------------------------
 
@@ -409,8 +419,17 @@ if (( need_small )); then
         section "last_used_at tracking: GET /tasks at 64 connections, on and off (alternating)"
         [[ -s "$R/tokens_small.txt" ]] \
             || run python3 scripts/bench/tokens.py "$api" "$token_users" "$password" "$R/tokens_small.txt"
-        # A second local API on the same database, tracking off; the two alternate, so a drift of
-        # the machine's load hits both sides alike.
+        # Two new local APIs on the same database, started together after fresh statistics: one
+        # tracking, one not. Nothing else differs, not even when their prepared statements were
+        # planned. (The first version compared the small run's API, whose statements were
+        # planned before POST /tasks had grown the table, with a later one: PostgreSQL then spent
+        # twice the CPU per request in the later one, tracking or not.) They alternate ABBA, so
+        # a drift of the machine's load hits both sides alike.
+        run psql -X -q -w "$small_url" -c "ANALYZE"
+        on_port="$(free_port)"
+        start_api "$small_url" "$on_port" "$R/logs/local-api-small-tracked.log"
+        on_pid="$api_pid"
+        on_api="http://127.0.0.1:$on_port"
         off_port="$(free_port)"
         note_cmd "# the same local API with SESSION_TRACK_LAST_USED=false, on port $off_port:"
         export SESSION_TRACK_LAST_USED=false
@@ -418,22 +437,46 @@ if (( need_small )); then
         unset SESSION_TRACK_LAST_USED
         off_pid="$api_pid"
         off_api="http://127.0.0.1:$off_port"
+        note_cmd "# warm-up of both (3 s each, not reported)"
+        wrk -t2 -c64 -d3s -s scripts/bench/load.lua "$on_api" -- get_tasks "$R/tokens_small.txt" >/dev/null
+        wrk -t2 -c64 -d3s -s scripts/bench/load.lua "$off_api" -- get_tasks "$R/tokens_small.txt" >/dev/null
         # Every session last used two minutes ago: each one is updated once in the tracked run
         # (the most tracking ever does: once a minute per session).
         aged="UPDATE sessions SET last_used_at = now() - interval '2 minutes'"
-        wrk -t2 -c64 -d3s -s scripts/bench/load.lua "$off_api" -- get_tasks "$R/tokens_small.txt" >/dev/null
-        for round in 1 2; do
-            run psql -X -q -w "$small_url" -c "$aged"
-            api_pid="$small_pid"
-            wrk_run "lastused_on_$round" 64 "$api" get_tasks "$R/tokens_small.txt"
-            api_pid="$off_pid"
-            wrk_run "lastused_off_$round" 64 "$off_api" get_tasks "$R/tokens_small.txt"
-            api_pid="$small_pid"
-            wrk_run "lastused_login_on_$round" 4 "$api" login "$small_users" "$password"
-            api_pid="$off_pid"
-            wrk_run "lastused_login_off_$round" 4 "$off_api" login "$small_users" "$password"
+        # lastused_side NAME SIDE ROUND : one GET /tasks run against the tracked or untracked API.
+        lastused_side() {
+            if [[ "$2" == on ]]; then
+                run psql -X -q -w "$small_url" -c "$aged"
+                api_pid="$on_pid"
+                wrk_run "$1_on_$3" 64 "$on_api" get_tasks "$R/tokens_small.txt"
+            else
+                api_pid="$off_pid"
+                wrk_run "$1_off_$3" 64 "$off_api" get_tasks "$R/tokens_small.txt"
+            fi
+        }
+        # login_side SIDE ROUND : one login run (4 connections) against either API.
+        login_side() {
+            if [[ "$1" == on ]]; then api_pid="$on_pid"; else api_pid="$off_pid"; fi
+            local url="$on_api"
+            [[ "$1" == on ]] || url="$off_api"
+            wrk_run "lastused_login_$1_$2" 4 "$url" login "$small_users" "$password"
+        }
+        lastused_side lastused on 1
+        lastused_side lastused off 1
+        lastused_side lastused off 2
+        lastused_side lastused on 2
+        # Login is argon2-bound, and this machine's hashing speed drifts by several percent from
+        # one 15 s run to the next, which is more than the 2 % the target allows. So more, shorter
+        # runs, still ABBA (on off off on, on off off on, ...): the drift cancels in the means.
+        local_duration="$duration"
+        duration="$lastused_login_duration"
+        for (( r = 1; r <= lastused_login_rounds; r++ )); do
+            if (( r % 2 )); then login_side on "$r"; login_side off "$r"
+            else login_side off "$r"; login_side on "$r"; fi
         done
+        duration="$local_duration"
         api_pid="$small_pid"
+        stop_api "$on_pid"
         stop_api "$off_pid"
     fi
 

@@ -232,7 +232,8 @@ pub struct DbSettings {
     /// is sent unnamed, as with `prepared_statements = false` (see `db::run`). Shared by clones.
     pub prepared_fallback: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// `SESSION_TRACK_LAST_USED` (default true): every data request's liveness check also moves
-    /// its session's `last_used_at` forward when it is over a minute old (same statement). Off,
+    /// its session's `last_used_at` forward when it is over a minute old (same statement; each
+    /// process sends that update with at most one request a minute per session). Off,
     /// `last_used_at` moves only on refresh (for measuring what tracking costs).
     pub track_last_used: bool,
 }

@@ -763,7 +763,8 @@ macro_rules! touch_last_used {
 ///
 /// In the same statement, [`TOUCH_LAST_USED`] moves the session's `last_used_at` forward when it
 /// is over a minute old: no round trip of its own, and at most one row update per session and
-/// minute (`SESSION_TRACK_LAST_USED=false` takes it out of every statement, see [`run`]).
+/// minute (`SESSION_TRACK_LAST_USED=false` takes it out of every statement, see [`run`]);
+/// [`caller_query`] also leaves it out of all but one request a minute per session.
 pub const LIVE_CALLER: &str = concat!(live_caller_check!(), touch_last_used!());
 
 /// [`LIVE_CALLER`] without the `last_used_at` update, for statements that update the caller's
@@ -784,8 +785,60 @@ fn statement_text<'a>(settings: &DbSettings, sql: &'a str) -> std::borrow::Cow<'
     }
 }
 
+/// How often this process sends a session's `last_used_at` update: the database moves it at most
+/// once a minute anyway ([`TOUCH_LAST_USED`]'s own condition), so sending the update more often
+/// only costs PostgreSQL a data-modifying statement (result relation and its indexes opened,
+/// the row looked up) on every request for nothing.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
+/// The most sessions [`touch_due`] remembers; past it, entries older than [`TOUCH_EVERY`] are
+/// dropped (and, if that is not enough, all of them: the database's own condition still keeps
+/// the updates to one a minute, so forgetting only costs an update that finds nothing to do).
+const TOUCH_GATE_MAX: usize = 65_536;
+
+/// When this process last sent each session's `last_used_at` update. Per process on purpose: a
+/// Lambda instance, or the local API, gates its own requests; what several instances send
+/// together is still bounded by the statement's condition in the database.
+static TOUCHED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<uuid::Uuid, std::time::Instant>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Whether a request of `session` should carry the `last_used_at` update: the first one this
+/// process sees, then one a minute at most. Marks it as sent.
+fn touch_due(session: uuid::Uuid) -> bool {
+    let now = std::time::Instant::now();
+    // A panic while the lock was held cannot leave the map inconsistent (single inserts and
+    // retains): keep using it.
+    let mut seen = TOUCHED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if seen
+        .get(&session)
+        .is_some_and(|at| now.duration_since(*at) < TOUCH_EVERY)
+    {
+        return false;
+    }
+    if seen.len() >= TOUCH_GATE_MAX {
+        seen.retain(|_, at| now.duration_since(*at) < TOUCH_EVERY);
+        if seen.len() >= TOUCH_GATE_MAX {
+            seen.clear();
+        }
+    }
+    seen.insert(session, now);
+    true
+}
+
+/// The statement for this caller's request: with tracking on, [`TOUCH_LAST_USED`] stays in only
+/// when [`touch_due`] says this session's update is due (otherwise the statement is read-only:
+/// nothing to update within the minute); with tracking off, [`statement_text`] takes it out.
+fn caller_statement<'a>(settings: &DbSettings, caller: &Caller, sql: &'a str) -> std::borrow::Cow<'a, str> {
+    if settings.track_last_used && sql.contains(TOUCH_LAST_USED) && !touch_due(caller.session_id) {
+        std::borrow::Cow::Owned(sql.replace(TOUCH_LAST_USED, ""))
+    } else {
+        std::borrow::Cow::Borrowed(sql)
+    }
+}
+
 /// Run one statement that starts `WITH` [`LIVE_CALLER`]: the caller's session and user id are
-/// bound as `$1` and `$2`, `params` follow from `$3`. Bounded like every database call.
+/// bound as `$1` and `$2`, `params` follow from `$3`. Bounded like every database call. The
+/// `last_used_at` update rides along at most once a minute per session ([`caller_statement`]).
 pub async fn caller_query(
     pool: &Pool,
     settings: &DbSettings,
@@ -793,7 +846,8 @@ pub async fn caller_query(
     sql: &str,
     params: &[(&(dyn ToSql + Sync), Type)],
 ) -> ApiResult<Vec<Row>> {
-    query(pool, settings, sql, &with_caller(caller, params)).await
+    let sql = caller_statement(settings, caller, sql);
+    query(pool, settings, &sql, &with_caller(caller, params)).await
 }
 
 /// The caller's session and user id as `$1` and `$2`, then `params`.
@@ -819,7 +873,8 @@ pub async fn caller_query_planned(
     params: &[(&(dyn ToSql + Sync), Type)],
 ) -> ApiResult<Vec<Row>> {
     let all = with_caller(caller, params);
-    let sql = &*statement_text(settings, sql);
+    let gated = caller_statement(settings, caller, sql);
+    let sql = &*statement_text(settings, &gated);
     bounded(pool, settings, async |client| {
         Ok(client.query_unnamed(sql, &all).await?)
     })
@@ -848,6 +903,24 @@ fn timed_out() -> ApiError {
 mod tests {
     use super::*;
     use settings::{Config, EnvReader};
+
+    #[test]
+    fn the_last_used_update_is_due_once_a_minute_per_session() {
+        let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        assert!(touch_due(a), "first request of a session");
+        assert!(!touch_due(a), "again within the minute");
+        assert!(touch_due(b), "another session is its own");
+        // A minute later it is due again.
+        if let Some(at) = TOUCHED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_mut(&a)
+        {
+            *at = at.checked_sub(TOUCH_EVERY).unwrap_or(*at);
+        }
+        assert!(touch_due(a));
+        assert!(!touch_due(a));
+    }
 
     fn settings() -> anyhow::Result<DbSettings> {
         Ok(Config::from_reader(EnvReader::new(|_| None))?.db)

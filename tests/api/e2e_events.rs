@@ -258,6 +258,74 @@ async fn last_used_moves_on_data_requests_at_most_once_a_minute_and_can_be_turne
     assert_eq!(last_used(&api, acct.session_id).await, aged, "tracking off");
 }
 
+/// The process sends the `last_used_at` update with one request a minute per session; the
+/// others are read-only. Aging the row again right after the first update shows it: the next
+/// data request within the minute leaves the row alone (the old code sent the update with every
+/// request and moved it again).
+#[tokio::test]
+async fn data_requests_within_the_minute_do_not_send_the_last_used_update() {
+    let api = spawn_api_with(test_config()).await;
+    let acct = signup_ok(&api).await;
+    age_last_used(&api, acct.session_id).await;
+    get(&api, &acct.access_token, "/tasks").await.expect(200);
+    let touched = last_used(&api, acct.session_id).await;
+    age_last_used(&api, acct.session_id).await;
+    let aged = last_used(&api, acct.session_id).await;
+    assert!(aged < touched);
+    for path in ["/tasks", "/auth/me", "/tasks"] {
+        get(&api, &acct.access_token, path).await.expect(200);
+    }
+    assert_eq!(
+        last_used(&api, acct.session_id).await,
+        aged,
+        "no update sent within the minute"
+    );
+    // Another session of the same user is due on its own first request.
+    let other = login_ok(&api, &acct.email, &acct.password).await;
+    age_last_used(&api, other.session_id).await;
+    let other_aged = last_used(&api, other.session_id).await;
+    get(&api, &other.access_token, "/tasks").await.expect(200);
+    assert!(last_used(&api, other.session_id).await > other_aged);
+}
+
+/// A reset proves the mailbox, so it verifies the address (issue 16); that change is recorded as
+/// `email_verified` in the same transaction, before `password_reset`. A reset of an address that
+/// was already verified records no second `email_verified`.
+#[tokio::test]
+async fn a_reset_that_verifies_the_address_records_email_verified() {
+    let (api, mailer) = mail_api(test_config()).await;
+    let admin = admin_account(&api).await;
+    let acct = signup_ok(&api).await;
+    let reset_once = async |n: usize| {
+        post_json(&api, "/auth/password/forgot", &json!({ "email": acct.email }))
+            .await
+            .expect(202);
+        let token = token_of(&nth_mail(&mailer, &acct.email, mail::Purpose::PasswordReset, n).await);
+        post_json(
+            &api,
+            "/auth/password/reset",
+            &json!({ "token": token, "new_password": unique_password() }),
+        )
+        .await
+        .expect(204);
+    };
+    reset_once(1).await;
+    let types = types_of(&api, &admin, acct.user_id).await;
+    assert_eq!(
+        types.iter().take(2).map(String::as_str).collect::<Vec<_>>(),
+        ["password_reset", "email_verified"],
+        "{types:?}"
+    );
+    reset_once(2).await;
+    let types = types_of(&api, &admin, acct.user_id).await;
+    assert_eq!(types.first().map(String::as_str), Some("password_reset"), "{types:?}");
+    assert_eq!(
+        types.iter().filter(|t| *t == "email_verified").count(),
+        1,
+        "already verified: no second event: {types:?}"
+    );
+}
+
 /// The whole life of an account, each action followed by its event; then the table holds none
 /// of the run's secrets.
 #[tokio::test]

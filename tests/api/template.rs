@@ -2160,3 +2160,47 @@ fn secrets_outlive_the_stack_and_outputs_are_partition_neutral() {
         "samconfig.toml: no beta_features (no feature in use needs one)"
     );
 }
+
+/// The clean-up's event retention is a stack parameter (issue 18), and the parameter allows
+/// exactly what the function's configuration accepts: its bounds and default are read by
+/// `settings::DatabaseSettings`, one past either bound is refused there, and the default is the
+/// function's own default.
+#[test]
+fn event_retention_is_a_stack_parameter_with_the_bounds_the_function_accepts() {
+    let t = template();
+    let cleanup = functions(&t).remove("CleanupFunction").expect("CleanupFunction");
+    let var = env_vars(cleanup)
+        .and_then(|vars| vars.get("EVENT_RETENTION_DAYS"))
+        .and_then(reference);
+    assert_eq!(var.as_deref(), Some("EventRetentionDays"));
+    let param = at(&t, &["Parameters", "EventRetentionDays"]).expect("parameter EventRetentionDays");
+    let number = |key: &str| {
+        at(param, &[key])
+            .and_then(Value::as_u64)
+            .unwrap_or_else(|| panic!("EventRetentionDays.{key}"))
+    };
+    let (default, min, max) = (number("Default"), number("MinValue"), number("MaxValue"));
+    let read = |days: Option<u64>| {
+        let days = days.map(|d| d.to_string());
+        settings::DatabaseSettings::from_reader(settings::EnvReader::new(move |name| match name {
+            "DATABASE_URL" => Some("postgres://u@127.0.0.1/db".to_owned()),
+            "EVENT_RETENTION_DAYS" => days.clone(),
+            _ => None,
+        }))
+    };
+    const DAY: u64 = 86_400;
+    for days in [min, default, max] {
+        let s = read(Some(days)).unwrap_or_else(|e| panic!("{days} days refused: {e}"));
+        assert_eq!(s.event_retention.as_secs(), days * DAY);
+    }
+    for days in [min - 1, max + 1] {
+        let e = read(Some(days)).expect_err("outside the parameter's bounds");
+        assert!(e.to_string().contains("EVENT_RETENTION_DAYS"), "{e}");
+    }
+    let unset = read(None).expect("default");
+    assert_eq!(
+        unset.event_retention.as_secs(),
+        default * DAY,
+        "the parameter's default is the function's"
+    );
+}

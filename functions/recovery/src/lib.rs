@@ -229,20 +229,23 @@ async fn reset(state: &AppState, req: &Request) -> ApiResult<Response<Body>> {
         }
         // The new hash, every session revoked (the old access tokens fail on the next data
         // request: every one checks its session), and the account's login failures forgotten.
-        // Reading the reset mail proved the mailbox, so the address is verified too.
+        // Reading the reset mail proved the mailbox, so the address is verified too; `before`
+        // (the row as this statement found it) says whether that is a change to record.
         let updated = db::run(
             &tx,
             settings,
             "WITH updated AS (
-                UPDATE users SET password_hash = $2, password_rehashed_from = NULL,
-                                 email_verified = true, updated_at = now()
-                 WHERE id = $1 RETURNING id),
+                UPDATE users u SET password_hash = $2, password_rehashed_from = NULL,
+                                   email_verified = true, updated_at = now()
+                  FROM users before
+                 WHERE u.id = $1 AND before.id = u.id
+                RETURNING u.id, before.email_verified AS was_verified),
              revoked AS (
                 UPDATE sessions s SET revoked_at = now(), revoked_reason = 'password_reset'
                   FROM updated WHERE s.user_id = updated.id AND s.revoked_at IS NULL),
              unthrottled AS (
                 DELETE FROM rate_limits WHERE bucket = $3 AND key = $4 AND EXISTS (SELECT 1 FROM updated))
-             SELECT id FROM updated",
+             SELECT id, was_verified FROM updated",
             &[
                 (&user_id, Type::UUID),
                 (&new_hash, Type::TEXT),
@@ -251,12 +254,21 @@ async fn reset(state: &AppState, req: &Request) -> ApiResult<Response<Body>> {
             ],
         )
         .await?;
-        if updated.is_empty() {
+        let Some(row) = updated.first() else {
             return Err(INVALID_RESET_TOKEN);
+        };
+        // Recorded first, so the trail reads in the order the reset made the changes.
+        let verified = (!row.try_get::<_, bool>("was_verified")?)
+            .then(|| Event::by_user(EventType::EmailVerified, user_id, None, &origin));
+        if let Some(verified) = &verified {
+            events::record(&tx, settings, verified).await?;
         }
         let event = Event::by_user(EventType::PasswordReset, user_id, None, &origin);
         events::record(&tx, settings, &event).await?;
         tx.commit().await?;
+        if let Some(verified) = &verified {
+            events::log(verified);
+        }
         events::log(&event);
         tracing::info!(user_id = %user_id, "password reset; every session revoked");
         Ok(empty_response(StatusCode::NO_CONTENT))
