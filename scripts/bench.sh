@@ -489,11 +489,14 @@ if (( need_small )); then
             run python3 scripts/bench/coldstart.py http "$bin/local-api" --runs "$cold_runs" \
             --out "$R/coldstart/local-api.json" --log "$R/logs/coldstart-local-api.log" || log "local-api cold start: some runs failed"
         note_cmd "# every Lambda binary against the fake Runtime API (AWS_LAMBDA_RUNTIME_API=127.0.0.1:<port>, AWS_LAMBDA_FUNCTION_NAME=<fn>, AWS_LAMBDA_FUNCTION_MEMORY_SIZE=128, AWS_LAMBDA_FUNCTION_VERSION=\$LATEST, DATABASE_URL, JWT_SECRET, RUST_LOG unset: info)"
+        bench_mfa_key="$(head -c 32 /dev/urandom | base64)"
         for name in "${lambdas[@]}"; do
             # mail-sender: no SES here. Its SDK gets dummy credentials and a closed loopback port
             # as the SES endpoint (never the instance metadata service): a due job fails at once,
             # as a transient failure, and is put back.
+            # mfa, mfa-verify: they do not start without a TOTP secret encryption key (a throw-away one).
             DATABASE_URL="$small_url" MAIL_FROM=no-reply@bench.example APP_URL=https://app.bench.example \
+            MFA_ENCRYPTION_KEY="$bench_mfa_key" \
             AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 \
             AWS_EC2_METADATA_DISABLED=true AWS_ENDPOINT_URL_SESV2=http://127.0.0.1:9 \
                 run python3 scripts/bench/coldstart.py lambda "$name" "$bin/$name" --api "$api" \

@@ -20,6 +20,7 @@ pub enum Function {
     Jwks,
     Recovery,
     Mfa,
+    MfaVerify,
 }
 
 impl Function {
@@ -36,6 +37,7 @@ impl Function {
             Function::Jwks => "jwks",
             Function::Recovery => "recovery",
             Function::Mfa => "mfa",
+            Function::MfaVerify => "mfa-verify",
         }
     }
 }
@@ -66,7 +68,7 @@ pub static DISPATCH: &[(&str, Function)] = &[
     ("/auth/mfa/totp", Function::Mfa),
     ("/auth/mfa/totp/confirm", Function::Mfa),
     ("/auth/mfa/recovery-codes", Function::Mfa),
-    ("/auth/mfa/verify", Function::Mfa),
+    ("/auth/mfa/verify", Function::MfaVerify),
 ];
 
 /// The function that serves `route`.

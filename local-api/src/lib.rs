@@ -305,6 +305,7 @@ async fn route(
         Function::Jwks => jwks::handle(Some(&state.tokens)).await,
         Function::Recovery => recovery::handle(state, request).await,
         Function::Mfa => mfa::handle(state, request).await,
+        Function::MfaVerify => mfa_verify::handle(state, request).await,
     };
     to_hyper(response)
 }

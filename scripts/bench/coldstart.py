@@ -127,6 +127,18 @@ class NoEvent(Exception):
     """No event this script can make for the function (it is then reported as not measured)."""
 
 
+def public_post(args, path, body):
+    """The REST (v1) login fixture re-pointed at another public POST route, with this JSON body."""
+    event = json.loads(
+        fill((FIXTURES / "apigw-v1-login.json").read_text(), {"EMAIL": args.email, "PASSWORD": args.password})
+    )
+    event["path"] = event["resource"] = path
+    event["requestContext"]["path"] = "/prod" + path
+    event["requestContext"]["resourcePath"] = path
+    event["body"] = json.dumps(body)
+    return event
+
+
 def build_event(name, args):
     """The event for one run of function NAME (fresh session where one is consumed)."""
     if name == "authorizer":
@@ -168,14 +180,16 @@ def build_event(name, args):
         return rest_event(s, "GET", "/admin/users", "/admin/users")
     if name == "recovery":
         # A public route: forgot-password for the bench account (it only queues a job).
-        event = json.loads(
-            fill((FIXTURES / "apigw-v1-login.json").read_text(), {"EMAIL": args.email, "PASSWORD": args.password})
-        )
-        event["path"] = event["resource"] = "/auth/password/forgot"
-        event["requestContext"]["path"] = "/prod/auth/password/forgot"
-        event["requestContext"]["resourcePath"] = "/auth/password/forgot"
-        event["body"] = json.dumps({"email": args.email})
-        return event
+        return public_post(args, "/auth/password/forgot", {"email": args.email})
+    if name == "mfa-verify":
+        # A public route: the second login step with an mfa_token that matches no challenge (401
+        # after the lookup; no argon2 either way).
+        return public_post(args, "/auth/mfa/verify", {"mfa_token": uuid.uuid4().hex, "code": "000000"})
+    if name == "mfa":
+        # New recovery codes for an account without a second factor: 409 mfa_not_enabled (no
+        # argon2; enrolment would hash the password).
+        s = fresh_session(args.api, args.email, args.password)
+        return rest_event(s, "POST", "/auth/mfa/recovery-codes", "/auth/mfa/recovery-codes", {"code": "000000"})
     if name in ("cleanup", "mail-sender"):
         # An EventBridge scheduled event, as the hourly rule sends it.
         return {

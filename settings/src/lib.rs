@@ -280,6 +280,9 @@ pub struct RateLimits {
     pub verify_per_ip: Limit,
     /// Verification resends per user.
     pub verify_resend_per_user: Limit,
+    /// Password checks (argon2) per account on the signed-in MFA routes (enrolment, turning it
+    /// off), right or wrong.
+    pub mfa_password_per_account: Limit,
 }
 
 /// Account recovery and email verification (issue 16). In [`Config`]: login reads
@@ -411,6 +414,7 @@ impl Config {
             reset_per_ip: limit("RATE_RESET_IP", 20, "RATE_RESET_IP_WINDOW_SECONDS", 3600),
             verify_per_ip: limit("RATE_VERIFY_IP", 20, "RATE_VERIFY_IP_WINDOW_SECONDS", 3600),
             verify_resend_per_user: limit("RATE_VERIFY_RESEND", 3, "RATE_VERIFY_RESEND_WINDOW_SECONDS", 3600),
+            mfa_password_per_account: limit("RATE_MFA_PASSWORD", 10, "RATE_MFA_PASSWORD_WINDOW_SECONDS", 3600),
         };
         let task_quota = env.number("TASK_QUOTA_PER_USER", 10_000i64, 1, 10_000_000);
         let recovery = RecoverySettings::read(env);
@@ -553,6 +557,47 @@ impl DatabaseSettings {
     }
 }
 
+/// `todo-admin reencrypt-mfa-secrets`: the TOTP secret encryption keys, from the environment
+/// only (the command talks to no AWS service): `MFA_ENCRYPTION_KEY` (required) and
+/// `MFA_ENCRYPTION_KEY_PREVIOUS`, each with its key id, `MFA_ENCRYPTION_KEY_ID` and
+/// `MFA_ENCRYPTION_KEY_PREVIOUS_ID`: a deployed stack's ids are the secret's version ids (README,
+/// "Rotating the MFA encryption key"); without them, the fingerprint ids the local API uses.
+#[derive(Debug, Clone)]
+pub struct MfaKeyEnv {
+    pub current: SecretString,
+    pub current_id: Option<String>,
+    pub previous: Option<SecretString>,
+    pub previous_id: Option<String>,
+}
+
+impl MfaKeyEnv {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_reader(EnvReader::process())
+    }
+
+    pub fn from_reader(mut env: EnvReader<'_>) -> Result<Self, ConfigError> {
+        let current = env.secret("MFA_ENCRYPTION_KEY");
+        let current_id = env.optional("MFA_ENCRYPTION_KEY_ID");
+        let previous = env.secret("MFA_ENCRYPTION_KEY_PREVIOUS");
+        let previous_id = env.optional("MFA_ENCRYPTION_KEY_PREVIOUS_ID");
+        if previous_id.is_some() && previous.is_none() {
+            env.problem("MFA_ENCRYPTION_KEY_PREVIOUS_ID is set without MFA_ENCRYPTION_KEY_PREVIOUS".into());
+        }
+        match current {
+            Some(current) => env.finish(MfaKeyEnv {
+                current,
+                current_id,
+                previous,
+                previous_id,
+            }),
+            None => {
+                env.problem("MFA_ENCRYPTION_KEY must be set (the current key, base64)".into());
+                Err(env.into_error())
+            }
+        }
+    }
+}
+
 /// The rotation function: which secret holds the Ed25519 private key (its rotations are EdDSA,
 /// any other secret's are HS256), and the JWKS it publishes to.
 #[derive(Debug, Clone)]
@@ -660,6 +705,7 @@ mod tests {
         let hour = Duration::from_secs(3600);
         assert_eq!(c.rate_limits.forgot_per_ip, Limit { max: 5, window: hour });
         assert_eq!(c.rate_limits.forgot_per_email, Limit { max: 3, window: hour });
+        assert_eq!(c.rate_limits.mfa_password_per_account, Limit { max: 10, window: hour });
         let c = from(&[("REQUIRE_VERIFIED_EMAIL", "true"), ("PASSWORD_RESET_TTL_SECONDS", "60")])?;
         assert!(c.recovery.require_verified_email);
         assert_eq!(c.recovery.password_reset_ttl, Duration::from_secs(60));

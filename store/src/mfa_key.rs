@@ -2,13 +2,24 @@
 //! per encryption, the user id as associated data (a ciphertext copied to another user's row does
 //! not decrypt), and a key id stored next to each ciphertext so the key can rotate: the current
 //! key encrypts, the previous one still decrypts.
+//!
+//! Rotation retires a key for good only once nothing is under it any more: a secret decrypted with
+//! a key that is not the current one is sealed again under the current key ([`Rekey`]) by the use
+//! that decrypted it, in that use's transaction, and [`reencrypt_all`] (`todo-admin
+//! reencrypt-mfa-secrets`) does it for every other row, so the previous key can be dropped before
+//! the next rotation makes the key after it "previous" (README, "Rotating the MFA encryption key").
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use base64::Engine;
+use deadpool_postgres::Pool;
 use secrecy::{ExposeSecret, SecretString};
+use settings::DbSettings;
 use sha2::{Digest, Sha256};
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 use zeroize::Zeroizing;
+
+use crate::db;
 
 /// The least key material accepted: 32 bytes (256 bits), after base64 decoding.
 pub const MIN_KEY_BYTES: usize = 32;
@@ -134,6 +145,139 @@ impl MfaKeys {
     }
 }
 
+/// A user's TOTP secret, read under a key that is not the current one, sealed again under the
+/// current key: what [`rekey`] writes, only over the very row it was read from.
+#[derive(Debug)]
+pub struct Rekey {
+    pub user_id: Uuid,
+    pub old_key_id: String,
+    pub old_ciphertext: Vec<u8>,
+    pub key_id: String,
+    pub ciphertext: Vec<u8>,
+}
+
+impl MfaKeys {
+    /// `plaintext`, decrypted for `user_id` from `ciphertext` under `key_id`, sealed again under
+    /// the current key when `key_id` is not the current key's; `None` when it already is.
+    pub fn rekey(
+        &self,
+        user_id: Uuid,
+        key_id: &str,
+        ciphertext: &[u8],
+        plaintext: &[u8],
+    ) -> anyhow::Result<Option<Rekey>> {
+        if key_id == self.current.id {
+            return Ok(None);
+        }
+        let (new_id, sealed) = self.encrypt(user_id, plaintext)?;
+        Ok(Some(Rekey {
+            user_id,
+            old_key_id: key_id.to_owned(),
+            old_ciphertext: ciphertext.to_vec(),
+            key_id: new_id,
+            ciphertext: sealed,
+        }))
+    }
+}
+
+/// Replace a TOTP secret's ciphertext with the same secret under the current key: only while the
+/// row still holds what was decrypted (same key id and ciphertext), so a secret replaced meanwhile
+/// (a new enrolment) is never overwritten with the old one.
+const REKEY: &str = "
+UPDATE mfa_totp SET secret_ciphertext = $4, key_id = $5
+ WHERE user_id = $1 AND key_id = $2 AND secret_ciphertext = $3
+RETURNING user_id";
+
+/// Write `rekey` on `client` (the transaction of the use that decrypted the secret). Whether the
+/// row was rewritten (not when it changed meanwhile).
+pub async fn rekey<C: db::Runner>(
+    client: &C,
+    settings: &DbSettings,
+    rekey: &Rekey,
+) -> Result<bool, tokio_postgres::Error> {
+    let rows = db::run(
+        client,
+        settings,
+        REKEY,
+        &[
+            (&rekey.user_id, Type::UUID),
+            (&rekey.old_key_id, Type::TEXT),
+            (&rekey.old_ciphertext, Type::BYTEA),
+            (&rekey.ciphertext, Type::BYTEA),
+            (&rekey.key_id, Type::TEXT),
+        ],
+    )
+    .await?;
+    Ok(!rows.is_empty())
+}
+
+/// The rows of one batch of [`reencrypt_all`]: those not under the current key (`$1`), after the
+/// last user id of the batch before (`$2`), locked until the batch commits.
+const NOT_CURRENT: &str = "
+SELECT user_id, key_id, secret_ciphertext FROM mfa_totp
+ WHERE key_id <> $1 AND user_id > $2
+ ORDER BY user_id LIMIT $3
+   FOR UPDATE";
+
+/// What [`reencrypt_all`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReencryptReport {
+    /// Rows now under the current key.
+    pub reencrypted: u64,
+    /// Rows that stay as they were: under a key id neither key has, or not decrypting. Their
+    /// users cannot use their second factor; the previous key must not be dropped while any of
+    /// them is under it.
+    pub unreadable: u64,
+}
+
+/// Seal every TOTP secret that is not under the current key again under it, `batch` rows per
+/// transaction (short row locks: a login's verify of one of them waits for one batch at most).
+/// The rows are walked in user id order, once: one that does not decrypt is counted and left.
+pub async fn reencrypt_all(
+    pool: &Pool,
+    settings: &DbSettings,
+    keys: &MfaKeys,
+    batch: i64,
+) -> anyhow::Result<ReencryptReport> {
+    let mut report = ReencryptReport::default();
+    let mut after = Uuid::nil();
+    let current = keys.current_id().to_owned();
+    loop {
+        let mut client = pool.get().await?;
+        let tx = client.transaction().await?;
+        let rows = db::run(
+            &tx,
+            settings,
+            NOT_CURRENT,
+            &[(&current, Type::TEXT), (&after, Type::UUID), (&batch, Type::INT8)],
+        )
+        .await?;
+        let Some(last) = rows.last() else {
+            break;
+        };
+        after = last.try_get("user_id")?;
+        for row in &rows {
+            let user_id: Uuid = row.try_get("user_id")?;
+            let key_id: String = row.try_get("key_id")?;
+            let ciphertext: Vec<u8> = row.try_get("secret_ciphertext")?;
+            let sealed = keys
+                .decrypt(&key_id, user_id, &ciphertext)
+                .and_then(|plain| keys.rekey(user_id, &key_id, &ciphertext, &plain));
+            match sealed {
+                Ok(Some(change)) if rekey(&tx, settings, &change).await? => report.reencrypted += 1,
+                Ok(_) => {}
+                Err(e) => {
+                    // The user id and key id only: neither is secret.
+                    tracing::warn!(%user_id, key_id, error = %e, "a TOTP secret could not be re-encrypted");
+                    report.unreadable += 1;
+                }
+            }
+        }
+        tx.commit().await?;
+    }
+    Ok(report)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +300,26 @@ mod tests {
         let rotated = MfaKeys::from_env(&b64(&[8u8; 32]), Some(&b64(&[7u8; 32])))?;
         assert_eq!(rotated.decrypt(&id, user, &blob)?.as_slice(), b"12345678901234567890");
         assert_ne!(rotated.current_id(), id);
+        // Read under the previous key: sealed again under the current one, for the same user.
+        let plain = rotated.decrypt(&id, user, &blob)?;
+        let change = rotated
+            .rekey(user, &id, &blob, &plain)?
+            .ok_or_else(|| anyhow::anyhow!("no rekey"))?;
+        assert_eq!(change.key_id, rotated.current_id());
+        assert_eq!(
+            (change.old_key_id.as_str(), change.old_ciphertext.as_slice()),
+            (id.as_str(), blob.as_slice())
+        );
+        assert_eq!(
+            rotated.decrypt(&change.key_id, user, &change.ciphertext)?.as_slice(),
+            b"12345678901234567890"
+        );
+        // Under the current key already: nothing to do.
+        assert!(
+            rotated
+                .rekey(user, &change.key_id, &change.ciphertext, &plain)?
+                .is_none()
+        );
         Ok(())
     }
 

@@ -40,6 +40,10 @@ pub enum Bucket {
     VerifyIp,
     /// Verification resends per user.
     VerifyResendUser,
+    /// Password checks (argon2) on the signed-in MFA routes per account (user id), right or
+    /// wrong: never reset by a success, so one signed-in account cannot keep the hashing function
+    /// busy.
+    MfaPasswordAccount,
 }
 
 impl Bucket {
@@ -56,6 +60,7 @@ impl Bucket {
             Bucket::ResetIp => "reset_ip",
             Bucket::VerifyIp => "verify_ip",
             Bucket::VerifyResendUser => "verify_resend_user",
+            Bucket::MfaPasswordAccount => "mfa_password_account",
         }
     }
 

@@ -234,6 +234,46 @@ pub async fn check_password_counted(
     Ok(())
 }
 
+/// A password check on a signed-in MFA route (enrolment, turning it off), without the reset after
+/// a right password. Counted before the hash, in one statement: first against the account's
+/// budget of such checks (`RATE_MFA_PASSWORD`, keyed by user id, right or wrong, never reset by a
+/// success: the argon2 work one signed-in account can cause is bounded even with the right
+/// password), then, only within it, against the login budget ([`count_login_attempt`]'s). 429
+/// with `Retry-After` once over either; a refusal by the first does not count against the second.
+pub async fn check_mfa_route_password(
+    state: &AppState,
+    user_id: Uuid,
+    email: &str,
+    password: SecretString,
+    stored: String,
+) -> ApiResult<()> {
+    let user_key = user_id.to_string();
+    let account_key = crate::ratelimit::email_key(email);
+    let limits = &state.config.rate_limits;
+    let refused = crate::ratelimit::hit_in_turn(
+        &state.pool,
+        &state.config.db,
+        crate::ratelimit::Counter {
+            bucket: crate::ratelimit::Bucket::MfaPasswordAccount,
+            key: &user_key,
+            limit: limits.mfa_password_per_account,
+        },
+        crate::ratelimit::Counter {
+            bucket: crate::ratelimit::Bucket::LoginAccount,
+            key: &account_key,
+            limit: limits.login_failures_per_account,
+        },
+    )
+    .await?;
+    if let Some(refused) = refused {
+        return Err(refused.error);
+    }
+    if !state.passwords.verify(password, Some(stored)).await?.matches {
+        return Err(ApiError::InvalidCredentials);
+    }
+    Ok(())
+}
+
 /// Count one attempt against the account's login budget (the bucket login failures count in),
 /// before the secret is compared: 429 with `Retry-After` once over it. An atomic upsert, so
 /// concurrent attempts cannot slip past the limit.

@@ -1156,3 +1156,309 @@ async fn an_admin_turning_off_a_pending_enrolment_deletes_it_and_nothing_else() 
         .get(0);
     assert_eq!(left, 0, "the pending enrolment is gone");
 }
+
+/// Finding 7: enrolment and turning the second factor off check the password with argon2; each
+/// check, right or wrong, counts against the account's own budget of them (`RATE_MFA_PASSWORD`),
+/// which a right password does not reset (the login budget alone was reset by every right
+/// password, so one signed-in account could keep the hashing function busy without end). Over
+/// it: 429 with `Retry-After`, before any hash; other accounts, login, and the routes that take
+/// no password are not affected.
+#[tokio::test]
+async fn password_checks_on_the_mfa_routes_have_a_per_account_budget() {
+    let mut config = api_tests::test_config();
+    config.rate_limits.mfa_password_per_account.max = 3;
+    let api = api_tests::spawn_api_with(config).await;
+
+    // Right passwords: three enrolments, then refused.
+    let account = signup_ok(&api).await;
+    let enrol_body = json!({ "password": account.password });
+    for _ in 0..3 {
+        post(&api, &account.access_token, "/auth/mfa/totp", &enrol_body)
+            .await
+            .expect(200);
+    }
+    let r = post(&api, &account.access_token, "/auth/mfa/totp", &enrol_body).await;
+    r.problem(429, "rate_limited");
+    let retry_after: u64 = r
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("a Retry-After in seconds");
+    assert!(retry_after > 0 && retry_after <= 3600, "{retry_after}");
+    // Turning it off checks the password too: the same budget.
+    send(
+        &api,
+        Method::DELETE,
+        "/auth/mfa/totp",
+        Some(&account.access_token),
+        Some(&json!({ "password": account.password, "code": "000000" })),
+    )
+    .await
+    .problem(429, "rate_limited");
+    // A refusal here did not count against the login budget, and the routes without a password
+    // still work: the pending enrolment is confirmed, and logging in asks for the second factor.
+    let pending = enrol_secret_from_db(&api, account.user_id).await;
+    let confirm_code = mfa::totp::code_at_step(&pending, now_step() as u64);
+    post(
+        &api,
+        &account.access_token,
+        "/auth/mfa/totp/confirm",
+        &json!({ "code": confirm_code }),
+    )
+    .await
+    .expect(200);
+    first_step(&api, &account).await;
+
+    // Wrong passwords count the same.
+    let other = signup_ok(&api).await;
+    for _ in 0..2 {
+        post(
+            &api,
+            &other.access_token,
+            "/auth/mfa/totp",
+            &json!({ "password": "not the password at all" }),
+        )
+        .await
+        .problem(401, "invalid_credentials");
+    }
+    post(
+        &api,
+        &other.access_token,
+        "/auth/mfa/totp",
+        &json!({ "password": other.password }),
+    )
+    .await
+    .expect(200);
+    post(
+        &api,
+        &other.access_token,
+        "/auth/mfa/totp",
+        &json!({ "password": other.password }),
+    )
+    .await
+    .problem(429, "rate_limited");
+
+    // Per account: a third account is not affected.
+    let third = signup_ok(&api).await;
+    let (third_secret, _) = enable(&api, &third).await;
+    // And the second login step (its own function) is not either.
+    let mfa_token = first_step(&api, &third).await;
+    verify(&api, &json!({ "mfa_token": mfa_token, "code": code(&third_secret, 0) }))
+        .await
+        .expect(200);
+
+    // The counter is keyed by the account (its user id), never by anything typed.
+    let db = api.sql().await;
+    let keys: Vec<String> = db
+        .query(
+            "SELECT key FROM rate_limits WHERE bucket = 'mfa_password_account' ORDER BY key",
+            &[],
+        )
+        .await
+        .expect("counters")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut expected = vec![
+        account.user_id.to_string(),
+        other.user_id.to_string(),
+        third.user_id.to_string(),
+    ];
+    expected.sort();
+    assert_eq!(keys, expected);
+}
+
+/// The key id and ciphertext of a user's TOTP row.
+async fn totp_row(api: &TestApi, user: Uuid) -> (String, Vec<u8>) {
+    let db = api.sql().await;
+    let row = db
+        .query_one(
+            "SELECT key_id, secret_ciphertext FROM mfa_totp WHERE user_id = $1",
+            &[&user],
+        )
+        .await
+        .expect("a TOTP row");
+    (row.get(0), row.get(1))
+}
+
+/// The raw secret of a user's TOTP row, decrypted with the test API's keys.
+async fn enrol_secret_from_db(api: &TestApi, user: Uuid) -> Vec<u8> {
+    let (key_id, blob) = totp_row(api, user).await;
+    let keys = api.state.mfa_keys.as_ref().expect("keys");
+    keys.decrypt(&key_id, user, &blob).expect("decrypts").to_vec()
+}
+
+/// A second MFA encryption key (32 bytes, base64), the "new" key of the rotation tests.
+const ROTATED_MFA_KEY: &str = "bWZhLXJvdGF0ZWQta2V5LTMyLWJ5dGVzLWxvbmctLS0=";
+
+fn secret(text: &str) -> secrecy::SecretString {
+    secrecy::SecretString::from(text.to_owned())
+}
+
+/// The test configuration with these MFA encryption keys.
+fn config_with_mfa_keys(current: &str, previous: Option<&str>) -> settings::Config {
+    let mut config = api_tests::test_config();
+    config.mfa.key = Some(settings::MfaKeySource::Env {
+        current: secret(current),
+        previous: previous.map(secret),
+    });
+    config
+}
+
+/// Finding 8: after a rotation, a secret still under the previous key is sealed again under the
+/// current key by its next use (verify, confirm, new recovery codes), in that use's transaction;
+/// a wrong code rewrites nothing. Then the previous key can go: the code still works with the
+/// current key alone (before the fix, the row stayed under the old key and that user was locked
+/// out after the next rotation).
+#[tokio::test]
+async fn a_secret_under_the_previous_key_moves_to_the_current_key_when_used() {
+    let old = api_tests::spawn_api().await;
+    let old_id = store::mfa_key::fingerprint_id(&secret(api_tests::TEST_MFA_KEY));
+    let new_id = store::mfa_key::fingerprint_id(&secret(ROTATED_MFA_KEY));
+    let account = signup_ok(&old).await;
+    let (totp_secret, _) = enable(&old, &account).await;
+    let renewing = signup_ok(&old).await;
+    let (renewing_secret, _) = enable(&old, &renewing).await;
+    let pending = signup_ok(&old).await;
+    let pending_secret = enrol(&old, &pending).await;
+    for user in [account.user_id, renewing.user_id, pending.user_id] {
+        assert_eq!(totp_row(&old, user).await.0, old_id);
+    }
+
+    // Rotated: the new key encrypts, the old one still decrypts.
+    let rotated = api_tests::spawn_instance(
+        config_with_mfa_keys(ROTATED_MFA_KEY, Some(api_tests::TEST_MFA_KEY)),
+        &old.db,
+    )
+    .await;
+
+    // A wrong code: refused, and the row is exactly as it was.
+    let before = totp_row(&rotated, account.user_id).await;
+    let mfa_token = first_step(&rotated, &account).await;
+    verify(
+        &rotated,
+        &json!({ "mfa_token": mfa_token, "code": wrong_code(&totp_secret) }),
+    )
+    .await
+    .problem(400, "invalid_mfa_code");
+    assert_eq!(
+        totp_row(&rotated, account.user_id).await,
+        before,
+        "a wrong code rewrote the row"
+    );
+
+    // A right code: a session, and the row now under the new key.
+    verify(
+        &rotated,
+        &json!({ "mfa_token": mfa_token, "code": code(&totp_secret, 0) }),
+    )
+    .await
+    .expect(200);
+    let after = totp_row(&rotated, account.user_id).await;
+    assert_eq!(after.0, new_id, "verify left the secret under the previous key");
+    assert_ne!(after.1, before.1);
+
+    // New recovery codes and a confirmation do the same.
+    post(
+        &rotated,
+        &renewing.access_token,
+        "/auth/mfa/recovery-codes",
+        &json!({ "code": code(&renewing_secret, 0) }),
+    )
+    .await
+    .expect(200);
+    assert_eq!(totp_row(&rotated, renewing.user_id).await.0, new_id);
+    post(
+        &rotated,
+        &pending.access_token,
+        "/auth/mfa/totp/confirm",
+        &json!({ "code": code(&pending_secret, 0) }),
+    )
+    .await
+    .expect(200);
+    assert_eq!(totp_row(&rotated, pending.user_id).await.0, new_id);
+
+    // The previous key dropped: all three still sign in with their codes.
+    let retired = api_tests::spawn_instance(config_with_mfa_keys(ROTATED_MFA_KEY, None), &old.db).await;
+    for (who, secret) in [
+        (&account, &totp_secret),
+        (&renewing, &renewing_secret),
+        (&pending, &pending_secret),
+    ] {
+        let mfa_token = first_step(&retired, who).await;
+        verify(&retired, &json!({ "mfa_token": mfa_token, "code": code(secret, 1) }))
+            .await
+            .expect(200);
+    }
+}
+
+/// Finding 8: `todo-admin reencrypt-mfa-secrets` (`store::mfa_key::reencrypt_all`) seals every
+/// secret not under the current key again under it, in batches, enabled and pending alike, and
+/// leaves none under the previous key; a row it cannot read (a key id neither key has) is counted
+/// and left as it is. After it, the previous key can be dropped.
+#[tokio::test]
+async fn the_bulk_command_leaves_no_secret_under_the_previous_key() {
+    let old = api_tests::spawn_api().await;
+    let mut enabled = Vec::new();
+    for _ in 0..4 {
+        let account = signup_ok(&old).await;
+        let (totp_secret, _) = enable(&old, &account).await;
+        enabled.push((account, totp_secret));
+    }
+    let pending = signup_ok(&old).await;
+    enrol(&old, &pending).await;
+    let stray = signup_ok(&old).await;
+    enrol(&old, &stray).await;
+    let db = old.sql().await;
+    db.execute(
+        "UPDATE mfa_totp SET key_id = 'env-unknown' WHERE user_id = $1",
+        &[&stray.user_id],
+    )
+    .await
+    .expect("a row under a key nobody has");
+
+    let keys = store::mfa_key::MfaKeys::from_env(&secret(ROTATED_MFA_KEY), Some(&secret(api_tests::TEST_MFA_KEY)))
+        .expect("keys");
+    let settings = &old.state.config.db;
+    let report = store::mfa_key::reencrypt_all(&old.state.pool, settings, &keys, 2)
+        .await
+        .expect("re-encrypt");
+    assert_eq!(
+        report,
+        store::mfa_key::ReencryptReport {
+            reencrypted: 5,
+            unreadable: 1
+        }
+    );
+    let left: Vec<String> = db
+        .query(
+            "SELECT key_id FROM mfa_totp WHERE key_id <> $1 ORDER BY key_id",
+            &[&keys.current_id()],
+        )
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        left,
+        ["env-unknown"],
+        "only the unreadable row is not under the current key"
+    );
+    // Run again: nothing more to do.
+    let again = store::mfa_key::reencrypt_all(&old.state.pool, settings, &keys, 2)
+        .await
+        .expect("re-encrypt");
+    assert_eq!(again.reencrypted, 0);
+
+    // The previous key dropped: everyone still signs in.
+    let retired = api_tests::spawn_instance(config_with_mfa_keys(ROTATED_MFA_KEY, None), &old.db).await;
+    for (account, totp_secret) in &enabled {
+        let mfa_token = first_step(&retired, account).await;
+        verify(
+            &retired,
+            &json!({ "mfa_token": mfa_token, "code": code(totp_secret, 0) }),
+        )
+        .await
+        .expect(200);
+    }
+}

@@ -1211,7 +1211,7 @@ fn template_gives_the_private_key_to_the_issuers_and_the_rotation_function_only(
         "SignupFunction",
         "LoginFunction",
         "RefreshFunction",
-        "MfaFunction",
+        "MfaVerifyFunction",
         "RotateKeyFunction",
     ]
     .into_iter()

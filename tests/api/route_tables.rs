@@ -141,6 +141,36 @@ fn cargo_lambda_watch_router_is_exactly_the_route_table() {
     }
 }
 
+/// Finding 7: the second login step is served by a function of its own (`mfa-verify`), which
+/// serves nothing else; the MFA function (argon2, reserved with the other hashing functions)
+/// keeps the four signed-in routes and serves no public one.
+#[test]
+fn the_second_login_step_is_served_by_its_own_function() {
+    use local_api::gateway::Function;
+    let served_by = |f: Function| -> BTreeSet<(String, &'static str)> {
+        ROUTES
+            .iter()
+            .filter(|r| function_for(r) == Some(f))
+            .map(|r| (r.method.as_str().to_owned(), r.path))
+            .collect()
+    };
+    assert_eq!(
+        served_by(Function::MfaVerify),
+        BTreeSet::from([("POST".to_owned(), "/auth/mfa/verify")])
+    );
+    assert_eq!(Function::MfaVerify.crate_name(), "mfa-verify");
+    let mfa = served_by(Function::Mfa);
+    assert_eq!(mfa.len(), 4, "{mfa:?}");
+    assert!(!mfa.iter().any(|(_, p)| *p == "/auth/mfa/verify"), "{mfa:?}");
+    assert!(
+        ROUTES
+            .iter()
+            .filter(|r| function_for(r) == Some(Function::Mfa))
+            .all(|r| r.access != Access::Public),
+        "the MFA function serves signed-in routes only"
+    );
+}
+
 #[test]
 fn the_api_reference_documents_every_route() {
     let docs = read("docs/API.md");

@@ -1266,7 +1266,12 @@ fn only_token_issuers_can_read_the_private_key() {
 // --- secret access by algorithm ------------------------------------------------------------
 
 /// The functions that sign access tokens.
-const ISSUERS: [&str; 4] = ["SignupFunction", "LoginFunction", "RefreshFunction", "MfaFunction"];
+const ISSUERS: [&str; 4] = [
+    "SignupFunction",
+    "LoginFunction",
+    "RefreshFunction",
+    "MfaVerifyFunction",
+];
 
 /// Functions whose policies mention `secret` in any form, sorted.
 fn readers_of(t: &Value, secret: &str) -> Vec<String> {
@@ -1892,7 +1897,11 @@ async fn request_too_large_gateway_response_matches_the_local_api() {
 
 // --- blast radius ----------------------------------------------------------------------------
 
-/// Functions that run argon2id: their crate uses the password hasher.
+/// What in a function's source runs argon2id: the password hasher itself, or a store function
+/// that checks a password with it.
+const ARGON2_USES: &[&str] = &[".passwords", "check_password", "check_mfa_route_password"];
+
+/// Functions that run argon2id: their crate's code (comments aside) uses the password hasher.
 fn argon2_functions(t: &Value) -> Vec<String> {
     let root = workspace_root();
     functions(t)
@@ -1900,11 +1909,13 @@ fn argon2_functions(t: &Value) -> Vec<String> {
         .filter(|(_, f)| {
             let binary = str_at(f, &["Metadata", "BuildProperties", "Binary"]).expect("Binary");
             let src = root.join("functions").join(binary).join("src");
-            std::fs::read_dir(&src)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|s| s.contains("passwords")))
+            std::fs::read_dir(&src).into_iter().flatten().flatten().any(|e| {
+                std::fs::read_to_string(e.path()).is_ok_and(|s| {
+                    s.lines()
+                        .filter(|l| !l.trim_start().starts_with("//"))
+                        .any(|l| ARGON2_USES.iter().any(|u| l.contains(u)))
+                })
+            })
         })
         .map(|(name, _)| name)
         .collect()
@@ -1963,6 +1974,95 @@ fn argon2_functions_have_reserved_concurrency_and_capacity_sized_throttles() {
             e.path
         );
         assert!(rate <= stage_rate);
+    }
+}
+
+/// Finding 7: the second login step is not in the argon2 pool. `POST /auth/mfa/verify` is served
+/// by a function that runs no argon2, whose reserved concurrency is its own parameter (not
+/// Argon2ReservedConcurrency), and which can read the database URL, the MFA encryption key and the
+/// signing key of the configured algorithm, nothing else; the MFA function keeps the password
+/// routes, in the argon2 pool, and no longer holds a signing key.
+#[test]
+fn the_second_login_step_has_its_own_function_and_concurrency() {
+    let t = template();
+    let params = parameters(&t, &[]);
+    let reserved: u64 = params["MfaVerifyReservedConcurrency"].parse().expect("a number");
+    assert!(reserved > 0, "the second login step is reserved by default");
+    let resolved = resolve(&t, &[]);
+    let verify_events: Vec<_> = api_events(&resolved)
+        .into_iter()
+        .filter(|e| e.path == "/auth/mfa/verify")
+        .collect();
+    assert_eq!(verify_events.len(), 1);
+    assert_eq!(verify_events[0].function, "MfaVerifyFunction");
+    let argon2 = argon2_functions(&resolved);
+    assert!(argon2.contains(&"MfaFunction".to_owned()), "{argon2:?}");
+    assert!(!argon2.contains(&"MfaVerifyFunction".to_owned()), "{argon2:?}");
+    let verify = functions(&resolved)["MfaVerifyFunction"];
+    assert_eq!(
+        at(verify, &["Properties", "ReservedConcurrentExecutions"])
+            .and_then(reference)
+            .as_deref(),
+        Some("MfaVerifyReservedConcurrency")
+    );
+    // Every other function serves no route of the second step, and no function in the argon2
+    // pool serves a route of the verify function.
+    for e in api_events(&resolved)
+        .iter()
+        .filter(|e| e.function == "MfaVerifyFunction")
+    {
+        assert_eq!((e.method.as_str(), e.path.as_str()), ("POST", "/auth/mfa/verify"));
+    }
+    let off = resolve(&t, &[("MfaVerifyReservedConcurrency", "0")]);
+    assert!(
+        at(
+            functions(&off)["MfaVerifyFunction"],
+            &["Properties", "ReservedConcurrentExecutions"]
+        )
+        .is_none()
+    );
+    // The argon2 pool's parameter set to 0 leaves the verify function reserved.
+    let argon2_off = resolve(&t, &[("Argon2ReservedConcurrency", "0")]);
+    assert!(
+        at(
+            functions(&argon2_off)["MfaVerifyFunction"],
+            &["Properties", "ReservedConcurrentExecutions"]
+        )
+        .is_some()
+    );
+
+    for alg in ALGORITHMS {
+        let t = template_for(alg);
+        let secrets = [
+            "DatabaseUrlSecret",
+            "MfaEncryptionKeySecret",
+            "JwtSigningKeySecret",
+            "JwtPrivateKeySecret",
+            "JwtJwksSecret",
+        ];
+        let read = |name: &str| -> Vec<&str> {
+            let f = functions(&t)[name];
+            secrets
+                .into_iter()
+                .filter(|s| at(f, &["Properties", "Policies"]).is_some_and(|p| mentions(p, s)))
+                .collect()
+        };
+        let signing: &[&str] = match alg {
+            "HS256" => &["JwtSigningKeySecret"],
+            _ => &["JwtPrivateKeySecret", "JwtJwksSecret"],
+        };
+        let mut expected = vec!["DatabaseUrlSecret", "MfaEncryptionKeySecret"];
+        expected.extend_from_slice(signing);
+        assert_eq!(
+            read("MfaVerifyFunction"),
+            expected,
+            "[{alg}] what the verify function reads"
+        );
+        assert_eq!(
+            read("MfaFunction"),
+            ["DatabaseUrlSecret", "MfaEncryptionKeySecret"],
+            "[{alg}] what the MFA function reads"
+        );
     }
 }
 

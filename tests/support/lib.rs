@@ -249,6 +249,7 @@ pub fn test_config() -> Config {
     limits.reset_per_ip = generous(limits.reset_per_ip);
     limits.verify_per_ip = generous(limits.verify_per_ip);
     limits.verify_resend_per_user = generous(limits.verify_resend_per_user);
+    limits.mfa_password_per_account = generous(limits.mfa_password_per_account);
     config
 }
 

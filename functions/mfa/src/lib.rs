@@ -1,9 +1,18 @@
 //! The second factor (issue 17): TOTP enrolment (`POST /auth/mfa/totp`, then
-//! `/auth/mfa/totp/confirm`), turning it off (`DELETE /auth/mfa/totp`), new recovery codes
-//! (`POST /auth/mfa/recovery-codes`) and the second step of a two-step login
-//! (`POST /auth/mfa/verify`, public: the `mfa_token` from login is the credential).
+//! `/auth/mfa/totp/confirm`), turning it off (`DELETE /auth/mfa/totp`) and new recovery codes
+//! (`POST /auth/mfa/recovery-codes`), and what the second step of a two-step login
+//! (`POST /auth/mfa/verify`, the `mfa-verify` function) shares with them.
+//!
+//! The second step is a function of its own (finding 7): this one checks passwords (argon2) and
+//! is reserved like the other hashing functions, so a signed-in account flooding enrolment with
+//! passwords would otherwise take the instances every user's second login step needs. Here, each
+//! password check also counts against a per-account budget of its own (`RATE_MFA_PASSWORD`) that
+//! a right password does not reset.
 //!
 //! - A TOTP secret is stored only as AES-256-GCM ciphertext (`store::mfa_key`), bound to the user.
+//!   One read under a key that is no longer the current one is sealed again under the current
+//!   key by the use that read it, in its transaction (a right code only: a wrong one rewrites
+//!   nothing), so a key rotated out stops being needed.
 //! - An accepted time step is recorded (`mfa_totp.last_used_step`) by a conditional UPDATE
 //!   (`last_used_step < $step`) in the same transaction as what the code unlocks, so a code works
 //!   once, even when two requests race with it.
@@ -35,18 +44,14 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use store::events::{self, Event, EventType, Origin, Sources};
-use store::mfa_key::MfaKeys;
-use store::ratelimit::{self, Bucket};
-use store::users::{
-    NewSession, SessionParams, User, check_password, check_password_counted, count_login_attempt, reset_login_budget,
-    session_ctes_made, token_response,
-};
+use store::mfa_key::{MfaKeys, Rekey};
+use store::users::{User, check_mfa_route_password, count_login_attempt, reset_login_budget};
 use store::{AppState, db};
 use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 use web::auth::{Caller, caller};
-use web::error::{ApiError, ApiResult, Challenge, FieldError};
-use web::http::{RequestBody, double_option, empty_response, json_response, parse_json, respond};
+use web::error::{ApiError, ApiResult, Challenge};
+use web::http::{RequestBody, empty_response, json_response, parse_json, respond};
 
 /// Recovery codes per set.
 pub const RECOVERY_CODES: usize = 10;
@@ -55,10 +60,6 @@ const RECOVERY_CODE_BYTES: usize = 10;
 /// Attempts an `mfa_token` allows, counted before the code is compared (a right code consumes
 /// the token, so: 5 wrong codes).
 pub const MAX_MFA_FAILURES: i32 = 5;
-/// Longest `mfa_token` looked up (ours are 43 characters).
-const MAX_MFA_TOKEN_LEN: usize = 512;
-/// Longest recovery code looked at (ours are 19 characters).
-const MAX_RECOVERY_CODE_LEN: usize = 64;
 
 /// 400 `invalid_mfa_code`.
 pub const INVALID_MFA_CODE: ApiError = ApiError::BadRequest {
@@ -110,20 +111,6 @@ impl RequestBody for DisableBody {
     const FIELDS: &'static [&'static str] = &["password", "code"];
 }
 
-#[derive(Deserialize)]
-pub struct VerifyBody {
-    mfa_token: SecretString,
-    /// Absent, or a string: `null` is refused like any value of the wrong type.
-    #[serde(default, deserialize_with = "double_option")]
-    code: Option<Option<SecretString>>,
-    #[serde(default, deserialize_with = "double_option")]
-    recovery_code: Option<Option<SecretString>>,
-}
-
-impl RequestBody for VerifyBody {
-    const FIELDS: &'static [&'static str] = &["mfa_token", "code", "recovery_code"];
-}
-
 #[derive(Serialize)]
 struct Enrolment {
     secret: String,
@@ -142,11 +129,9 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
 async fn dispatch(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
     let path = req.uri().path().trim_end_matches('/').to_owned();
     let method = req.method().clone();
+    // `POST /auth/mfa/verify` is the mfa-verify function's (no route here, whatever the token).
     if path.ends_with("/auth/mfa/verify") {
-        return match method {
-            Method::POST => verify(state, &req).await,
-            _ => Err(ApiError::NoRoute),
-        };
+        return Err(ApiError::NoRoute);
     }
     let caller = caller(&req, &state.tokens).await?;
     match (method, path.rsplit('/').next().unwrap_or("")) {
@@ -160,7 +145,7 @@ async fn dispatch(state: &AppState, req: Request) -> ApiResult<Response<Body>> {
 
 /// The encryption keys, or 503 where none is configured (the local API without
 /// `MFA_ENCRYPTION_KEY`; the deployed function does not start without one).
-fn keys(state: &AppState) -> ApiResult<&MfaKeys> {
+pub fn keys(state: &AppState) -> ApiResult<&MfaKeys> {
     state
         .mfa_keys
         .as_ref()
@@ -185,14 +170,25 @@ struct Account {
     totp: Option<StoredTotp>,
 }
 
-struct StoredTotp {
+/// A user's TOTP row: the secret's ciphertext and the key it is under.
+pub struct StoredTotp {
     ciphertext: Vec<u8>,
     key_id: String,
     enabled: bool,
 }
 
+/// A code checked against a stored secret: the step it is the code of, if any, and, for a right
+/// code whose secret was read under a key that is not the current one, the same secret sealed
+/// under the current key, to write in the transaction the code is used in.
+pub struct Checked {
+    pub step: Option<u64>,
+    pub rekey: Option<Rekey>,
+}
+
 impl StoredTotp {
-    fn from_row(row: &tokio_postgres::Row) -> ApiResult<Option<Self>> {
+    /// The row's TOTP columns (`secret_ciphertext`, `key_id`, `totp_enabled`); `None` without a
+    /// secret.
+    pub fn from_row(row: &tokio_postgres::Row) -> ApiResult<Option<Self>> {
         let Some(ciphertext) = row.try_get::<_, Option<Vec<u8>>>("secret_ciphertext")? else {
             return Ok(None);
         };
@@ -203,17 +199,23 @@ impl StoredTotp {
         }))
     }
 
-    /// The step whose code `code` is, for `user_id`'s secret.
-    fn matching_step(&self, keys: &MfaKeys, user_id: Uuid, code: &SecretString) -> ApiResult<Option<u64>> {
+    /// Check `code` against `user_id`'s secret. Only a right code gets a [`Rekey`]: a wrong one
+    /// must not rewrite the row.
+    pub fn check(&self, keys: &MfaKeys, user_id: Uuid, code: &SecretString) -> ApiResult<Checked> {
         let secret = keys.decrypt(&self.key_id, user_id, &self.ciphertext)?;
-        Ok(totp::matching_step(&secret, code.expose_secret().trim(), now_secs()))
+        let step = totp::matching_step(&secret, code.expose_secret().trim(), now_secs());
+        let rekey = match step {
+            Some(_) => keys.rekey(user_id, &self.key_id, &self.ciphertext, &secret)?,
+            None => None,
+        };
+        Ok(Checked { step, rekey })
     }
 
-    /// [`matching_step`](Self::matching_step) as the statements take it; no step is 400
-    /// `invalid_mfa_code`.
-    fn accepted_step(&self, keys: &MfaKeys, user_id: Uuid, code: &SecretString) -> ApiResult<i64> {
-        let step = self.matching_step(keys, user_id, code)?.ok_or(INVALID_MFA_CODE)?;
-        step_param(step)
+    /// [`check`](Self::check) as the statements take it; no step is 400 `invalid_mfa_code`.
+    fn accepted_step(&self, keys: &MfaKeys, user_id: Uuid, code: &SecretString) -> ApiResult<(i64, Option<Rekey>)> {
+        let checked = self.check(keys, user_id, code)?;
+        let step = checked.step.ok_or(INVALID_MFA_CODE)?;
+        Ok((step_param(step)?, checked.rekey))
     }
 }
 
@@ -236,7 +238,7 @@ async fn load(state: &AppState, caller: &Caller) -> ApiResult<Account> {
 }
 
 /// Steps are stored as `bigint`.
-fn step_param(step: u64) -> ApiResult<i64> {
+pub fn step_param(step: u64) -> ApiResult<i64> {
     i64::try_from(step).map_err(|_| ApiError::Internal(anyhow::anyhow!("time step out of range")))
 }
 
@@ -288,7 +290,15 @@ async fn enrol(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Re
     let body: EnrolBody = parse_json(req)?;
     let keys = keys(state)?;
     let account = load(state, caller).await?;
-    check_password(state, &account.user.email, body.password, account.password_hash).await?;
+    check_mfa_route_password(
+        state,
+        caller.user_id,
+        &account.user.email,
+        body.password,
+        account.password_hash,
+    )
+    .await?;
+    reset_login_budget(state, &account.user.email).await?;
     if account.totp.as_ref().is_some_and(|t| t.enabled) {
         return Err(MFA_ALREADY_ENABLED);
     }
@@ -337,7 +347,7 @@ async fn confirm(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<
     };
     // Every code tried counts against the account's login budget, before it is compared.
     count_login_attempt(state, &account.user.email).await?;
-    let step = stored.accepted_step(keys, caller.user_id, &body.code)?;
+    let (step, rekey) = stored.accepted_step(keys, caller.user_id, &body.code)?;
     let (codes, hashes) = new_recovery_codes()?;
     // Only the very enrolment the code was checked against (a new one replaces the secret), and
     // only once: the step is recorded in the same statement, and so is the flag on the user row.
@@ -370,7 +380,7 @@ async fn confirm(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<
         (&hashes, Type::BYTEA_ARRAY),
     ];
     params.extend(event.params());
-    if !locked_change(state, caller.user_id, &sql, &params).await? {
+    if !locked_change(state, caller.user_id, &sql, &params, rekey.as_ref()).await? {
         return Err(INVALID_MFA_CODE);
     }
     reset_login_budget(state, &account.user.email).await?;
@@ -388,7 +398,7 @@ async fn regenerate(state: &AppState, caller: &Caller, req: &Request) -> ApiResu
     let stored = account.totp.filter(|t| t.enabled).ok_or(MFA_NOT_ENABLED)?;
     // Every code tried counts against the account's login budget, before it is compared.
     count_login_attempt(state, &account.user.email).await?;
-    let step = stored.accepted_step(keys, caller.user_id, &body.code)?;
+    let (step, rekey) = stored.accepted_step(keys, caller.user_id, &body.code)?;
     let (codes, hashes) = new_recovery_codes()?;
     let sql = format!(
         "WITH {},
@@ -403,15 +413,13 @@ async fn regenerate(state: &AppState, caller: &Caller, req: &Request) -> ApiResu
         db::LIVE_CALLER,
         replace_codes_ctes("stepped", 4)
     );
-    let rows = db::caller_query(
-        &state.pool,
-        &state.config.db,
-        caller,
-        &sql,
-        &[(&step, Type::INT8), (&hashes, Type::BYTEA_ARRAY)],
-    )
-    .await?;
-    if rows.is_empty() {
+    let params: [(&(dyn ToSql + Sync), Type); 4] = [
+        (&caller.session_id, Type::UUID),
+        (&caller.user_id, Type::UUID),
+        (&step, Type::INT8),
+        (&hashes, Type::BYTEA_ARRAY),
+    ];
+    if !in_transaction(state, &sql, &params, rekey.as_ref()).await? {
         return Err(INVALID_MFA_CODE);
     }
     reset_login_budget(state, &account.user.email).await?;
@@ -428,9 +436,19 @@ async fn disable(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<
     let account = load(state, caller).await?;
     // One count against the login budget for the password and the code together; the budget is
     // reset only once both are right (a right password alone must not give the code guesses back).
-    check_password_counted(state, &account.user.email, body.password, account.password_hash).await?;
+    // The password check counts against the account's budget of them first (never reset by a
+    // success), then against the login budget.
+    check_mfa_route_password(
+        state,
+        caller.user_id,
+        &account.user.email,
+        body.password,
+        account.password_hash,
+    )
+    .await?;
     let stored = account.totp.filter(|t| t.enabled).ok_or(MFA_NOT_ENABLED)?;
-    let step = stored.accepted_step(keys, caller.user_id, &body.code)?;
+    // The row goes away: nothing to seal again.
+    let (step, _) = stored.accepted_step(keys, caller.user_id, &body.code)?;
     // The replay check is the DELETE's own condition: a step used before does not turn it off.
     let sql = format!(
         "WITH {},
@@ -458,7 +476,7 @@ async fn disable(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<
         (&step, Type::INT8),
     ];
     params.extend(event.params());
-    if !locked_change(state, caller.user_id, &sql, &params).await? {
+    if !locked_change(state, caller.user_id, &sql, &params, None).await? {
         return Err(INVALID_MFA_CODE);
     }
     reset_login_budget(state, &account.user.email).await?;
@@ -473,13 +491,14 @@ async fn disable(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<
 /// the other sessions). Like a password change: a login whose session step holds the row (share
 /// lock) finishes first, and `sql`, a later statement with a new snapshot, sees and revokes the
 /// session it made; a login reaching its session step after the lock waits, then re-reads the
-/// row, finds `mfa_enabled` changed and opens no password-only session. Whether `sql` returned a
-/// row (committed only then).
+/// row, finds `mfa_enabled` changed and opens no password-only session. Then `rekey`, if any, in
+/// the same transaction. Whether `sql` returned a row (committed only then).
 async fn locked_change(
     state: &AppState,
     user_id: Uuid,
     sql: &str,
     params: &[(&(dyn ToSql + Sync), Type)],
+    rekey: Option<&Rekey>,
 ) -> ApiResult<bool> {
     let settings = &state.config.db;
     db::bounded(&state.pool, settings, async |client| {
@@ -489,231 +508,36 @@ async fn locked_change(
         if rows.is_empty() {
             return Ok(false);
         }
+        if let Some(rekey) = rekey {
+            store::mfa_key::rekey(&tx, settings, rekey).await?;
+        }
         tx.commit().await?;
         Ok(true)
     })
     .await
 }
 
-/// One attempt at the live challenge of a presented `mfa_token` (`$1`), counted before any code
-/// is looked at: the conditional UPDATE takes the challenge's row lock, so of concurrent
-/// verifies at most [`MAX_MFA_FAILURES`] (`$2`) ever get this far (a waiting one re-checks
-/// `failures` on the row as the others left it). No row: unknown, used, expired, used up, or the
-/// user is disabled or has no second factor any more. Returns the user and its TOTP row.
-const ATTEMPT: &str = "
-UPDATE mfa_challenges c SET failures = c.failures + 1
-  FROM users u, mfa_totp t
- WHERE c.token_hash = $1 AND c.consumed_at IS NULL AND c.expires_at > now() AND c.failures < $2
-   AND u.id = c.user_id AND NOT u.disabled
-   AND t.user_id = c.user_id AND t.enabled_at IS NOT NULL
-RETURNING u.id, u.email, u.role, u.created_at, u.email_verified, c.account_key,
-          t.secret_ciphertext, t.key_id, true AS totp_enabled";
-
-/// Share-lock the user row of a verify (`$1`) first, as every change of the second factor and
-/// of the password locks it first (no lock-order deadlock): a disable or password change in
-/// flight finishes before, and a verify holding it finishes before they revoke sessions.
-const LOCK_USER: &str = "
-SELECT id FROM users WHERE id = $1 AND NOT disabled AND mfa_enabled FOR SHARE";
-
-/// Consume the challenge (the row lock decides between concurrent verifies). The attempt was
-/// counted already.
-const CONSUME: &str = "
-UPDATE mfa_challenges SET consumed_at = now()
- WHERE token_hash = $1 AND consumed_at IS NULL AND expires_at > now()
-RETURNING user_id";
-
-/// Record the accepted time step, if it is newer than the last one accepted.
-const USE_STEP: &str = "
-UPDATE mfa_totp SET last_used_step = $2
- WHERE user_id = $1 AND enabled_at IS NOT NULL AND (last_used_step IS NULL OR last_used_step < $2)
-RETURNING user_id";
-
-/// Use a recovery code, once.
-const USE_RECOVERY_CODE: &str = "
-UPDATE mfa_recovery_codes SET used_at = now()
- WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL
-RETURNING user_id";
-
-/// What the second factor offered.
-enum Factor {
-    Step(i64),
-    RecoveryCode(Vec<u8>),
-}
-
-/// How a verification with a factor that looked right ended.
-enum Outcome {
-    Session(NewSession),
-    /// The step was used already, or the recovery code is unknown or used.
-    WrongCode,
-}
-
-/// `POST /auth/mfa/verify`: the second step of a two-step login.
-#[tracing::instrument(name = "mfa_verify", skip_all)]
-async fn verify(state: &AppState, req: &Request) -> ApiResult<Response<Body>> {
-    let body: VerifyBody = parse_json(req)?;
-    let origin = Origin::of(req);
-    let nulls: Vec<FieldError> = [
-        ("code", body.code.as_ref()),
-        ("recovery_code", body.recovery_code.as_ref()),
-    ]
-    .into_iter()
-    .filter(|(_, value)| matches!(value, Some(None)))
-    .map(|(field, _)| FieldError::new(field, "invalid_type", format!("{field} must be a string.")))
-    .collect();
-    if !nulls.is_empty() {
-        return Err(ApiError::Validation(nulls));
-    }
-    let (code, recovery_code) = match (body.code.flatten(), body.recovery_code.flatten()) {
-        (Some(code), None) => (Some(code), None),
-        (None, Some(recovery)) => (None, Some(recovery)),
-        _ => {
-            return Err(ApiError::Validation(vec![FieldError::new(
-                "code",
-                "one_of",
-                "Send exactly one of code and recovery_code.",
-            )]));
-        }
-    };
-    let token = body.mfa_token.expose_secret();
-    if token.is_empty() || token.len() > MAX_MFA_TOKEN_LEN {
-        return Err(ApiError::InvalidMfaToken);
-    }
-    let token_hash = Sha256::digest(token.as_bytes()).to_vec();
-    let limit = state.config.rate_limits.login_failures_per_account;
-    let (pool, settings) = (&state.pool, &state.config.db);
-    // The attempt counts against the token and then the account's login budget before any code
-    // is compared: concurrent verifies cannot all read "under the limit" and then all compare.
-    let rows = db::query(
-        pool,
-        settings,
-        ATTEMPT,
-        &[(&token_hash, Type::BYTEA), (&MAX_MFA_FAILURES, Type::INT4)],
-    )
-    .await?;
-    let row = rows.first().ok_or(ApiError::InvalidMfaToken)?;
-    let account_key: String = row.try_get("account_key")?;
-    ratelimit::hit(pool, settings, Bucket::LoginAccount, &account_key, limit).await?;
-    let user = User::from_row(row)?;
-    let stored = StoredTotp::from_row(row)?.ok_or(ApiError::InvalidMfaToken)?;
-
-    let factor = match (code, recovery_code) {
-        (Some(code), _) => stored
-            .matching_step(keys(state)?, user.id, &code)?
-            .map(step_param)
-            .transpose()?
-            .map(Factor::Step),
-        (None, Some(recovery)) => {
-            let recovery = recovery.expose_secret();
-            (!recovery.is_empty() && recovery.len() <= MAX_RECOVERY_CODE_LEN)
-                .then(|| Factor::RecoveryCode(hash_recovery_code(recovery)))
-        }
-        (None, None) => None,
-    };
-    let outcome = match factor {
-        Some(factor) => open_session(state, &token_hash, user.id, &factor, &account_key, &origin).await?,
-        None => Outcome::WrongCode,
-    };
-    match outcome {
-        Outcome::Session(session) => {
-            tracing::info!(user_id = %user.id, "second factor verified; user logged in");
-            token_response(state, Some(&user), user.id, user.role, &session, StatusCode::OK).await
-        }
-        Outcome::WrongCode => {
-            // Counted already (the token's attempt and the account's budget).
-            tracing::info!(user_id = %user.id, "wrong second factor code");
-            let event = Event {
-                user_id: Some(user.id),
-                ..Event::new(EventType::MfaFailed, &origin)
-            };
-            if let Err(e) = events::record_failure(pool, settings, &event, None).await {
-                tracing::error!(error = ?e, "could not record a wrong second factor code");
-            }
-            Err(INVALID_MFA_CODE)
-        }
-    }
-}
-
-/// In one transaction: consume the challenge, use the factor, open a session made with a second
-/// factor and reset the account's failure counter. Nothing of it stays when any step fails.
-async fn open_session(
+/// Run `sql` (a statement that returns a row when it did its work) and then `rekey`, if any, in
+/// one transaction: the secret is sealed under the current key by the use that read it, or not at
+/// all. Whether `sql` returned a row (committed only then).
+async fn in_transaction(
     state: &AppState,
-    token_hash: &[u8],
-    user_id: Uuid,
-    factor: &Factor,
-    account_key: &str,
-    origin: &Origin,
-) -> ApiResult<Outcome> {
+    sql: &str,
+    params: &[(&(dyn ToSql + Sync), Type)],
+    rekey: Option<&Rekey>,
+) -> ApiResult<bool> {
     let settings = &state.config.db;
-    let session = SessionParams::new(state, origin)?;
-    let login_event = Event::by_user(EventType::LoginSucceeded, user_id, Some(session.session_id), origin);
-    let recovery_event = Event::by_user(EventType::RecoveryCodeUsed, user_id, Some(session.session_id), origin);
-    let sql = format!(
-        "WITH target AS (SELECT id FROM users WHERE id = $1 AND NOT disabled AND mfa_enabled FOR SHARE),
-         reset AS (DELETE FROM rate_limits WHERE bucket = $2 AND key = $3 AND EXISTS (SELECT 1 FROM target)),
-         {},
-         {}
-         SELECT id FROM new_session",
-        session_ctes_made("target", 4, true),
-        events::cte("login_event", 10, "new_session", Sources::default())
-    );
     db::bounded(&state.pool, settings, async |client| {
         let tx = client.transaction().await?;
-        if db::run(&tx, settings, LOCK_USER, &[(&user_id, Type::UUID)])
-            .await?
-            .is_empty()
-        {
-            // Disabled, or the second factor turned off, meanwhile.
-            return Err(ApiError::InvalidMfaToken);
-        }
-        let consumed = db::run(&tx, settings, CONSUME, &[(&token_hash, Type::BYTEA)]).await?;
-        if consumed.is_empty() {
-            // A concurrent verify of the same token won (or it just ran out).
-            return Err(ApiError::InvalidMfaToken);
-        }
-        let used = match factor {
-            Factor::Step(step) => {
-                db::run(&tx, settings, USE_STEP, &[(&user_id, Type::UUID), (step, Type::INT8)]).await?
-            }
-            Factor::RecoveryCode(hash) => {
-                db::run(
-                    &tx,
-                    settings,
-                    USE_RECOVERY_CODE,
-                    &[(&user_id, Type::UUID), (hash, Type::BYTEA)],
-                )
-                .await?
-            }
-        };
-        if used.is_empty() {
-            // Rolled back: the challenge stays live (this attempt was counted before).
-            return Ok(Outcome::WrongCode);
-        }
-        let bucket = Bucket::LoginAccount.name();
-        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
-            (&user_id, Type::UUID),
-            (&bucket, Type::TEXT),
-            (&account_key, Type::TEXT),
-        ];
-        params.extend(session.params());
-        params.extend(login_event.params());
-        let rows = db::run(&tx, settings, &sql, &params).await?;
+        let rows = db::run(&tx, settings, sql, params).await?;
         if rows.is_empty() {
-            return Err(ApiError::InvalidMfaToken);
+            return Ok(false);
         }
-        let recovery = matches!(factor, Factor::RecoveryCode(_));
-        if recovery {
-            events::record(&tx, settings, &recovery_event).await?;
+        if let Some(rekey) = rekey {
+            store::mfa_key::rekey(&tx, settings, rekey).await?;
         }
         tx.commit().await?;
-        events::log(&login_event);
-        if recovery {
-            events::log(&recovery_event);
-        }
-        Ok(Outcome::Session(NewSession {
-            session_id: session.session_id,
-            refresh_token: session.refresh_token.clone(),
-            mfa: true,
-        }))
+        Ok(true)
     })
     .await
 }

@@ -26,7 +26,10 @@ pub fn new_secret() -> anyhow::Result<Zeroizing<Vec<u8>>> {
 /// The code of `secret` for time step `step`, with `digits` digits.
 fn code_with(secret: &[u8], step: u64, digits: usize) -> String {
     // `new_unchecked`: the secret is ours (160 bits); the checked constructor refuses the RFC's
-    // own 8-digit test vectors' secret length, not ours.
+    // own 8-digit test vectors' secret length, not ours. The `TOTP` keeps its own copy of the
+    // secret (this `to_vec`, moved in, never reallocated): totp-rs's `zeroize` feature (root
+    // Cargo.toml) makes `TOTP` `ZeroizeOnDrop`, so that copy is wiped when `totp` goes out of
+    // scope at the end of this function (tested below).
     let totp = TOTP::new_unchecked(Algorithm::SHA1, digits, 0, STEP_SECS, secret.to_vec());
     totp.generate(step.saturating_mul(STEP_SECS))
 }
@@ -133,6 +136,14 @@ mod tests {
         assert_eq!(matching_step(secret, "12345", now), None);
         assert_eq!(matching_step(secret, "12345a", now), None);
         assert_eq!(matching_step(secret, "1234567", now), None);
+    }
+
+    /// The copy of the secret inside totp-rs's `TOTP` is wiped on drop: this does not compile
+    /// without totp-rs's `zeroize` feature.
+    #[test]
+    fn the_totp_value_wipes_its_copy_of_the_secret() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wiped_on_drop::<TOTP>();
     }
 
     #[test]

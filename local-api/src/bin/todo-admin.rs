@@ -5,6 +5,11 @@
 //!   todo-admin migrate              apply pending migrations
 //!   todo-admin grant-admin EMAIL    make an existing account an admin (the first admin of a
 //!                                   fresh deployment: sign up, then run this once)
+//!   todo-admin reencrypt-mfa-secrets
+//!                                   seal every TOTP secret not under the current MFA encryption
+//!                                   key again under it, in batches (after a rotation, before the
+//!                                   previous key is dropped; README, "Rotating the MFA encryption
+//!                                   key"). Keys from MFA_ENCRYPTION_KEY[_PREVIOUS][_ID].
 //!
 //! There is no default account and no default password anywhere.
 
@@ -12,6 +17,22 @@ use access::keys::EnvOnly;
 use anyhow::{Context, bail};
 use settings::DatabaseSettings;
 use tokio_postgres::types::Type;
+
+/// Rows per transaction of `reencrypt-mfa-secrets`: each batch holds its rows' locks until it
+/// commits, so a login's verify of one of them waits for one short batch at most.
+const REENCRYPT_BATCH: i64 = 500;
+
+/// The keys `reencrypt-mfa-secrets` works with, with their ids (given, or the fingerprints the
+/// local API uses).
+fn mfa_keys(env: &settings::MfaKeyEnv) -> anyhow::Result<store::mfa_key::MfaKeys> {
+    use store::mfa_key::fingerprint_id;
+    let id = |given: &Option<String>, key: &secrecy::SecretString| given.clone().unwrap_or_else(|| fingerprint_id(key));
+    store::mfa_key::MfaKeys::new(
+        (id(&env.current_id, &env.current), &env.current),
+        env.previous.as_ref().map(|p| (id(&env.previous_id, p), p)),
+    )
+    .context("MFA_ENCRYPTION_KEY")
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -52,6 +73,26 @@ async fn main() -> anyhow::Result<()> {
                 None => bail!("no account with email {email}: sign up first"),
             }
         }
-        _ => bail!("usage: todo-admin migrate | todo-admin grant-admin EMAIL"),
+        ["reencrypt-mfa-secrets"] => {
+            let env = settings::MfaKeyEnv::from_env()?;
+            let keys = mfa_keys(&env)?;
+            let pool = store::db::pool(url, &settings.db)?;
+            let report = store::mfa_key::reencrypt_all(&pool, &settings.db, &keys, REENCRYPT_BATCH).await?;
+            println!(
+                "re-encrypted {} TOTP secret(s) under key {}",
+                report.reencrypted,
+                keys.current_id()
+            );
+            if report.unreadable > 0 {
+                bail!(
+                    "{} TOTP secret(s) could not be read with these keys (their user and key ids are logged above): \
+                     keep the previous key until they are",
+                    report.unreadable
+                );
+            }
+            println!("no TOTP secret is under another key: the previous key can be dropped");
+            Ok(())
+        }
+        _ => bail!("usage: todo-admin migrate | todo-admin grant-admin EMAIL | todo-admin reencrypt-mfa-secrets"),
     }
 }
