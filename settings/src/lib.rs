@@ -583,6 +583,16 @@ impl MfaKeyEnv {
         if previous_id.is_some() && previous.is_none() {
             env.problem("MFA_ENCRYPTION_KEY_PREVIOUS_ID is set without MFA_ENCRYPTION_KEY_PREVIOUS".into());
         }
+        // Both ids or neither (review finding L2): a given id next to a fingerprint id is how a
+        // deployed key's version id gets left out, and secrets would be sealed under an id no
+        // function knows.
+        if previous.is_some() && current_id.is_some() != previous_id.is_some() {
+            env.problem(
+                "MFA_ENCRYPTION_KEY_ID and MFA_ENCRYPTION_KEY_PREVIOUS_ID must be set together (a deployed stack's are \
+                 the secret's version ids) or both left out (the local fingerprint ids)"
+                    .into(),
+            );
+        }
         match current {
             Some(current) => env.finish(MfaKeyEnv {
                 current,
@@ -823,5 +833,42 @@ mod tests {
             .unwrap_or_default();
         assert!(err.contains("the local API reads its keys from JWT_SECRET"), "{err}");
         Ok(())
+    }
+
+    /// Review finding L2: one key id given and the other left to its fingerprint is refused
+    /// (the old reader accepted it, and the bulk re-encryption then sealed secrets under an id no
+    /// deployed function knows); both or neither are fine.
+    #[test]
+    fn the_reencryption_key_ids_come_together_or_not_at_all() {
+        let (k, p) = (
+            "a2V5LW9uZS0zMi1ieXRlcy1sb25nLi4uLi4uLi4uLi4=",
+            "a2V5LXR3by0zMi1ieXRlcy1sb25nLi4uLi4uLi4uLi4=",
+        );
+        let half = MfaKeyEnv::from_reader(reader(&[
+            ("MFA_ENCRYPTION_KEY", k),
+            ("MFA_ENCRYPTION_KEY_PREVIOUS", p),
+            ("MFA_ENCRYPTION_KEY_PREVIOUS_ID", "v1"),
+        ]));
+        let err = half.map(|_| String::new()).unwrap_or_else(|e| e.to_string());
+        assert!(err.contains("must be set together"), "{err:?}");
+        let other_half = MfaKeyEnv::from_reader(reader(&[
+            ("MFA_ENCRYPTION_KEY", k),
+            ("MFA_ENCRYPTION_KEY_ID", "v2"),
+            ("MFA_ENCRYPTION_KEY_PREVIOUS", p),
+        ]));
+        assert!(other_half.is_err());
+        assert!(
+            MfaKeyEnv::from_reader(reader(&[
+                ("MFA_ENCRYPTION_KEY", k),
+                ("MFA_ENCRYPTION_KEY_ID", "v2"),
+                ("MFA_ENCRYPTION_KEY_PREVIOUS", p),
+                ("MFA_ENCRYPTION_KEY_PREVIOUS_ID", "v1"),
+            ]))
+            .is_ok()
+        );
+        assert!(
+            MfaKeyEnv::from_reader(reader(&[("MFA_ENCRYPTION_KEY", k), ("MFA_ENCRYPTION_KEY_PREVIOUS", p)])).is_ok()
+        );
+        assert!(MfaKeyEnv::from_reader(reader(&[("MFA_ENCRYPTION_KEY", k), ("MFA_ENCRYPTION_KEY_ID", "v2")])).is_ok());
     }
 }

@@ -125,6 +125,20 @@ impl MfaKeys {
     }
 
     /// Decrypt what [`encrypt`](Self::encrypt) made for `user_id` under the key `key_id`.
+    /// Whether `key_id` is one of the keys this process holds. Not during a rotation's first
+    /// minutes: an instance started after it may already have sealed a secret under the new key
+    /// while warm instances still hold only the keys they started with.
+    /// The ids of the keys held: the current one, then the previous one.
+    pub fn ids(&self) -> Vec<String> {
+        std::iter::once(self.current.id.clone())
+            .chain(self.previous.as_ref().map(|k| k.id.clone()))
+            .collect()
+    }
+
+    pub fn knows(&self, key_id: &str) -> bool {
+        self.current.id == key_id || self.previous.as_ref().is_some_and(|k| k.id == key_id)
+    }
+
     pub fn decrypt(&self, key_id: &str, user_id: Uuid, blob: &[u8]) -> anyhow::Result<Zeroizing<Vec<u8>>> {
         let key = [Some(&self.current), self.previous.as_ref()]
             .into_iter()
@@ -219,6 +233,13 @@ SELECT user_id, key_id, secret_ciphertext FROM mfa_totp
  ORDER BY user_id LIMIT $3
    FOR UPDATE";
 
+/// Rows under a key id that neither key has, counted per id: [`reencrypt_all`] looks before it
+/// writes anything.
+const UNKNOWN_KEY_IDS: &str = "
+SELECT key_id, count(*) AS n FROM mfa_totp
+ WHERE key_id <> ALL($1)
+ GROUP BY key_id ORDER BY key_id";
+
 /// What [`reencrypt_all`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ReencryptReport {
@@ -242,6 +263,33 @@ pub async fn reencrypt_all(
     let mut report = ReencryptReport::default();
     let mut after = Uuid::nil();
     let current = keys.current_id().to_owned();
+    // Review finding L2: with a key id the deployed functions do not use (MFA_ENCRYPTION_KEY_ID
+    // left out or mistyped), the command would seal secrets under an id no function knows. Rows
+    // under the real ids then show up here as unknown: refuse before writing anything.
+    let known: Vec<String> = keys.ids();
+    let unknown = db::run(
+        &pool.get().await?,
+        settings,
+        UNKNOWN_KEY_IDS,
+        &[(&known, Type::TEXT_ARRAY)],
+    )
+    .await?;
+    if !unknown.is_empty() {
+        let mut found = Vec::new();
+        for row in &unknown {
+            found.push(format!(
+                "{:?}: {} row(s)",
+                row.try_get::<_, String>("key_id")?,
+                row.try_get::<_, i64>("n")?
+            ));
+        }
+        anyhow::bail!(
+            "TOTP secrets are under key ids that neither given key has ({}); nothing was re-encrypted. \
+             Set MFA_ENCRYPTION_KEY_ID and MFA_ENCRYPTION_KEY_PREVIOUS_ID to the ids the functions use \
+             (the secret's version ids), or keep those rows' key",
+            found.join(", ")
+        );
+    }
     loop {
         let mut client = pool.get().await?;
         let tx = client.transaction().await?;

@@ -1949,28 +1949,34 @@ fn argon2_functions_have_reserved_concurrency_and_capacity_sized_throttles() {
         assert!(at(functions(&off)[name], &["Properties", "ReservedConcurrentExecutions"]).is_none());
     }
 
-    // The throttles of the password-taking POST routes never promise more than the reserved
-    // instances can hash: one hash takes >= 0.2 s on 512 MB, so 5 per second per instance.
+    // The throttles of the password-taking routes (every POST of these functions, and the two
+    // DELETEs that take a password) never promise more than the reserved instances can hash: one
+    // hash takes >= 0.2 s on 512 MB, so 5 per second per instance.
     let settings = at(api_resource(&resolved), &["Properties", "MethodSettings"])
         .and_then(Value::as_sequence)
         .expect("MethodSettings");
-    let rate_of = |path: &str| {
+    let rate_of = |path: &str, method: &str| {
         settings
             .iter()
-            .find(|s| str_at(s, &["ResourcePath"]) == Some(path))
+            .find(|s| {
+                str_at(s, &["ResourcePath"]) == Some(path)
+                    && str_at(s, &["HttpMethod"]).is_some_and(|m| m == "*" || m.eq_ignore_ascii_case(method))
+            })
             .and_then(|s| at(s, &["ThrottlingRateLimit"]).and_then(Value::as_u64))
     };
-    let stage_rate = rate_of("/*").expect("a stage-wide throttle");
-    for e in api_events(&resolved)
-        .iter()
-        .filter(|e| argon2.contains(&e.function) && e.method == "POST")
-    {
+    let stage_rate = rate_of("/*", "*").expect("a stage-wide throttle");
+    const PASSWORD_DELETES: [&str; 2] = ["/auth/me", "/auth/mfa/totp"];
+    for e in api_events(&resolved).iter().filter(|e| {
+        argon2.contains(&e.function)
+            && (e.method == "POST" || (e.method == "DELETE" && PASSWORD_DELETES.contains(&e.path.as_str())))
+    }) {
         let path = e.path.replace('/', "~1");
-        let rate = rate_of(&format!("/{path}"))
-            .unwrap_or_else(|| panic!("POST {} runs argon2id: it needs a method throttle", e.path));
+        let rate = rate_of(&format!("/{path}"), &e.method)
+            .unwrap_or_else(|| panic!("{} {} runs argon2id: it needs a method throttle", e.method, e.path));
         assert!(
             rate <= reserved * 5,
-            "POST {}: {rate}/s is more than {reserved} instances hash",
+            "{} {}: {rate}/s is more than {reserved} instances hash",
+            e.method,
             e.path
         );
         assert!(rate <= stage_rate);

@@ -202,6 +202,15 @@ impl StoredTotp {
     /// Check `code` against `user_id`'s secret. Only a right code gets a [`Rekey`]: a wrong one
     /// must not rewrite the row.
     pub fn check(&self, keys: &MfaKeys, user_id: Uuid, code: &SecretString) -> ApiResult<Checked> {
+        // A key this instance does not hold yet: a rotation in progress, and an instance that
+        // already runs the new key has re-encrypted this secret under it (review finding L3).
+        // Retryable (503 `service_unavailable`: the next attempt may land on a new instance), not
+        // a 500, and the code is not judged: no step, no rewrite.
+        if !keys.knows(&self.key_id) {
+            return Err(ApiError::ServiceUnavailable(anyhow::anyhow!(
+                "a TOTP secret is under a key this instance does not hold yet (key rotation in progress)"
+            )));
+        }
         let secret = keys.decrypt(&self.key_id, user_id, &self.ciphertext)?;
         let step = totp::matching_step(&secret, code.expose_secret().trim(), now_secs());
         let rekey = match step {
@@ -298,10 +307,12 @@ async fn enrol(state: &AppState, caller: &Caller, req: &Request) -> ApiResult<Re
         account.password_hash,
     )
     .await?;
-    reset_login_budget(state, &account.user.email).await?;
+    // With the second factor on, a right password alone must not give the code guesses back
+    // (the signed-in routes' wrong codes count against the login budget): refuse first.
     if account.totp.as_ref().is_some_and(|t| t.enabled) {
         return Err(MFA_ALREADY_ENABLED);
     }
+    reset_login_budget(state, &account.user.email).await?;
     let secret = totp::new_secret()?;
     let (key_id, ciphertext) = keys.encrypt(caller.user_id, &secret)?;
     let sql = format!(
