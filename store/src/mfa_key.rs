@@ -161,13 +161,26 @@ impl MfaKeys {
 
 /// A user's TOTP secret, read under a key that is not the current one, sealed again under the
 /// current key: what [`rekey`] writes, only over the very row it was read from.
-#[derive(Debug)]
 pub struct Rekey {
     pub user_id: Uuid,
     pub old_key_id: String,
     pub old_ciphertext: Vec<u8>,
     pub key_id: String,
     pub ciphertext: Vec<u8>,
+}
+
+/// Key ids and lengths only: a sealed secret is not readable without the key, but it has no
+/// business in a log line either.
+impl std::fmt::Debug for Rekey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rekey")
+            .field("user_id", &self.user_id)
+            .field("old_key_id", &self.old_key_id)
+            .field("old_ciphertext", &format_args!("<{} bytes>", self.old_ciphertext.len()))
+            .field("key_id", &self.key_id)
+            .field("ciphertext", &format_args!("<{} bytes>", self.ciphertext.len()))
+            .finish()
+    }
 }
 
 impl MfaKeys {
@@ -332,6 +345,21 @@ mod tests {
 
     fn b64(bytes: &[u8]) -> SecretString {
         SecretString::from(base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    #[test]
+    fn a_rekey_prints_no_ciphertext() {
+        let rekey = Rekey {
+            user_id: Uuid::nil(),
+            old_key_id: "env-old".into(),
+            old_ciphertext: vec![0xAB; 40],
+            key_id: "env-new".into(),
+            ciphertext: vec![0xCD; 40],
+        };
+        let shown = format!("{rekey:?}");
+        assert!(shown.contains("env-old") && shown.contains("env-new"), "{shown}");
+        assert!(shown.contains("<40 bytes>"), "{shown}");
+        assert!(!shown.contains("171") && !shown.contains("205"), "ciphertext bytes in {shown}");
     }
 
     #[test]
