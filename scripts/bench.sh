@@ -358,6 +358,9 @@ else
     wait_quiet
 fi
 cp /proc/loadavg "$R/load_measure.txt"
+# What every other process uses from here to the end (the load average at the end counts our own
+# last sections, so it cannot tell): scripts/bench/others_cpu.py.
+python3 scripts/bench/others_cpu.py snap "$R/others_before.json" "$$" || log "could not snapshot the other processes"
 
 # --- 2. load on a nearly empty database ----------------------------------------------------
 
@@ -682,6 +685,9 @@ if want sizes; then
 fi
 
 cp /proc/loadavg "$R/load_after.txt"
+python3 scripts/bench/others_cpu.py snap "$R/others_after.json" "$$" \
+    && python3 scripts/bench/others_cpu.py diff "$R/others_before.json" "$R/others_after.json" "$R/others.txt" \
+    || log "could not measure the other processes' CPU"
 psql -X -A -t -w "$base_url" -c 'SHOW server_version' >"$R/pg_version.txt" 2>/dev/null || true
 printf '%s\n' "$TODO_API_PG_SOURCE" >"$R/pg_source.txt"
 cat >"$R/config.txt" <<EOF

@@ -539,8 +539,14 @@ def main():
     argon2_mib = m_kib / 1024
     cores = m["nproc"]
     load1_before = float(m["load_measure"].split()[0]) if m["load_measure"] != "?" else 0.0
-    load1_after = float(m["load_after"].split()[0]) if m["load_after"] != "?" else 0.0
-    busy = load1_before > 0.5 * cores or load1_after > 1.5 * cores
+    # Whether anything else competed for the CPU: the load average before the load runs, and the
+    # CPU every other process used during them (others_cpu.py). The load average at the end is
+    # not a test: it counts this run's own last sections (the 1,000-login burst).
+    others = kv(R / "others.txt")
+    others_s = float(others["others_cpu_s"]) if others.get("others_cpu_s") else None
+    others_share = (others_s / (float(others["wall_s"]) * int(others.get("cores", cores)))
+                    if others_s is not None else None)
+    busy = load1_before > 0.5 * cores or (others_share is not None and others_share > 0.05)
 
     L = []
     w = L.append
@@ -557,15 +563,22 @@ def main():
     w(f"| memory | {m['memory']} |")
     w(f"| kernel | {m['kernel']} |")
     la = lambda x: " ".join(x.split()[:3])  # noqa: E731
-    w(f"| load average (1, 5, 15 min): at start / after the builds, before measuring / at the end | "
+    w(f"| load average (1, 5, 15 min): at start / after the builds, before measuring / at the end (this run's own last sections) | "
       f"{la(m['load_before'])} / {la(m['load_measure'])} / {la(m['load_after'])} |")
+    if others_s is not None:
+        w(f"| CPU used by other processes while measuring (not this run's, not PostgreSQL's) | {others_s:.1f} s "
+          f"in {float(others['wall_s']):,.0f} s on {others.get('cores', cores)} cores ({others_share * 100:.1f} % of the machine); "
+          f"most: {others.get('top', 'none')} |")
+    else:
+        w("| CPU used by other processes while measuring | not recorded in this run |")
     w(f"| PostgreSQL | {m['postgres']} ({m['pg_source']}, same machine, loopback) |")
     w(f"| toolchain | {m['rustc']}; release profile: fat LTO, 1 codegen unit, opt-level 3, stripped |")
     w(f"| load generator | {m['wrk']} |")
     w("")
     if busy:
-        w(f"> **The machine was busy during this run** (1-minute load average {load1_before:.2f} before measuring, "
-          f"{load1_after:.2f} after, on {cores} cores): other work competed for the CPU, so throughput is "
+        share = f", other processes {others_share * 100:.1f} % of the machine while measuring" if others_share is not None else ""
+        w(f"> **The machine was busy during this run** (1-minute load average {load1_before:.2f} before measuring"
+          f"{share}, on {cores} cores): other work competed for the CPU, so throughput is "
           "understated and tail latencies overstated. Re-run on an idle machine for figures to quote.")
         w("")
     if cfg.get("profile") == "dev" or cfg.get("only") or cfg.get("quick") == "1":
