@@ -495,7 +495,8 @@ def cost_section(w, runs, cold):
          f"{worst[2]:.1f} MiB). " if worst[2] < LAMBDA_MEMORY_MB[0] else
          f"Peak memory (VmHWM) of {worst[0]} is {worst[2]:.1f} MiB, over 128 MB: that function needs 256 MB. ")
       + "Each Bearer request also invokes the authorizer when API Gateway's cache (300 s per token) misses: add its "
-      "row per miss.")
+      "row per miss. The authorizer and the scheduled functions (mail-sender, cleanup, rotate-key) are not "
+      "requests to the API: no API Gateway charge on their rows.")
     w("")
     w("| function | warm event (full core) | peak memory | billed at 128 MB | at 256 MB | Lambda $ per million (128 MB) | "
       "Lambda $ per million (256 MB) | with API Gateway REST (128 MB) |")
@@ -507,7 +508,9 @@ def cost_section(w, runs, cold):
             billed = math.ceil(max(ms, ms * LAMBDA_MB_PER_VCPU / mb))
             cost = LAMBDA_PER_MILLION + billed / 1e3 * mb / 1024 * LAMBDA_ARM_GB_S * 1e6
             cells.append((billed, cost))
-        gw = 0.0 if name == "authorizer" else APIGW_REST_PER_MILLION
+        # Not behind API Gateway: the authorizer (API Gateway invokes it; its price is per call made
+        # to the API) and the scheduled functions (EventBridge: mail-sender every minute).
+        gw = 0.0 if name in NOT_BEHIND_GATEWAY else APIGW_REST_PER_MILLION
         if gw:
             (gateway_most if gw > cells[0][1] else lambda_most).append(name)
         w(f"| {name} | {ms:.1f} ms | {peak:.1f} MiB | {cells[0][0]} ms | {cells[1][0]} ms | ${cells[0][1]:.2f} | "
@@ -522,6 +525,9 @@ def cost_section(w, runs, cold):
 
 
 # --- the document -----------------------------------------------------------------------------
+
+
+NOT_BEHIND_GATEWAY = {"authorizer", "mail-sender", "cleanup", "rotate-key"}
 
 
 def main():
