@@ -359,7 +359,10 @@ mod tests {
         let shown = format!("{rekey:?}");
         assert!(shown.contains("env-old") && shown.contains("env-new"), "{shown}");
         assert!(shown.contains("<40 bytes>"), "{shown}");
-        assert!(!shown.contains("171") && !shown.contains("205"), "ciphertext bytes in {shown}");
+        assert!(
+            !shown.contains("171") && !shown.contains("205"),
+            "ciphertext bytes in {shown}"
+        );
     }
 
     #[test]
