@@ -93,3 +93,33 @@ fn every_function_lists_only_the_crates_it_uses() {
     }
     assert!(problems.is_empty(), "{problems:#?}");
 }
+
+/// No function links tracing-subscriber's `env-filter` and the regex engine it brings
+/// (`matchers`, `regex-automata`): `RUST_LOG` goes through `Targets` (settings::telemetry), and
+/// `lambda_http`/`lambda_runtime` are used without their `tracing` feature, which would turn
+/// `env-filter` back on for every binary (about 1 MB, 8 %, of each function at 896564a).
+#[test]
+fn no_function_links_the_env_filter_regex_engine() {
+    let functions = std::fs::read_dir(workspace_root().join("functions")).expect("functions/");
+    let mut checked = 0;
+    for entry in functions {
+        let package = entry
+            .expect("a directory entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        let linked = linked_crates(&package);
+        assert!(
+            linked.iter().any(|c| c == "tracing-subscriber"),
+            "{package}: {linked:?}"
+        );
+        assert!(
+            !linked.iter().any(|c| c == "matchers"),
+            "{package} links env-filter's regex engine (matchers): {linked:?}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 15, "only {checked} functions found");
+    let local_api = linked_crates("local-api");
+    assert!(!local_api.iter().any(|c| c == "matchers"), "local-api links matchers");
+}
