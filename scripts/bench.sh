@@ -136,6 +136,9 @@ rm -rf "$R"
 mkdir -p "$R/wrk" "$R/coldstart" "$R/logs" "$R/criterion"
 cp /proc/loadavg "$R/load_before.txt"
 printf '%s\n' "$started_at" >"$R/started_at.txt"
+# The commit measured ("+changes" when the work tree differs from it).
+{ git rev-parse --short HEAD 2>/dev/null || echo unknown; } | tr -d '\n' >"$R/commit.txt"
+git diff --quiet HEAD 2>/dev/null || printf '+changes' >>"$R/commit.txt"
 
 # --- bookkeeping: the exact commands, the processes and databases we own ---------------------
 
@@ -472,9 +475,13 @@ if (( need_small )); then
         # (the most tracking ever does: once a minute per session).
         aged="UPDATE sessions SET last_used_at = now() - interval '2 minutes'"
         # lastused_side NAME SIDE ROUND : one GET /tasks run against the tracked or untracked API.
+        # Both sides start from the same table: every session aged, then VACUUM (the aging
+        # rewrites every session row; in the run at 896564a only the tracked side followed it,
+        # so the clean-up of those dead rows fell in the tracked runs).
         lastused_side() {
+            run psql -X -q -w "$small_url" -c "$aged"
+            run psql -X -q -w "$small_url" -c "VACUUM (ANALYZE) sessions"
             if [[ "$2" == on ]]; then
-                run psql -X -q -w "$small_url" -c "$aged"
                 api_pid="$on_pid"
                 wrk_run "$1_on_$3" 64 "$on_api" get_tasks "$R/tokens_small.txt"
             else

@@ -558,7 +558,9 @@ def main():
     w = L.append
     w("# Benchmarks")
     w("")
-    w(f"Written by `scripts/bench.sh` (run started {m['started_at']}, took {cfg.get('elapsed_s', '?')} s). "
+    commit = read(R / "commit.txt", "").strip()
+    at = f" at {commit}" if commit else ""
+    w(f"Written by `scripts/bench.sh`{at} (run started {m['started_at']}, took {cfg.get('elapsed_s', '?')} s). "
       "Every figure below comes from that one run; the exact commands are at the end. "
       "Re-run `scripts/bench.sh` to refresh this file.")
     w("")
@@ -1053,7 +1055,7 @@ def main():
         w("Two new local APIs on the same database, one with `SESSION_TRACK_LAST_USED=false`, started after "
           "`ANALYZE` and warmed up; a new pair for each round, the side started and measured first alternating "
           "(round 1: on, off; round 2: off, on), so neither side is always the older process. Before each "
-          "tracked run every session's `last_used_at` is set two minutes back, so each of the 64 sessions is "
+          "run (both sides, then `VACUUM` so that both start from the same table) every session's `last_used_at` is set two minutes back, so each of the 64 sessions is "
           "updated once in it (the worst case: tracking updates a session at most once a minute). Target: "
           "tracking costs at most 5 % of the throughput. CPU per request: the local API's and PostgreSQL's "
           "(the backends of the database, both APIs' pools).")
