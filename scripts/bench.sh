@@ -439,8 +439,14 @@ if (( need_small )); then
         on_pid=""
         off_pid=""
         # lastused_start_on / lastused_start_off : a new tracked / untracked local API.
+        # Both sides get the variable, so that the two processes' environments differ by one
+        # byte only (in two runs at 896564a and 906061d the tracked side, then started without
+        # it, was the slower one at login, which runs the same code either way).
         lastused_start_on() {
+            note_cmd "# with SESSION_TRACK_LAST_USED=true, on port $on_port:"
+            export SESSION_TRACK_LAST_USED=true
             start_api "$small_url" "$on_port" "$R/logs/local-api-small-tracked.log"
+            unset SESSION_TRACK_LAST_USED
             on_pid="$api_pid"
         }
         lastused_start_off() {
