@@ -438,44 +438,47 @@ if (( need_small )); then
         off_api="http://127.0.0.1:$off_port"
         on_pid=""
         off_pid=""
-        # lastused_start_on / lastused_start_off : a new tracked / untracked local API.
+        # lastused_start on|off : a new tracked (on) or untracked (off) local API.
         # Both sides get the variable, so that the two processes' environments differ by one
         # byte only (in two runs at 896564a and 906061d the tracked side, then started without
         # it, was the slower one at login, which runs the same code either way).
-        lastused_start_on() {
-            note_cmd "# with SESSION_TRACK_LAST_USED=true, on port $on_port:"
-            export SESSION_TRACK_LAST_USED=true
-            start_api "$small_url" "$on_port" "$R/logs/local-api-small-tracked.log"
-            unset SESSION_TRACK_LAST_USED
-            on_pid="$api_pid"
+        lastused_start() {
+            if [[ "$1" == on ]]; then
+                note_cmd "# with SESSION_TRACK_LAST_USED=true, on port $on_port:"
+                SESSION_TRACK_LAST_USED=true start_api "$small_url" "$on_port" "$R/logs/local-api-small-tracked.log"
+                on_pid="$api_pid"
+            else
+                note_cmd "# the same local API with SESSION_TRACK_LAST_USED=false, on port $off_port:"
+                SESSION_TRACK_LAST_USED=false start_api "$small_url" "$off_port" "$R/logs/local-api-small-untracked.log"
+                off_pid="$api_pid"
+            fi
         }
-        lastused_start_off() {
-            note_cmd "# the same local API with SESSION_TRACK_LAST_USED=false, on port $off_port:"
-            export SESSION_TRACK_LAST_USED=false
-            start_api "$small_url" "$off_port" "$R/logs/local-api-small-untracked.log"
-            unset SESSION_TRACK_LAST_USED
-            off_pid="$api_pid"
-        }
-        # lastused_pair FIRST WARMUP : stop the pair (if running) and start two new local APIs on
-        # the same database, FIRST (on or off) first, then warm both up with WARMUP (get_tasks or
-        # login, 2 s each, not reported). Every round gets a new pair and the side started first
-        # alternates: in the run at 2e539c0, with one pair for all rounds, the API started first
-        # was ahead in 7 of 8 login pairs although login runs the same statements either way;
-        # new processes each round, in alternating order, take that bias out of the comparison.
+        # lastused_pair FIRST : stop the pair (if running) and start two new local APIs on the
+        # same database, FIRST (on or off) first. Every round gets a new pair and the side
+        # started first alternates: in the run at 2e539c0, with one pair for all rounds, the API
+        # started first was ahead in 7 of 8 login pairs although login runs the same statements
+        # either way; new processes each round, in alternating order, take that bias out.
         lastused_pair() {
             [[ -n "$on_pid" ]] && stop_api "$on_pid"
             [[ -n "$off_pid" ]] && stop_api "$off_pid"
-            if [[ "$1" == on ]]; then lastused_start_on; lastused_start_off
-            else lastused_start_off; lastused_start_on; fi
-            note_cmd "# warm-up of both ($2, 2 s each, not reported)"
-            local u
-            for u in "$on_api" "$off_api"; do
-                if [[ "$2" == login ]]; then
-                    wrk -t2 -c4 -d2s -s scripts/bench/load.lua "$u" -- login "$small_users" "$password" >/dev/null
-                else
-                    wrk -t2 -c64 -d2s -s scripts/bench/load.lua "$u" -- get_tasks "$R/tokens_small.txt" >/dev/null
-                fi
-            done
+            if [[ "$1" == on ]]; then lastused_start on; lastused_start off
+            else lastused_start off; lastused_start on; fi
+        }
+        # lastused_warm SIDE MODE : warm one side up (MODE get_tasks or login, 2 s, not reported)
+        # right before its measured run, so both sides go from warm-up to measurement alike.
+        # (Until 3350d1c both were warmed up together when the pair started, tracked side first:
+        # the tracked API then sat idle 2 s longer before every run of its own, and in the run
+        # at 3350d1c it lost all 4 login rounds in which it was measured second, by 3.3-8.6 %,
+        # and was even (+0.2/s) in the 4 in which it was measured first.)
+        lastused_warm() {
+            local u="$on_api"
+            [[ "$1" == on ]] || u="$off_api"
+            note_cmd "# warm-up of the $1 side ($2, 2 s, not reported)"
+            if [[ "$2" == login ]]; then
+                wrk -t2 -c4 -d2s -s scripts/bench/load.lua "$u" -- login "$small_users" "$password" >/dev/null
+            else
+                wrk -t2 -c64 -d2s -s scripts/bench/load.lua "$u" -- get_tasks "$R/tokens_small.txt" >/dev/null
+            fi
         }
         # Every session last used two minutes ago: each one is updated once in the tracked run
         # (the most tracking ever does: once a minute per session).
@@ -487,6 +490,7 @@ if (( need_small )); then
         lastused_side() {
             run psql -X -q -w "$small_url" -c "$aged"
             run psql -X -q -w "$small_url" -c "VACUUM (ANALYZE) sessions"
+            lastused_warm "$2" get_tasks
             if [[ "$2" == on ]]; then
                 api_pid="$on_pid"
                 wrk_run "$1_on_$3" 64 "$on_api" get_tasks "$R/tokens_small.txt"
@@ -500,14 +504,15 @@ if (( need_small )); then
             if [[ "$1" == on ]]; then api_pid="$on_pid"; else api_pid="$off_pid"; fi
             local url="$on_api"
             [[ "$1" == on ]] || url="$off_api"
+            lastused_warm "$1" login
             wrk_run "lastused_login_$1_$2" 4 "$url" login "$small_users" "$password"
         }
         # ABBA over two pairs: the tracked API started and measured first in round 1, the
         # untracked one in round 2.
-        lastused_pair on get_tasks
+        lastused_pair on
         lastused_side lastused on 1
         lastused_side lastused off 1
-        lastused_pair off get_tasks
+        lastused_pair off
         lastused_side lastused off 2
         lastused_side lastused on 2
         # Login is argon2-bound, and this machine's hashing speed drifts by several percent from
@@ -517,8 +522,8 @@ if (( need_small )); then
         local_duration="$duration"
         duration="$lastused_login_duration"
         for (( r = 1; r <= lastused_login_rounds; r++ )); do
-            if (( r % 2 )); then lastused_pair on login; login_side on "$r"; login_side off "$r"
-            else lastused_pair off login; login_side off "$r"; login_side on "$r"; fi
+            if (( r % 2 )); then lastused_pair on; login_side on "$r"; login_side off "$r"
+            else lastused_pair off; login_side off "$r"; login_side on "$r"; fi
         done
         duration="$local_duration"
         api_pid="$small_pid"
