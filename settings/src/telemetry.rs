@@ -43,7 +43,7 @@ pub fn init() -> Result<(), ConfigError> {
 }
 
 /// The filter `RUST_LOG` asks for: `info` when unset or blank. Checked here, strictly, rather
-/// by `Targets`' own parser, which takes any word that is not a level for a target name: a typo
+/// than by `Targets`' own parser, which takes any word that is not a level for a target name: a typo
 /// such as `RUST_LOG=wran` would silently turn every log line off.
 fn filter(raw: Option<&str>) -> Result<Targets, ConfigError> {
     let raw = raw.map(str::trim).unwrap_or_default();
