@@ -160,10 +160,21 @@ cargo_test() {
     return "$rc"
 }
 
+# local_api_ses_emulator : clippy and the local API's own tests with its ses-emulator feature.
+local_api_ses_emulator() {
+    cargo clippy -p local-api --features ses-emulator --all-targets --locked -- -D warnings \
+        && cargo_test -p local-api --features ses-emulator --lib
+}
+
 run_step "rustfmt" cargo fmt --all -- --check
 run_step "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 run_step "cfn-lint" lint_template
 run_step "cargo test" cargo_test "$@"
+if [[ $# -eq 0 ]]; then
+    # The local API's optional SES emulator delivery (feature ses-emulator, off by default so
+    # that the default build links no AWS SDK): linted and its tests run with the feature on.
+    run_step "local API with --features ses-emulator" local_api_ses_emulator
+fi
 if [[ $# -eq 0 ]]; then
     # The end-to-end suite (and the key tests) again with EdDSA (Ed25519) tokens and unnamed
     # statements (DB_PREPARED_STATEMENTS=false, for a pooler without prepared statements): both

@@ -34,7 +34,8 @@ fn mfa_keys(env: &settings::MfaKeyEnv) -> anyhow::Result<store::mfa_key::MfaKeys
     .context("MFA_ENCRYPTION_KEY")
 }
 
-#[tokio::main]
+// One task at a time: the current-thread runtime, without the multi-thread scheduler's code.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     settings::telemetry::init()?;
     let settings = DatabaseSettings::from_env()?;
