@@ -45,6 +45,24 @@ fn ses_emulator(_endpoint: &str) -> anyhow::Result<Arc<dyn Mailer>> {
     )
 }
 
+/// Start the sender task on `pool` (its LISTEN connection goes to `url`).
+pub fn spawn_sender(
+    pool: &Pool,
+    config: &Config,
+    url: SecretString,
+    settings: &LocalMailSettings,
+    mailer: Arc<dyn Mailer>,
+) -> JoinHandle<()> {
+    mail_sender::worker::spawn(
+        pool.clone(),
+        config.into(),
+        url,
+        settings.mail.clone(),
+        mailer,
+        settings.poll,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,22 +94,4 @@ mod tests {
     async fn an_ses_endpoint_adds_the_ses_client_with_the_feature() {
         assert!(mailer(&settings(Some("http://127.0.0.1:5000"))).is_ok());
     }
-}
-
-/// Start the sender task on `pool` (its LISTEN connection goes to `url`).
-pub fn spawn_sender(
-    pool: &Pool,
-    config: &Config,
-    url: SecretString,
-    settings: &LocalMailSettings,
-    mailer: Arc<dyn Mailer>,
-) -> JoinHandle<()> {
-    mail_sender::worker::spawn(
-        pool.clone(),
-        config.into(),
-        url,
-        settings.mail.clone(),
-        mailer,
-        settings.poll,
-    )
 }
