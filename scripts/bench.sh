@@ -480,8 +480,19 @@ if (( need_small )); then
                 wrk -t2 -c64 -d2s -s scripts/bench/load.lua "$u" -- get_tasks "$R/tokens_small.txt" >/dev/null
             fi
         }
-        # Every session last used two minutes ago: each one is updated once in the tracked run
-        # (the most tracking ever does: once a minute per session).
+        # lastused_measure SIDE NAME CONNECTIONS MODE ARGS... : warm SIDE (on or off) up, then
+        # one measured wrk run NAME against it.
+        lastused_measure() {
+            local side="$1" name="$2" conns="$3" mode="$4" url="$on_api"
+            shift 4
+            api_pid="$on_pid"
+            [[ "$side" == on ]] || { url="$off_api"; api_pid="$off_pid"; }
+            lastused_warm "$side" "$mode"
+            wrk_run "$name" "$conns" "$url" "$mode" "$@"
+        }
+        # Every session last used two minutes ago before each side's run: the tracked side's
+        # warm-up then sends each session's update once (the most tracking ever does: once a
+        # minute per session), and both sides start from the same table.
         aged="UPDATE sessions SET last_used_at = now() - interval '2 minutes'"
         # lastused_side NAME SIDE ROUND : one GET /tasks run against the tracked or untracked API.
         # Both sides start from the same table: every session aged, then VACUUM (the aging
@@ -490,22 +501,11 @@ if (( need_small )); then
         lastused_side() {
             run psql -X -q -w "$small_url" -c "$aged"
             run psql -X -q -w "$small_url" -c "VACUUM (ANALYZE) sessions"
-            lastused_warm "$2" get_tasks
-            if [[ "$2" == on ]]; then
-                api_pid="$on_pid"
-                wrk_run "$1_on_$3" 64 "$on_api" get_tasks "$R/tokens_small.txt"
-            else
-                api_pid="$off_pid"
-                wrk_run "$1_off_$3" 64 "$off_api" get_tasks "$R/tokens_small.txt"
-            fi
+            lastused_measure "$2" "$1_$2_$3" 64 get_tasks "$R/tokens_small.txt"
         }
         # login_side SIDE ROUND : one login run (4 connections) against either API.
         login_side() {
-            if [[ "$1" == on ]]; then api_pid="$on_pid"; else api_pid="$off_pid"; fi
-            local url="$on_api"
-            [[ "$1" == on ]] || url="$off_api"
-            lastused_warm "$1" login
-            wrk_run "lastused_login_$1_$2" 4 "$url" login "$small_users" "$password"
+            lastused_measure "$1" "lastused_login_$1_$2" 4 login "$small_users" "$password"
         }
         # ABBA over two pairs: the tracked API started and measured first in round 1, the
         # untracked one in round 2.

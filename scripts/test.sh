@@ -174,8 +174,6 @@ if [[ $# -eq 0 ]]; then
     # The local API's optional SES emulator delivery (feature ses-emulator, off by default so
     # that the default build links no AWS SDK): linted and its tests run with the feature on.
     run_step "local API with --features ses-emulator" local_api_ses_emulator
-fi
-if [[ $# -eq 0 ]]; then
     # The end-to-end suite (and the key tests) again with EdDSA (Ed25519) tokens and unnamed
     # statements (DB_PREPARED_STATEMENTS=false, for a pooler without prepared statements): both
     # algorithms and both statement modes must pass it. The run above used HS256 and named
