@@ -11,7 +11,6 @@
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use base64::Engine;
-use deadpool_postgres::Pool;
 use secrecy::{ExposeSecret, SecretString};
 use settings::DbSettings;
 use sha2::{Digest, Sha256};
@@ -215,6 +214,17 @@ UPDATE mfa_totp SET secret_ciphertext = $4, key_id = $5
  WHERE user_id = $1 AND key_id = $2 AND secret_ciphertext = $3
 RETURNING user_id";
 
+/// [`REKEY`]'s parameters for `rekey`, with their types.
+fn rekey_params(rekey: &Rekey) -> [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 5] {
+    [
+        (&rekey.user_id, Type::UUID),
+        (&rekey.old_key_id, Type::TEXT),
+        (&rekey.old_ciphertext, Type::BYTEA),
+        (&rekey.ciphertext, Type::BYTEA),
+        (&rekey.key_id, Type::TEXT),
+    ]
+}
+
 /// Write `rekey` on `client` (the transaction of the use that decrypted the secret). Whether the
 /// row was rewritten (not when it changed meanwhile).
 pub async fn rekey<C: db::Runner>(
@@ -222,19 +232,7 @@ pub async fn rekey<C: db::Runner>(
     settings: &DbSettings,
     rekey: &Rekey,
 ) -> Result<bool, tokio_postgres::Error> {
-    let rows = db::run(
-        client,
-        settings,
-        REKEY,
-        &[
-            (&rekey.user_id, Type::UUID),
-            (&rekey.old_key_id, Type::TEXT),
-            (&rekey.old_ciphertext, Type::BYTEA),
-            (&rekey.ciphertext, Type::BYTEA),
-            (&rekey.key_id, Type::TEXT),
-        ],
-    )
-    .await?;
+    let rows = db::run(client, settings, REKEY, &rekey_params(rekey)).await?;
     Ok(!rows.is_empty())
 }
 
@@ -267,9 +265,12 @@ pub struct ReencryptReport {
 /// Seal every TOTP secret that is not under the current key again under it, `batch` rows per
 /// transaction (short row locks: a login's verify of one of them waits for one batch at most).
 /// The rows are walked in user id order, once: one that does not decrypt is counted and left.
+///
+/// On one plain connection (`todo-admin`'s), with every statement sent unnamed: a command run
+/// once after a rotation needs neither the pool nor the functions' statement cache, and unnamed
+/// statements work through any pooler.
 pub async fn reencrypt_all(
-    pool: &Pool,
-    settings: &DbSettings,
+    client: &mut tokio_postgres::Client,
     keys: &MfaKeys,
     batch: i64,
 ) -> anyhow::Result<ReencryptReport> {
@@ -280,13 +281,9 @@ pub async fn reencrypt_all(
     // left out or mistyped), the command would seal secrets under an id no function knows. Rows
     // under the real ids then show up here as unknown: refuse before writing anything.
     let known: Vec<String> = keys.ids();
-    let unknown = db::run(
-        &pool.get().await?,
-        settings,
-        UNKNOWN_KEY_IDS,
-        &[(&known, Type::TEXT_ARRAY)],
-    )
-    .await?;
+    let unknown = client
+        .query_typed(UNKNOWN_KEY_IDS, &[(&known, Type::TEXT_ARRAY)])
+        .await?;
     if !unknown.is_empty() {
         let mut found = Vec::new();
         for row in &unknown {
@@ -304,15 +301,13 @@ pub async fn reencrypt_all(
         );
     }
     loop {
-        let mut client = pool.get().await?;
         let tx = client.transaction().await?;
-        let rows = db::run(
-            &tx,
-            settings,
-            NOT_CURRENT,
-            &[(&current, Type::TEXT), (&after, Type::UUID), (&batch, Type::INT8)],
-        )
-        .await?;
+        let rows = tx
+            .query_typed(
+                NOT_CURRENT,
+                &[(&current, Type::TEXT), (&after, Type::UUID), (&batch, Type::INT8)],
+            )
+            .await?;
         let Some(last) = rows.last() else {
             break;
         };
@@ -325,8 +320,13 @@ pub async fn reencrypt_all(
                 .decrypt(&key_id, user_id, &ciphertext)
                 .and_then(|plain| keys.rekey(user_id, &key_id, &ciphertext, &plain));
             match sealed {
-                Ok(Some(change)) if rekey(&tx, settings, &change).await? => report.reencrypted += 1,
-                Ok(_) => {}
+                Ok(Some(change)) => {
+                    // The row is locked by this batch (FOR UPDATE), so it still holds what was read.
+                    if !tx.query_typed(REKEY, &rekey_params(&change)).await?.is_empty() {
+                        report.reencrypted += 1;
+                    }
+                }
+                Ok(None) => {}
                 Err(e) => {
                     // The user id and key id only: neither is secret.
                     tracing::warn!(%user_id, key_id, error = %e, "a TOTP secret could not be re-encrypted");

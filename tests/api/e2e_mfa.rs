@@ -1498,7 +1498,11 @@ async fn the_bulk_command_leaves_no_secret_under_the_previous_key() {
 
     let keys = store::mfa_key::MfaKeys::from_env(&secret(ROTATED_MFA_KEY), Some(&secret(api_tests::TEST_MFA_KEY)))
         .expect("keys");
-    let settings = &old.state.config.db;
+    // What `todo-admin` runs on: one plain connection to the URL the application uses (through
+    // the pooler when the tests run behind one).
+    let mut admin = store::db::connect(&old.db.url, &old.state.config.db)
+        .await
+        .expect("connect");
     let key_ids = async || -> Vec<String> {
         db.query("SELECT key_id FROM mfa_totp ORDER BY key_id", &[])
             .await
@@ -1511,7 +1515,7 @@ async fn the_bulk_command_leaves_no_secret_under_the_previous_key() {
     // use): refused before anything is written (review finding L2; the old command re-encrypted
     // the others and only counted it).
     let before = key_ids().await;
-    let refused = store::mfa_key::reencrypt_all(&old.state.pool, settings, &keys, 2)
+    let refused = store::mfa_key::reencrypt_all(&mut admin, &keys, 2)
         .await
         .expect_err("a row under an unknown key id");
     assert!(refused.to_string().contains("\"env-unknown\": 1 row(s)"), "{refused}");
@@ -1520,7 +1524,7 @@ async fn the_bulk_command_leaves_no_secret_under_the_previous_key() {
         .await
         .expect("the stray row gone");
 
-    let report = store::mfa_key::reencrypt_all(&old.state.pool, settings, &keys, 2)
+    let report = store::mfa_key::reencrypt_all(&mut admin, &keys, 2)
         .await
         .expect("re-encrypt");
     assert_eq!(
@@ -1535,7 +1539,7 @@ async fn the_bulk_command_leaves_no_secret_under_the_previous_key() {
         "every row under the current key"
     );
     // Run again: nothing more to do.
-    let again = store::mfa_key::reencrypt_all(&old.state.pool, settings, &keys, 2)
+    let again = store::mfa_key::reencrypt_all(&mut admin, &keys, 2)
         .await
         .expect("re-encrypt");
     assert_eq!(again.reencrypted, 0);

@@ -77,8 +77,8 @@ async fn main() -> anyhow::Result<()> {
         ["reencrypt-mfa-secrets"] => {
             let env = settings::MfaKeyEnv::from_env()?;
             let keys = mfa_keys(&env)?;
-            let pool = store::db::pool(url, &settings.db)?;
-            let report = store::mfa_key::reencrypt_all(&pool, &settings.db, &keys, REENCRYPT_BATCH).await?;
+            let mut client = store::db::connect(url, &settings.db).await?;
+            let report = store::mfa_key::reencrypt_all(&mut client, &keys, REENCRYPT_BATCH).await?;
             println!(
                 "re-encrypted {} TOTP secret(s) under key {}",
                 report.reencrypted,
